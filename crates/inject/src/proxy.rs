@@ -1,0 +1,807 @@
+//! The containers and volumes kinject adds, exactly as Linkerd's chart partials
+//! (`_proxy.tpl`, `_proxy-init.tpl`, `_network-validator.tpl`, `_debug.tpl`)
+//! render them, so that the real linkerd2-proxy finds what it expects.
+
+use serde_json::{Map, Value, json};
+
+use crate::annotations::merge_env;
+use crate::values::{ResourcesValues, Values};
+
+pub const PROXY_CONTAINER: &str = "linkerd-proxy";
+pub const INIT_CONTAINER: &str = "linkerd-init";
+pub const VALIDATOR_CONTAINER: &str = "linkerd-network-validator";
+pub const DEBUG_CONTAINER: &str = "linkerd-debug";
+pub const END_ENTITY_VOLUME: &str = "linkerd-identity-end-entity";
+pub const TOKEN_VOLUME: &str = "linkerd-identity-token";
+pub const PODINFO_VOLUME: &str = "linkerd-podinfo";
+pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What the templates need to know about the pod being injected.
+#[derive(Debug, Default)]
+pub struct PodFacts {
+    /// `securityContext.capabilities` of the first app container.
+    pub app_capabilities: Option<Map<String, Value>>,
+    /// The first app container's service-account token mount, if any.
+    pub sa_mount: Option<Value>,
+    /// `LINKERD2_PROXY_INBOUND_PORTS` (computed unless overridden).
+    pub inbound_ports: String,
+    /// Resolved opaque ports for `…_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`.
+    pub opaque_ports: String,
+    /// Trust anchors PEM, trimmed with one trailing newline.
+    pub trust_anchors_env: String,
+    /// `proxy.additionalEnv` merged with the annotation's env vars.
+    pub additional_env: Vec<Value>,
+    /// Whether the proxy runs as a native sidecar (already capability-checked).
+    pub native: bool,
+}
+
+fn env(name: &str, value: impl Into<Value>) -> Value {
+    json!({"name": name, "value": value.into()})
+}
+
+fn env_field(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+}
+
+/// `resources`, or `null` when nothing is configured (as Linkerd's patch has it).
+pub fn resources(r: &ResourcesValues) -> Value {
+    let mut limits = Map::new();
+    let mut requests = Map::new();
+    for (name, rl) in [
+        ("cpu", &r.cpu),
+        ("memory", &r.memory),
+        ("ephemeral-storage", &r.ephemeral_storage),
+    ] {
+        if !rl.limit.is_empty() {
+            limits.insert(name.into(), rl.limit.clone().into());
+        }
+        if !rl.request.is_empty() {
+            requests.insert(name.into(), rl.request.clone().into());
+        }
+    }
+    let mut out = Map::new();
+    if !limits.is_empty() {
+        out.insert("limits".into(), limits.into());
+    }
+    if !requests.is_empty() {
+        out.insert("requests".into(), requests.into());
+    }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        out.into()
+    }
+}
+
+fn image(name: &str, version: &str, fallback_version: &str) -> String {
+    let tag = if version.is_empty() {
+        fallback_version
+    } else {
+        version
+    };
+    format!("{name}:{tag}")
+}
+
+/// The proxy image tag (also the `linkerd.io/proxy-version` annotation).
+pub fn proxy_version(v: &Values) -> &str {
+    if v.proxy.image.version.is_empty() {
+        &v.linkerd_version
+    } else {
+        &v.proxy.image.version
+    }
+}
+
+pub fn proxy_image(v: &Values) -> String {
+    image(
+        &v.proxy.image.name,
+        &v.proxy.image.version,
+        &v.linkerd_version,
+    )
+}
+
+fn pull_policy<'a>(specific: &'a str, v: &'a Values) -> &'a str {
+    if specific.is_empty() {
+        &v.image_pull_policy
+    } else {
+        specific
+    }
+}
+
+fn listen(v: &Values, port: u16) -> String {
+    if v.disable_ipv6 {
+        format!("0.0.0.0:{port}")
+    } else {
+        format!("[::]:{port}")
+    }
+}
+
+/// `camelCase` → `CAMEL_CASE`.
+fn upper_snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Flattens `proxy.inbound`/`proxy.outbound` into env vars, keys sorted at each
+/// level as Helm iterates maps.
+fn param_env(prefix: &str, m: &Map<String, Value>, out: &mut Vec<Value>) {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    for k in keys {
+        let name = format!("{prefix}_{}", upper_snake(k));
+        match &m[k] {
+            Value::Object(inner) => param_env(&name, inner, out),
+            Value::String(s) => out.push(env(&name, s.as_str())),
+            Value::Null => {}
+            other => out.push(env(&name, other.to_string())),
+        }
+    }
+}
+
+fn svc_name(who: &str, ns: &str, td: &str) -> String {
+    format!("{who}.{ns}.serviceaccount.identity.{ns}.{td}")
+}
+
+/// The `linkerd-proxy` container.
+pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
+    let p = &v.proxy;
+    let cd = &v.cluster_domain;
+    let td = v.trust_domain();
+    let ports = &p.ports;
+    let mut e: Vec<Value> = Vec::with_capacity(64);
+    e.push(env_field("_pod_name", "metadata.name"));
+    e.push(env_field("_pod_ns", "metadata.namespace"));
+    e.push(env_field("_pod_uid", "metadata.uid"));
+    e.push(env_field("_pod_ip", "status.podIP"));
+    e.push(env_field("_pod_nodeName", "spec.nodeName"));
+    e.push(env("_pod_containerName", PROXY_CONTAINER));
+    // The deprecated `proxy.cores` only applies while workers.minimum is unset.
+    let cores = match p.cores {
+        Some(c) if p.runtime.workers.minimum <= 1 => c,
+        _ => p.runtime.workers.minimum,
+    };
+    e.push(env("LINKERD2_PROXY_CORES", cores.to_string()));
+    e.push(env("LINKERD2_PROXY_CORES_MIN", cores.to_string()));
+    if let Some(max) = p.runtime.workers.maximum {
+        e.push(env("LINKERD2_PROXY_CORES_MAX", max.to_string()));
+    }
+    if let Some(r) = p.runtime.workers.maximum_cpu_ratio {
+        e.push(env("LINKERD2_PROXY_CORES_MAX_RATIO", r.to_string()));
+    }
+    if !p.require_identity_on_inbound_ports.is_empty() {
+        e.push(env(
+            "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
+            p.require_identity_on_inbound_ports.as_str(),
+        ));
+    }
+    e.push(env(
+        "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+        p.enable_shutdown_endpoint.to_string(),
+    ));
+    let log = if p.log_http_headers == "insecure" {
+        p.log_level.clone()
+    } else {
+        format!("{},[{{headers}}]=off,[{{request}}]=off", p.log_level)
+    };
+    e.push(env("LINKERD2_PROXY_LOG", log));
+    e.push(env("LINKERD2_PROXY_LOG_FORMAT", p.log_format.as_str()));
+    e.push(env(
+        "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+        format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086"),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
+        v.cluster_networks.as_str(),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_POLICY_SVC_ADDR",
+        format!("linkerd-policy.{ns}.svc.{cd}.:8090"),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_POLICY_WORKLOAD",
+        "{\"ns\":\"$(_pod_ns)\", \"pod\":\"$(_pod_name)\"}\n",
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+        p.default_inbound_policy.as_str(),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS",
+        v.cluster_networks.as_str(),
+    ));
+    let streams = &p.control.streams;
+    e.push(env(
+        "LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT",
+        streams.initial_timeout.as_str(),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT",
+        streams.idle_timeout.as_str(),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_CONTROL_STREAM_LIFETIME",
+        streams.lifetime.as_str(),
+    ));
+    for (name, val) in [
+        (
+            "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT",
+            &p.inbound_connect_timeout,
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+            &p.outbound_connect_timeout,
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
+            &p.outbound_discovery_cache_unused_timeout,
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT",
+            &p.inbound_discovery_cache_unused_timeout,
+        ),
+    ] {
+        if !val.is_empty() {
+            e.push(env(name, val.as_str()));
+        }
+    }
+    if p.disable_outbound_protocol_detect_timeout {
+        e.push(env("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "365d"));
+    }
+    if p.disable_inbound_protocol_detect_timeout {
+        e.push(env("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "365d"));
+    }
+    e.push(env(
+        "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
+        listen(v, ports.control),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+        listen(v, ports.admin),
+    ));
+    let outbound = format!("127.0.0.1:{}", ports.outbound);
+    e.push(env(
+        "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+        outbound.as_str(),
+    ));
+    let outbound_addrs = if v.disable_ipv6 {
+        outbound
+    } else {
+        format!("{outbound},[::1]:{}", ports.outbound)
+    };
+    e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", outbound_addrs));
+    e.push(env(
+        "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+        listen(v, ports.inbound),
+    ));
+    e.push(env_field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs"));
+    if !facts.inbound_ports.is_empty() {
+        e.push(env(
+            "LINKERD2_PROXY_INBOUND_PORTS",
+            facts.inbound_ports.as_str(),
+        ));
+    }
+    if p.is_gateway {
+        e.push(env(
+            "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES",
+            format!("svc.{cd}."),
+        ));
+    }
+    if p.is_ingress {
+        e.push(env("LINKERD2_PROXY_INGRESS_MODE", "true"));
+    }
+    let suffixes = if p.enable_external_profiles {
+        ".".to_string()
+    } else {
+        format!("svc.{cd}.")
+    };
+    e.push(env("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", suffixes));
+    e.push(env("LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "10000ms"));
+    e.push(env("LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE", "10000ms"));
+    e.push(env("LINKERD2_PROXY_INBOUND_ACCEPT_USER_TIMEOUT", "30s"));
+    e.push(env("LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT", "30s"));
+    e.push(env(
+        "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
+        p.metrics.hostname_labels.to_string(),
+    ));
+    if p.tracing.enabled {
+        let t = &p.tracing;
+        e.push(env(
+            "LINKERD2_PROXY_TRACE_ATTRIBUTES_PATH",
+            "/var/run/linkerd/podinfo/labels",
+        ));
+        e.push(env(
+            "LINKERD2_PROXY_TRACE_ANNOTATIONS_PATH",
+            "/var/run/linkerd/podinfo/annotations",
+        ));
+        e.push(env("LINKERD2_PROXY_TRACE_PROTOCOL", "opentelemetry"));
+        e.push(env(
+            "LINKERD2_PROXY_TRACE_SERVICE_NAME",
+            t.trace_service_name.as_str(),
+        ));
+        e.push(env(
+            "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR",
+            t.collector.endpoint.as_str(),
+        ));
+        let mi = &t.collector.mesh_identity;
+        if !mi.service_account_name.is_empty() {
+            e.push(env(
+                "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME",
+                format!(
+                    "{}.{}.serviceaccount.identity.{ns}.{td}",
+                    mi.service_account_name, mi.namespace
+                ),
+            ));
+        }
+        let attrs: Vec<String> = t
+            .labels
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+            .collect();
+        if !attrs.is_empty() {
+            e.push(env(
+                "LINKERD2_PROXY_TRACE_EXTRA_ATTRIBUTES",
+                attrs.join("\n"),
+            ));
+        }
+    }
+    param_env("LINKERD2_PROXY_INBOUND", &p.inbound, &mut e);
+    param_env("LINKERD2_PROXY_OUTBOUND", &p.outbound, &mut e);
+    if !facts.opaque_ports.is_empty() {
+        e.push(env(
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            facts.opaque_ports.as_str(),
+        ));
+    }
+    e.push(env(
+        "LINKERD2_PROXY_DESTINATION_CONTEXT",
+        "{\"ns\":\"$(_pod_ns)\", \"nodeName\":\"$(_pod_nodeName)\", \"pod\":\"$(_pod_name)\"}\n",
+    ));
+    e.push(env_field("_pod_sa", "spec.serviceAccountName"));
+    e.push(env("_l5d_ns", ns));
+    e.push(env("_l5d_trustdomain", td));
+    e.push(env(
+        "LINKERD2_PROXY_IDENTITY_DIR",
+        "/var/run/linkerd/identity/end-entity",
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        facts.trust_anchors_env.as_str(),
+    ));
+    let token = if v.identity.service_account_token_projection {
+        "/var/run/secrets/tokens/linkerd-identity-token".to_string()
+    } else {
+        format!("{SA_TOKEN_PATH}/token")
+    };
+    e.push(env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token));
+    e.push(env(
+        "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+        format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080"),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+        format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"),
+    ));
+    e.push(env(
+        "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+        svc_name("linkerd-identity", ns, td),
+    ));
+    let dst = svc_name("linkerd-destination", ns, td);
+    e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", dst.as_str()));
+    e.push(env("LINKERD2_PROXY_POLICY_SVC_NAME", dst));
+    if !p.access_log.is_empty() {
+        e.push(env("LINKERD2_PROXY_ACCESS_LOG", p.access_log.as_str()));
+    }
+    if !p.shutdown_grace_period.is_empty() {
+        e.push(env(
+            "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD",
+            p.shutdown_grace_period.as_str(),
+        ));
+    }
+    // Appended, not merged into the list above: Kubernetes resolves duplicate
+    // names to the last entry, so these win, as in Linkerd.
+    e.extend(facts.additional_env.iter().cloned());
+    e.extend(p.experimental_env.iter().cloned());
+
+    let mut c = Map::new();
+    c.insert("name".into(), PROXY_CONTAINER.into());
+    c.insert("image".into(), proxy_image(v).into());
+    c.insert(
+        "imagePullPolicy".into(),
+        pull_policy(&p.image.pull_policy, v).into(),
+    );
+    c.insert("env".into(), e.into());
+    c.insert(
+        "ports".into(),
+        json!([
+            {"containerPort": ports.inbound, "name": "linkerd-proxy"},
+            {"containerPort": ports.admin, "name": "linkerd-admin"},
+        ]),
+    );
+    c.insert(
+        "livenessProbe".into(),
+        json!({"httpGet": {"path": "/live", "port": ports.admin},
+               "initialDelaySeconds": p.liveness_probe.initial_delay_seconds,
+               "timeoutSeconds": p.liveness_probe.timeout_seconds}),
+    );
+    c.insert(
+        "readinessProbe".into(),
+        json!({"httpGet": {"path": "/ready", "port": ports.admin},
+               "initialDelaySeconds": p.readiness_probe.initial_delay_seconds,
+               "timeoutSeconds": p.readiness_probe.timeout_seconds}),
+    );
+    if facts.native && p.await_ {
+        let s = &p.startup_probe;
+        c.insert(
+            "startupProbe".into(),
+            json!({"httpGet": {"path": "/ready", "port": ports.admin},
+                   "initialDelaySeconds": s.initial_delay_seconds,
+                   "periodSeconds": s.period_seconds,
+                   "failureThreshold": s.failure_threshold}),
+        );
+    }
+    c.insert("resources".into(), resources(&p.resources));
+    if facts.native {
+        c.insert("restartPolicy".into(), "Always".into());
+    }
+    c.insert("securityContext".into(), proxy_security_context(v, facts));
+    c.insert(
+        "terminationMessagePolicy".into(),
+        "FallbackToLogsOnError".into(),
+    );
+    if !facts.native {
+        let mut lifecycle = Map::new();
+        if p.await_ {
+            lifecycle.insert(
+                "postStart".into(),
+                json!({"exec": {"command": [
+                    "/usr/lib/linkerd/linkerd-await",
+                    "--timeout=2m",
+                    format!("--port={}", ports.admin),
+                ]}}),
+            );
+        }
+        if p.wait_before_exit_seconds > 0 {
+            lifecycle.insert(
+                "preStop".into(),
+                json!({"exec": {"command": ["/bin/sleep", p.wait_before_exit_seconds.to_string()]}}),
+            );
+        }
+        if !lifecycle.is_empty() {
+            c.insert("lifecycle".into(), lifecycle.into());
+        }
+    }
+    let mut mounts = vec![json!({
+        "mountPath": "/var/run/linkerd/identity/end-entity",
+        "name": END_ENTITY_VOLUME,
+    })];
+    if p.tracing.enabled {
+        mounts.push(json!({"mountPath": "/var/run/linkerd/podinfo", "name": PODINFO_VOLUME}));
+    }
+    if v.identity.service_account_token_projection {
+        mounts.push(json!({"mountPath": "/var/run/secrets/tokens", "name": TOKEN_VOLUME}));
+    }
+    if let Some(m) = &facts.sa_mount {
+        mounts.push(m.clone());
+    }
+    c.insert("volumeMounts".into(), mounts.into());
+    c.into()
+}
+
+fn proxy_security_context(v: &Values, facts: &PodFacts) -> Value {
+    let p = &v.proxy;
+    if !p.security_context.is_empty() {
+        return p.security_context.clone().into();
+    }
+    let mut sc = Map::new();
+    sc.insert("allowPrivilegeEscalation".into(), false.into());
+    if let Some(caps) = &facts.app_capabilities {
+        sc.insert("capabilities".into(), caps.clone().into());
+    }
+    sc.insert("readOnlyRootFilesystem".into(), true.into());
+    sc.insert("runAsNonRoot".into(), true.into());
+    sc.insert("runAsUser".into(), p.uid.into());
+    if p.gid >= 0 {
+        sc.insert("runAsGroup".into(), p.gid.into());
+    }
+    sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
+    sc.into()
+}
+
+/// The `linkerd-init` container (iptables mode).
+pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
+    let p = &v.proxy;
+    let pi = &v.proxy_init;
+    let mut args: Vec<Value> = Vec::with_capacity(24);
+    if pi.iptables_mode == "nft" {
+        args.extend(
+            [
+                "--firewall-bin-path",
+                "iptables-nft",
+                "--firewall-save-bin-path",
+                "iptables-nft-save",
+            ]
+            .map(Value::from),
+        );
+    }
+    if v.disable_ipv6 {
+        args.push("--ipv6=false".into());
+    }
+    args.push("--incoming-proxy-port".into());
+    args.push(p.ports.inbound.to_string().into());
+    args.push("--outgoing-proxy-port".into());
+    args.push(p.ports.outbound.to_string().into());
+    args.push("--proxy-uid".into());
+    args.push(p.uid.to_string().into());
+    if p.gid >= 0 {
+        args.push("--proxy-gid".into());
+        args.push(p.gid.to_string().into());
+    }
+    let mut inbound_ignore = format!("{},{}", p.ports.control, p.ports.admin);
+    if !pi.ignore_inbound_ports.is_empty() {
+        inbound_ignore.push(',');
+        inbound_ignore.push_str(&pi.ignore_inbound_ports);
+    }
+    args.push("--inbound-ports-to-ignore".into());
+    args.push(inbound_ignore.into());
+    if !pi.ignore_outbound_ports.is_empty() {
+        args.push("--outbound-ports-to-ignore".into());
+        args.push(pi.ignore_outbound_ports.as_str().into());
+    }
+    if pi.close_wait_timeout_secs > 0 {
+        args.push("--timeout-close-wait-secs".into());
+        args.push(pi.close_wait_timeout_secs.to_string().into());
+    }
+    if !pi.log_format.is_empty() {
+        args.push("--log-format".into());
+        args.push(pi.log_format.as_str().into());
+    }
+    if !pi.log_level.is_empty() {
+        args.push("--log-level".into());
+        args.push(pi.log_level.as_str().into());
+    }
+    if !pi.skip_subnets.is_empty() {
+        args.push("--subnets-to-ignore".into());
+        args.push(pi.skip_subnets.as_str().into());
+    }
+    let privileged = pi.privileged || pi.close_wait_timeout_secs > 0;
+
+    let mut add: Vec<Value> = vec!["NET_ADMIN".into(), "NET_RAW".into()];
+    let mut caps = Map::new();
+    if let Some(app) = &facts.app_capabilities {
+        if let Some(a) = app.get("add").and_then(Value::as_array) {
+            add.extend(a.iter().cloned());
+        }
+    }
+    caps.insert("add".into(), add.into());
+    if let Some(app) = &facts.app_capabilities {
+        if let Some(d) = app.get("drop").and_then(Value::as_array) {
+            let drop: Vec<Value> = d
+                .iter()
+                .filter(|c| !matches!(c.as_str(), Some("NET_ADMIN" | "NET_RAW")))
+                .cloned()
+                .collect();
+            caps.insert("drop".into(), drop.into());
+        }
+    }
+    let mut sc = Map::new();
+    sc.insert("allowPrivilegeEscalation".into(), privileged.into());
+    sc.insert("capabilities".into(), caps.into());
+    sc.insert("privileged".into(), privileged.into());
+    if pi.run_as_root {
+        sc.insert("runAsNonRoot".into(), false.into());
+        sc.insert("runAsUser".into(), 0.into());
+        sc.insert("runAsGroup".into(), 0.into());
+    } else {
+        let nz = |id: i64| if id == 0 { 65534 } else { id };
+        sc.insert("runAsNonRoot".into(), true.into());
+        sc.insert("runAsUser".into(), nz(pi.run_as_user).into());
+        sc.insert("runAsGroup".into(), nz(pi.run_as_group).into());
+    }
+    sc.insert("readOnlyRootFilesystem".into(), true.into());
+    sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
+
+    let mut mounts = vec![json!({
+        "mountPath": pi.xt_mount_path.mount_path,
+        "name": pi.xt_mount_path.name,
+    })];
+    if let Some(m) = &facts.sa_mount {
+        mounts.push(m.clone());
+    }
+    let mut c = Map::new();
+    c.insert("name".into(), INIT_CONTAINER.into());
+    c.insert("image".into(), proxy_image(v).into());
+    c.insert(
+        "imagePullPolicy".into(),
+        pull_policy(&p.image.pull_policy, v).into(),
+    );
+    c.insert(
+        "command".into(),
+        json!(["/usr/lib/linkerd/linkerd2-proxy-init"]),
+    );
+    c.insert("args".into(), args.into());
+    c.insert("resources".into(), resources(&p.resources));
+    c.insert("securityContext".into(), sc.into());
+    c.insert(
+        "terminationMessagePolicy".into(),
+        "FallbackToLogsOnError".into(),
+    );
+    c.insert("volumeMounts".into(), mounts.into());
+    c.into()
+}
+
+/// The `linkerd-network-validator` init container (CNI mode).
+pub fn network_validator(v: &Values) -> Value {
+    let nv = &v.network_validator;
+    let outbound = v.proxy.ports.outbound;
+    let connect = if !nv.connect_addr.is_empty() {
+        nv.connect_addr.clone()
+    } else if v.disable_ipv6 {
+        "1.1.1.1:20001".into()
+    } else {
+        "[fd00::1]:20001".into()
+    };
+    let listen = if !nv.listen_addr.is_empty() {
+        nv.listen_addr.clone()
+    } else if v.disable_ipv6 {
+        format!("0.0.0.0:{outbound}")
+    } else {
+        format!("[::]:{outbound}")
+    };
+    let mut c = Map::new();
+    c.insert("name".into(), VALIDATOR_CONTAINER.into());
+    c.insert("image".into(), proxy_image(v).into());
+    c.insert(
+        "imagePullPolicy".into(),
+        pull_policy(&v.proxy.image.pull_policy, v).into(),
+    );
+    c.insert(
+        "command".into(),
+        json!(["/usr/lib/linkerd/linkerd2-network-validator"]),
+    );
+    c.insert(
+        "args".into(),
+        json!([
+            "--log-format",
+            nv.log_format,
+            "--log-level",
+            nv.log_level,
+            "--connect-addr",
+            connect,
+            "--listen-addr",
+            listen,
+            "--timeout",
+            nv.timeout,
+        ]),
+    );
+    c.insert("resources".into(), resources(&v.proxy.resources));
+    if nv.enable_security_context {
+        c.insert("securityContext".into(), nv.security_context.clone().into());
+    }
+    c.into()
+}
+
+/// The `linkerd-debug` container.
+pub fn debug_container(v: &Values) -> Value {
+    let img = &v.debug_container.image;
+    json!({
+        "image": image(&img.name, &img.version, &v.linkerd_version),
+        "imagePullPolicy": pull_policy(&img.pull_policy, v),
+        "name": DEBUG_CONTAINER,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "livenessProbe": {"exec": {"command": ["true"]}},
+        "readinessProbe": {"exec": {"command": ["true"]}},
+    })
+}
+
+pub fn xtables_volume(v: &Values) -> Value {
+    json!({"emptyDir": {}, "name": v.proxy_init.xt_mount_path.name})
+}
+
+pub fn end_entity_volume() -> Value {
+    json!({"name": END_ENTITY_VOLUME, "emptyDir": {"medium": "Memory"}})
+}
+
+pub fn token_volume() -> Value {
+    json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": "identity.l5d.io", "expirationSeconds": 86400, "path": TOKEN_VOLUME}}]}})
+}
+
+pub fn podinfo_volume() -> Value {
+    json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
+        {"fieldRef": {"fieldPath": "metadata.labels"}, "path": "labels"}]}})
+}
+
+/// Merges `proxy.additionalEnv` (values) with the annotation's list.
+pub fn additional_env(v: &Values, overrides: Vec<Value>) -> Vec<Value> {
+    if overrides.is_empty() {
+        v.proxy.additional_env.clone()
+    } else {
+        merge_env(v.proxy.additional_env.clone(), overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_snake_case() {
+        assert_eq!(upper_snake("keepAliveInterval"), "KEEP_ALIVE_INTERVAL");
+        assert_eq!(upper_snake("http2"), "HTTP2");
+    }
+
+    #[test]
+    fn resources_null_when_unset() {
+        assert_eq!(resources(&ResourcesValues::default()), Value::Null);
+        let mut r = ResourcesValues::default();
+        r.memory.limit = "64Mi".into();
+        assert_eq!(resources(&r), json!({"limits": {"memory": "64Mi"}}));
+    }
+
+    #[test]
+    fn ipv6_listen_addresses() {
+        let mut v = Values::default();
+        v.disable_ipv6 = false;
+        let c = proxy_container(&v, "linkerd", &PodFacts::default());
+        let envs = c["env"].as_array().unwrap();
+        let get = |n: &str| {
+            envs.iter()
+                .find(|e| e["name"] == n)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            get("LINKERD2_PROXY_INBOUND_LISTEN_ADDR").unwrap(),
+            "[::]:4143"
+        );
+        assert_eq!(
+            get("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS").unwrap(),
+            "127.0.0.1:4140,[::1]:4140"
+        );
+        let init = init_container(&v, &PodFacts::default());
+        assert!(
+            !init["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--ipv6=false"))
+        );
+    }
+
+    #[test]
+    fn classic_mode_has_lifecycle_and_no_restart_policy() {
+        let mut v = Values::default();
+        v.proxy.wait_before_exit_seconds = 30;
+        let c = proxy_container(&v, "linkerd", &PodFacts::default());
+        assert!(c.get("restartPolicy").is_none());
+        assert!(c.get("startupProbe").is_none());
+        assert_eq!(c["lifecycle"]["preStop"]["exec"]["command"][1], "30");
+        assert_eq!(
+            c["lifecycle"]["postStart"]["exec"]["command"][2],
+            "--port=4191"
+        );
+    }
+
+    #[test]
+    fn init_container_capabilities_follow_the_app() {
+        let facts = PodFacts {
+            app_capabilities: json!({"add": ["SYS_TIME"], "drop": ["ALL", "NET_RAW"]})
+                .as_object()
+                .cloned(),
+            ..PodFacts::default()
+        };
+        let c = init_container(&Values::default(), &facts);
+        assert_eq!(
+            c["securityContext"]["capabilities"],
+            json!({"add": ["NET_ADMIN", "NET_RAW", "SYS_TIME"], "drop": ["ALL"]})
+        );
+        let p = proxy_container(&Values::default(), "linkerd", &facts);
+        assert_eq!(
+            p["securityContext"]["capabilities"],
+            json!({"add": ["SYS_TIME"], "drop": ["ALL", "NET_RAW"]})
+        );
+    }
+}
