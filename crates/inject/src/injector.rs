@@ -459,6 +459,18 @@ impl Injector {
         self.opaque_ports_patch(svc, namespace.and_then(|n| n.annotations), filtered)
     }
 
+    /// The opaque-ports annotation patch for a pod that is not injected
+    /// (Linkerd's `CreateOpaquePortsPatch` for pods).
+    pub fn pod_opaque_ports_patch(
+        &self,
+        pod: &Value,
+        namespace: Option<&NamespaceMeta<'_>>,
+    ) -> PodPatch {
+        let spec = pod.get("spec").unwrap_or(&Value::Null);
+        let filtered = ports::filtered_pod_defaults(&self.cfg.values.proxy.opaque_ports, spec);
+        self.opaque_ports_patch(pod, namespace.and_then(|n| n.annotations), filtered)
+    }
+
     fn opaque_ports_patch(
         &self,
         obj: &Value,
