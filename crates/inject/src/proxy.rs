@@ -99,6 +99,16 @@ pub fn proxy_image(v: &Values) -> String {
     )
 }
 
+/// The image of `linkerd-init` and the network validator.
+pub fn init_image(v: &Values) -> String {
+    let i = &v.proxy_init.image;
+    if i.name.is_empty() {
+        proxy_image(v)
+    } else {
+        image(&i.name, &i.version, proxy_version(v))
+    }
+}
+
 fn pull_policy<'a>(specific: &'a str, v: &'a Values) -> &'a str {
     if specific.is_empty() {
         &v.image_pull_policy
@@ -614,7 +624,7 @@ pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
     }
     let mut c = Map::new();
     c.insert("name".into(), INIT_CONTAINER.into());
-    c.insert("image".into(), proxy_image(v).into());
+    c.insert("image".into(), init_image(v).into());
     c.insert(
         "imagePullPolicy".into(),
         pull_policy(&p.image.pull_policy, v).into(),
@@ -654,7 +664,7 @@ pub fn network_validator(v: &Values) -> Value {
     };
     let mut c = Map::new();
     c.insert("name".into(), VALIDATOR_CONTAINER.into());
-    c.insert("image".into(), proxy_image(v).into());
+    c.insert("image".into(), init_image(v).into());
     c.insert(
         "imagePullPolicy".into(),
         pull_policy(&v.proxy.image.pull_policy, v).into(),

@@ -351,6 +351,10 @@ pub struct MeshIdentityValues {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ProxyInitValues {
+    /// kinject extension: a separate image for `linkerd-init` and the network
+    /// validator. Empty (the default) uses the proxy image, as Linkerd does
+    /// since proxy-init merged into it.
+    pub image: ImageValues,
     pub iptables_mode: String,
     pub ignore_inbound_ports: String,
     pub ignore_outbound_ports: String,
@@ -370,6 +374,7 @@ pub struct ProxyInitValues {
 impl Default for ProxyInitValues {
     fn default() -> Self {
         Self {
+            image: ImageValues::default(),
             iptables_mode: "nft".into(),
             ignore_inbound_ports: "4567,4568".into(),
             ignore_outbound_ports: "4567,4568".into(),

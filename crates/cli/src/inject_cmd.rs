@@ -1,0 +1,289 @@
+//! `kinject inject` and `kinject uninject`: the offline front end of the engine.
+//!
+//! All input is read, parsed and transformed before anything is written: on any
+//! error nothing reaches stdout (a half-written manifest piped into
+//! `kubectl apply` would lose objects), every error is printed with its file
+//! and line, and the exit code is 1.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, Values, parse};
+use serde_json::Value;
+
+use crate::manifest::{self, Source};
+use crate::report;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Yaml,
+    Json,
+}
+
+/// Flags shared by `inject` and `uninject`.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// Manifest files, directories (walked recursively for .yaml, .yml and
+    /// .json files, in lexical order), or `-` for stdin.
+    #[arg(value_name = "PATH|-")]
+    pub paths: Vec<String>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Yaml)]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Linkerd values file (chart schema; a `linkerd-config` values document works).
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+
+    /// PEM file with the identity trust anchors (overrides identityTrustAnchorsPEM).
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchors: Option<PathBuf>,
+
+    /// Namespace of the Linkerd control plane.
+    #[arg(
+        short = 'l',
+        long,
+        env = "LINKERD_NAMESPACE",
+        default_value = "linkerd"
+    )]
+    pub linkerd_namespace: String,
+
+    /// Proxy image name (without tag).
+    #[arg(long)]
+    pub proxy_image: Option<String>,
+
+    /// Proxy image tag.
+    #[arg(long, visible_alias = "linkerd-version")]
+    pub proxy_version: Option<String>,
+
+    /// Image (without tag) for linkerd-init; defaults to the proxy image.
+    #[arg(long)]
+    pub init_image: Option<String>,
+
+    /// User id the proxy runs as (iptables exempts its traffic).
+    #[arg(long)]
+    pub proxy_uid: Option<u32>,
+
+    /// Proxy log level, e.g. `warn,linkerd=info`.
+    #[arg(long)]
+    pub proxy_log_level: Option<String>,
+
+    /// Inbound ports and ranges the proxy does not intercept (e.g. `22,8000-8100`).
+    #[arg(long)]
+    pub skip_inbound_ports: Option<String>,
+
+    /// Outbound ports and ranges the proxy does not intercept.
+    #[arg(long)]
+    pub skip_outbound_ports: Option<String>,
+
+    /// Proxy CPU request (Kubernetes quantity, e.g. `100m`).
+    #[arg(long)]
+    pub proxy_cpu: Option<String>,
+
+    /// Proxy memory request (Kubernetes quantity, e.g. `64Mi`).
+    #[arg(long)]
+    pub proxy_memory: Option<String>,
+
+    /// Run the proxy as a native sidecar (an init container with
+    /// `restartPolicy: Always`; Kubernetes 1.29+). `--native-sidecar=false`
+    /// gives a classic sidecar.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub native_sidecar: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct UninjectArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+impl InjectArgs {
+    /// Builds the engine from the values file and flags, validating every flag.
+    pub fn injector(&self) -> Result<Injector> {
+        let mut values = match &self.values {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read values file {}", path.display()))?;
+                Values::from_yaml(&text)
+                    .with_context(|| format!("values file {}", path.display()))?
+            }
+            None => Values::default(),
+        };
+        let p = &mut values.proxy;
+        if let Some(v) = &self.proxy_image {
+            p.image.name = non_empty("--proxy-image", v)?;
+        }
+        if let Some(v) = &self.proxy_version {
+            p.image.version = non_empty("--proxy-version", v)?;
+        }
+        if let Some(v) = self.proxy_uid {
+            p.uid = i64::from(v);
+        }
+        if let Some(v) = &self.proxy_log_level {
+            p.log_level = non_empty("--proxy-log-level", v)?;
+        }
+        if let Some(v) = &self.proxy_cpu {
+            parse::quantity(v).map_err(|e| anyhow::anyhow!("--proxy-cpu: {e}"))?;
+            p.resources.cpu.request = v.clone();
+        }
+        if let Some(v) = &self.proxy_memory {
+            parse::quantity(v).map_err(|e| anyhow::anyhow!("--proxy-memory: {e}"))?;
+            p.resources.memory.request = v.clone();
+        }
+        if let Some(v) = self.native_sidecar {
+            p.native_sidecar = v;
+        }
+        if let Some(v) = &self.init_image {
+            values.proxy_init.image.name = non_empty("--init-image", v)?;
+        }
+        if let Some(v) = &self.skip_inbound_ports {
+            parse::port_ranges(v).map_err(|e| anyhow::anyhow!("--skip-inbound-ports: {e}"))?;
+            values.proxy_init.ignore_inbound_ports = v.clone();
+        }
+        if let Some(v) = &self.skip_outbound_ports {
+            parse::port_ranges(v).map_err(|e| anyhow::anyhow!("--skip-outbound-ports: {e}"))?;
+            values.proxy_init.ignore_outbound_ports = v.clone();
+        }
+        let trust_anchors_pem = match &self.trust_anchors {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read trust anchors {}", path.display()))?,
+            None => String::new(),
+        };
+        let injector = Injector::new(InjectorConfig {
+            values,
+            linkerd_namespace: self.linkerd_namespace.clone(),
+            trust_anchors_pem,
+            ..InjectorConfig::default()
+        })?;
+        Ok(injector)
+    }
+}
+
+fn non_empty(flag: &str, v: &str) -> Result<String> {
+    if v.trim().is_empty() {
+        bail!("{flag}: must not be empty");
+    }
+    Ok(v.to_string())
+}
+
+/// One transformed source, ready to print.
+struct Transformed {
+    output: String,
+    report: String,
+}
+
+/// Runs `transform` over every document of every source. Returns the exit code.
+fn run(
+    input: &InputArgs,
+    transform: impl Fn(&Value) -> DocumentOutcome,
+    render_report: fn(&[kinject_inject::ObjectReport]) -> String,
+) -> Result<i32> {
+    let sources = manifest::read_sources(&input.paths)?;
+    let mut results = Vec::with_capacity(sources.len());
+    let mut errors = Vec::new();
+    for source in &sources {
+        match transform_source(source, input.output, &transform) {
+            Ok((output, reports)) => results.push(Transformed {
+                output,
+                report: render_report(&reports),
+            }),
+            Err(e) => errors.push(e),
+        }
+    }
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    if !errors.is_empty() {
+        writeln!(err, "Error transforming resources:")?;
+        for e in errors {
+            writeln!(err, "{e}")?;
+        }
+        return Ok(1);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for r in &results {
+        out.write_all(r.output.as_bytes())?;
+    }
+    out.flush()?;
+    for r in &results {
+        err.write_all(r.report.as_bytes())?;
+    }
+    Ok(0)
+}
+
+fn transform_source(
+    source: &Source,
+    format: Output,
+    transform: &impl Fn(&Value) -> DocumentOutcome,
+) -> Result<(String, Vec<kinject_inject::ObjectReport>), String> {
+    let docs = manifest::split_documents(&source.text)
+        .map_err(|e| format!("{}:{}: {}", source.name, e.line, e.message))?;
+    let mut output = String::with_capacity(source.text.len() * 2);
+    let mut reports = Vec::new();
+    for doc in docs {
+        if doc.value.is_null() {
+            // Empty or comment-only documents pass through as written.
+            if format == Output::Yaml && !doc.text.trim().is_empty() {
+                output.push_str(doc.text);
+                if !doc.text.ends_with('\n') {
+                    output.push('\n');
+                }
+                output.push_str("---\n");
+            }
+            continue;
+        }
+        let outcome = transform(&doc.value);
+        let render = |v: &Value| -> Result<String, String> {
+            match format {
+                Output::Yaml => serde_saphyr::to_string(v)
+                    .map_err(|e| format!("{}:{}: cannot write YAML: {e}", source.name, doc.line)),
+                Output::Json => serde_json::to_string_pretty(v)
+                    .map(|s| s + "\n")
+                    .map_err(|e| format!("{}:{}: cannot write JSON: {e}", source.name, doc.line)),
+            }
+        };
+        match (&outcome.changed, format) {
+            (Some(v), _) => output.push_str(&render(v)?),
+            (None, Output::Yaml) => {
+                output.push_str(doc.text);
+                if !doc.text.ends_with('\n') {
+                    output.push('\n');
+                }
+            }
+            (None, Output::Json) => output.push_str(&render(&doc.value)?),
+        }
+        if format == Output::Yaml {
+            output.push_str("---\n");
+        }
+        reports.extend(outcome.reports);
+    }
+    Ok((output, reports))
+}
+
+pub fn inject(args: &InjectArgs) -> Result<i32> {
+    let injector = args.injector()?;
+    run(
+        &args.input,
+        |doc| injector.inject_document(doc),
+        report::inject_report,
+    )
+}
+
+pub fn uninject(args: &UninjectArgs) -> Result<i32> {
+    let injector = Injector::new(InjectorConfig::default())?;
+    run(
+        &args.input,
+        |doc| injector.uninject_document(doc),
+        report::uninject_report,
+    )
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and kube-controller-manager 1.20.2 offline from Debian's
+# `kubernetes` source package (its vendor/ tree is complete) and caches them
+# outside the repository. Prints the directory holding the binaries.
+#
+#   KINJECT_K8S_CACHE  cache directory (default ~/.cache/kinject/k8s)
+set -euo pipefail
+
+cache=${KINJECT_K8S_CACHE:-$HOME/.cache/kinject/k8s}
+bin=$cache/bin
+if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager ]]; then
+  echo "$bin"
+  exit 0
+fi
+
+log() { echo "k8s-build: $*" >&2; }
+sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+need_pkgs=()
+for p in etcd-server golang-go rsync jq make dpkg-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+# apt-get source needs a deb-src twin of the Debian entry.
+if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  log "adding a deb-src entry for bookworm"
+  sudo_ tee /etc/apt/sources.list.d/kinject-deb-src.sources >/dev/null <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  need_update=1
+fi
+if ((${#need_pkgs[@]})) || [[ -n ${need_update:-} ]]; then
+  sudo_ apt-get update -qq >&2
+fi
+if ((${#need_pkgs[@]})); then
+  log "installing ${need_pkgs[*]}"
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+
+src=$cache/src
+mkdir -p "$src" "$bin"
+if ! compgen -G "$src/kubernetes-*/Makefile" >/dev/null; then
+  log "fetching the kubernetes source package"
+  (cd "$src" && apt-get source -qq kubernetes >&2)
+fi
+tree=$(dirname "$(compgen -G "$src/kubernetes-*/Makefile" | head -n1)")
+gopath=$cache/gopath
+mkdir -p "$gopath/src/k8s.io"
+ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
+
+log "building kube-apiserver and kube-controller-manager (about 15 minutes)"
+(
+  cd "$gopath/src/k8s.io/kubernetes"
+  export GOPATH=$gopath GO111MODULE=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE=$cache/gocache
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
+)
+out=$gopath/src/k8s.io/kubernetes/_output/bin
+cp "$out/kube-apiserver" "$out/kube-controller-manager" "$bin/"
+echo "$bin"
