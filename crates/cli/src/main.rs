@@ -21,7 +21,7 @@ enum Command {
     /// Prints the manifests with every injectable pod template meshed, and a
     /// report on stderr. Documents that cannot be injected pass through
     /// unchanged. On any error nothing is printed to stdout and the exit code is 1.
-    Inject(inject_cmd::InjectArgs),
+    Inject(Box<inject_cmd::InjectArgs>),
     /// Remove what `kinject inject` added (offline).
     Uninject(inject_cmd::UninjectArgs),
 }

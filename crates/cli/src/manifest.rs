@@ -129,11 +129,12 @@ pub fn split_documents(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
     for (s, e, line) in chunks {
         let mut chunk = &text[s..e];
         let mut line = line;
-        if let Some(first) = chunk.split_inclusive('\n').next() {
-            if is_separator(first) && is_bare_separator(first) {
-                chunk = &chunk[first.len()..];
-                line += 1;
-            }
+        if let Some(first) = chunk.split_inclusive('\n').next()
+            && is_separator(first)
+            && is_bare_separator(first)
+        {
+            chunk = &chunk[first.len()..];
+            line += 1;
         }
         let value = parse_document(chunk, line)?;
         docs.push(Document {

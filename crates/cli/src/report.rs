@@ -140,11 +140,11 @@ pub fn uninject_report(reports: &[ObjectReport]) -> String {
 /// objects share is printed once with all their names.
 fn warnings_block(out: &mut String, reports: &[ObjectReport]) {
     for r in reports {
-        if let ObjectStatus::Skipped { reasons } = &r.status {
-            if !reasons.is_empty() {
-                let why: Vec<&str> = reasons.iter().map(|x| x.describe()).collect();
-                let _ = writeln!(out, "skipped: {}: {}", r.resource, why.join("; "));
-            }
+        if let ObjectStatus::Skipped { reasons } = &r.status
+            && !reasons.is_empty()
+        {
+            let why: Vec<&str> = reasons.iter().map(|x| x.describe()).collect();
+            let _ = writeln!(out, "skipped: {}: {}", r.resource, why.join("; "));
         }
     }
     let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();

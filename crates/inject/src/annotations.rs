@@ -145,10 +145,10 @@ impl<'a> EffectiveAnnotations<'a> {
         let mut out = Self::default();
         if let Some(pod) = pod {
             for (k, v) in pod {
-                if is_config_key(k) || k == INJECT_ANNOTATION {
-                    if let Some(s) = scalar_str(v) {
-                        out.map.insert(k.as_str(), s);
-                    }
+                if (is_config_key(k) || k == INJECT_ANNOTATION)
+                    && let Some(s) = scalar_str(v)
+                {
+                    out.map.insert(k.as_str(), s);
                 }
             }
         }
@@ -174,10 +174,11 @@ pub fn inherited_from_namespace(
     let mut out = BTreeMap::new();
     for (k, v) in ns.into_iter().flatten() {
         let inheritable = k == INJECT_ANNOTATION || known_key(k) == Some(true);
-        if inheritable && !pod.is_some_and(|p| p.contains_key(k)) {
-            if let Some(s) = scalar_str(v) {
-                out.insert(k.clone(), s.into_owned());
-            }
+        if inheritable
+            && !pod.is_some_and(|p| p.contains_key(k))
+            && let Some(s) = scalar_str(v)
+        {
+            out.insert(k.clone(), s.into_owned());
         }
     }
     out

@@ -263,10 +263,10 @@ pub fn decide(
     let ns_annotations = namespace.and_then(|n| n.annotations);
 
     // 1. Namespaces that are never injected.
-    if let Some(ns) = namespace {
-        if ns.name == control_plane_ns || policy.excluded_namespaces.iter().any(|n| n == ns.name) {
-            reasons.push(SkipReason::NamespaceExcluded);
-        }
+    if let Some(ns) = namespace
+        && (ns.name == control_plane_ns || policy.excluded_namespaces.iter().any(|n| n == ns.name))
+    {
+        reasons.push(SkipReason::NamespaceExcluded);
     }
     let ns_label = get_str(ns_labels, AUTO_INJECT_LABEL);
     if ns_label.as_deref() == Some("disabled") {
@@ -299,44 +299,44 @@ pub fn decide(
         ));
     };
     let mut any_invalid = false;
-    if let Some(v) = pod_label.as_deref() {
-        if !matches!(v, "enabled" | "disabled" | "completed") {
-            invalid(
-                "pod label",
-                AUTO_INJECT_LABEL,
-                v,
-                "enabled, disabled, completed",
-            );
-            any_invalid = true;
-        }
+    if let Some(v) = pod_label.as_deref()
+        && !matches!(v, "enabled" | "disabled" | "completed")
+    {
+        invalid(
+            "pod label",
+            AUTO_INJECT_LABEL,
+            v,
+            "enabled, disabled, completed",
+        );
+        any_invalid = true;
     }
-    if let Some(v) = pod_ann.as_deref() {
-        if !matches!(v, "enabled" | "disabled" | "ingress") {
-            invalid(
-                "pod annotation",
-                INJECT_ANNOTATION,
-                v,
-                "enabled, disabled, ingress",
-            );
-            any_invalid = true;
-        }
+    if let Some(v) = pod_ann.as_deref()
+        && !matches!(v, "enabled" | "disabled" | "ingress")
+    {
+        invalid(
+            "pod annotation",
+            INJECT_ANNOTATION,
+            v,
+            "enabled, disabled, ingress",
+        );
+        any_invalid = true;
     }
-    if let Some(v) = ns_label.as_deref() {
-        if !matches!(v, "enabled" | "disabled") {
-            invalid("namespace label", AUTO_INJECT_LABEL, v, "enabled, disabled");
-            any_invalid = true;
-        }
+    if let Some(v) = ns_label.as_deref()
+        && !matches!(v, "enabled" | "disabled")
+    {
+        invalid("namespace label", AUTO_INJECT_LABEL, v, "enabled, disabled");
+        any_invalid = true;
     }
-    if let Some(v) = ns_ann.as_deref() {
-        if !matches!(v, "enabled" | "disabled" | "ingress") {
-            invalid(
-                "namespace annotation",
-                INJECT_ANNOTATION,
-                v,
-                "enabled, disabled, ingress",
-            );
-            any_invalid = true;
-        }
+    if let Some(v) = ns_ann.as_deref()
+        && !matches!(v, "enabled" | "disabled" | "ingress")
+    {
+        invalid(
+            "namespace annotation",
+            INJECT_ANNOTATION,
+            v,
+            "enabled, disabled, ingress",
+        );
+        any_invalid = true;
     }
     if any_invalid {
         reasons.push(SkipReason::InvalidInjectValue);
@@ -485,7 +485,12 @@ mod tests {
     fn modern_annotation_truth_table() {
         // Linkerd's report_test.go matrix under the opt-in policy.
         use DefaultPolicy::Disabled;
-        let cases: &[(Option<&str>, Option<&str>, Result<InjectSource, SkipReason>)] = &[
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<InjectSource, SkipReason>,
+        );
+        let cases: &[Case<'_>] = &[
             (Some("enabled"), None, Ok(InjectSource::NamespaceAnnotation)),
             (Some("ingress"), None, Ok(InjectSource::NamespaceAnnotation)),
             (

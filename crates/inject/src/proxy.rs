@@ -582,21 +582,21 @@ pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
 
     let mut add: Vec<Value> = vec!["NET_ADMIN".into(), "NET_RAW".into()];
     let mut caps = Map::new();
-    if let Some(app) = &facts.app_capabilities {
-        if let Some(a) = app.get("add").and_then(Value::as_array) {
-            add.extend(a.iter().cloned());
-        }
+    if let Some(app) = &facts.app_capabilities
+        && let Some(a) = app.get("add").and_then(Value::as_array)
+    {
+        add.extend(a.iter().cloned());
     }
     caps.insert("add".into(), add.into());
-    if let Some(app) = &facts.app_capabilities {
-        if let Some(d) = app.get("drop").and_then(Value::as_array) {
-            let drop: Vec<Value> = d
-                .iter()
-                .filter(|c| !matches!(c.as_str(), Some("NET_ADMIN" | "NET_RAW")))
-                .cloned()
-                .collect();
-            caps.insert("drop".into(), drop.into());
-        }
+    if let Some(app) = &facts.app_capabilities
+        && let Some(d) = app.get("drop").and_then(Value::as_array)
+    {
+        let drop: Vec<Value> = d
+            .iter()
+            .filter(|c| !matches!(c.as_str(), Some("NET_ADMIN" | "NET_RAW")))
+            .cloned()
+            .collect();
+        caps.insert("drop".into(), drop.into());
     }
     let mut sc = Map::new();
     sc.insert("allowPrivilegeEscalation".into(), privileged.into());
@@ -755,8 +755,10 @@ mod tests {
 
     #[test]
     fn ipv6_listen_addresses() {
-        let mut v = Values::default();
-        v.disable_ipv6 = false;
+        let v = Values {
+            disable_ipv6: false,
+            ..Values::default()
+        };
         let c = proxy_container(&v, "linkerd", &PodFacts::default());
         let envs = c["env"].as_array().unwrap();
         let get = |n: &str| {

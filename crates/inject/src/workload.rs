@@ -406,10 +406,11 @@ pub fn uninject_at(obj: &mut Value, pointer: &str) -> bool {
                 }
             }
         }
-        if md.is_empty() && changed {
-            if let Some(p) = pod.as_object_mut() {
-                p.remove("metadata");
-            }
+        if md.is_empty()
+            && changed
+            && let Some(p) = pod.as_object_mut()
+        {
+            p.remove("metadata");
         }
     }
     changed

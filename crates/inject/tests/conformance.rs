@@ -61,8 +61,10 @@ fn load_json(dir: &Path, name: &str) -> Value {
 
 /// Linkerd's webhook_test.go parameters.
 fn head_injector() -> Injector {
-    let mut values = Values::default();
-    values.linkerd_version = "dev-undefined".into();
+    let mut values = Values {
+        linkerd_version: "dev-undefined".into(),
+        ..Values::default()
+    };
     values.debug_container.image.version = "dev-undefined".into();
     Injector::new(InjectorConfig {
         values,
