@@ -163,6 +163,14 @@ impl<'a> EffectiveAnnotations<'a> {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(|v| v.as_ref())
     }
+
+    /// True when any annotation changes the configuration (`linkerd.io/inject`
+    /// only does so for `ingress`).
+    pub fn has_overrides(&self) -> bool {
+        self.map
+            .iter()
+            .any(|(k, v)| *k != INJECT_ANNOTATION || v.as_ref() == "ingress")
+    }
 }
 
 /// The namespace annotations a pod inherits: inheritable keys (and

@@ -5,6 +5,7 @@
 //! - [`Injector::inject_pod`] decides, computes the annotations the webhook adds
 //!   (created-by, inherited namespace keys, filtered opaque ports), then renders.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -247,9 +248,19 @@ impl Injector {
             .and_then(Value::as_object);
         let spec = pod.get("spec").unwrap_or(&Value::Null);
         let eff = EffectiveAnnotations::collect(own, added);
-        let mut values = self.cfg.values.clone();
-        let settings = annotations::apply_overrides(&mut values, &eff, warnings);
-        let native = self.native_mode(&values, &eff, warnings);
+        // Most pods carry no overrides: borrow the shared values then.
+        let (values, settings) = if eff.has_overrides() {
+            let mut values = self.cfg.values.clone();
+            let settings = annotations::apply_overrides(&mut values, &eff, warnings);
+            (Cow::Owned(values), settings)
+        } else {
+            (
+                Cow::Borrowed(&self.cfg.values),
+                AnnotationSettings::default(),
+            )
+        };
+        let values: &Values = &values;
+        let native = self.native_mode(values, &eff, warnings);
 
         if self.cfg.trust_anchors_pem.trim().is_empty() {
             warnings.push(Warning::new(
@@ -285,56 +296,56 @@ impl Injector {
 
         let mut b = PatchBuilder::new(prefix);
         if metadata.is_none() {
-            b.add(&["metadata"], Value::Object(Map::new()));
+            b.add(&["metadata"], &Value::Object(Map::new()));
         }
         if own.is_none() {
-            b.add(&["metadata", "annotations"], Value::Object(Map::new()));
+            b.add(&["metadata", "annotations"], &Value::Object(Map::new()));
         }
         for (k, v) in &new_annotations {
-            b.add(&["metadata", "annotations", k], Value::from(*v));
+            b.add(&["metadata", "annotations", k], v);
         }
         if metadata
             .and_then(|m| m.get("labels"))
             .and_then(Value::as_object)
             .is_none()
         {
-            b.add(&["metadata", "labels"], Value::Object(Map::new()));
+            b.add(&["metadata", "labels"], &Value::Object(Map::new()));
         }
         for (k, v) in &labels {
-            b.add(&["metadata", "labels", k], Value::from(*v));
+            b.add(&["metadata", "labels", k], v);
         }
         let has = |k: &str| spec.get(k).and_then(Value::as_array).is_some();
         if !has("volumes") {
-            b.add(&["spec", "volumes"], Value::Array(vec![]));
+            b.add(&["spec", "volumes"], &Value::Array(vec![]));
         }
         if !has("initContainers") {
-            b.add(&["spec", "initContainers"], Value::Array(vec![]));
+            b.add(&["spec", "initContainers"], &Value::Array(vec![]));
         }
         let init_slot = if native { "0" } else { "-" };
         if values.cni_enabled {
             b.add(
                 &["spec", "initContainers", init_slot],
-                proxy::network_validator(&values),
+                &proxy::network_validator(values),
             );
         } else {
-            b.add(&["spec", "volumes", "-"], proxy::xtables_volume(&values));
+            b.add(&["spec", "volumes", "-"], &proxy::xtables_volume(values));
             b.add(
                 &["spec", "initContainers", init_slot],
-                proxy::init_container(&values, &facts),
+                &proxy::init_container(values, &facts),
             );
         }
         if debug_sidecar {
             b.add(
                 &["spec", "containers", "-"],
-                proxy::debug_container(&values),
+                &proxy::debug_container(values),
             );
         }
-        b.add(&["spec", "volumes", "-"], proxy::end_entity_volume());
+        b.add(&["spec", "volumes", "-"], &proxy::end_entity_volume());
         if values.proxy.tracing.enabled {
-            b.add(&["spec", "volumes", "-"], proxy::podinfo_volume());
+            b.add(&["spec", "volumes", "-"], &proxy::podinfo_volume());
         }
         if values.identity.service_account_token_projection {
-            b.add(&["spec", "volumes", "-"], proxy::token_volume());
+            b.add(&["spec", "volumes", "-"], &proxy::token_volume());
         }
         let proxy_path: [&str; 3] = if native {
             ["spec", "initContainers", "1"]
@@ -345,9 +356,9 @@ impl Injector {
         };
         b.add(
             &proxy_path,
-            proxy::proxy_container(&values, &self.cfg.linkerd_namespace, &facts),
+            &proxy::proxy_container(values, &self.cfg.linkerd_namespace, &facts),
         );
-        b.finish()
+        finish(b, warnings)
     }
 
     fn native_mode(
@@ -379,22 +390,21 @@ impl Injector {
         false
     }
 
-    fn pod_facts(
-        &self,
+    fn pod_facts<'a>(
+        &'a self,
         values: &Values,
-        spec: &Value,
+        spec: &'a Value,
         settings: AnnotationSettings,
         native: bool,
         warnings: &mut Vec<Warning>,
-    ) -> PodFacts {
+    ) -> PodFacts<'a> {
         let app = spec
             .get("containers")
             .and_then(Value::as_array)
             .and_then(|c| c.first());
         let app_capabilities = app
             .and_then(|c| c.pointer("/securityContext/capabilities"))
-            .and_then(Value::as_object)
-            .cloned();
+            .and_then(Value::as_object);
         let sa_mount = app
             .and_then(|c| c.get("volumeMounts"))
             .and_then(Value::as_array)
@@ -422,7 +432,7 @@ impl Injector {
             sa_mount,
             inbound_ports,
             opaque_ports: ports::resolve_opaque_ports(&values.proxy.opaque_ports, spec, warnings),
-            trust_anchors_env: self.trust_anchors_env.clone(),
+            trust_anchors_env: &self.trust_anchors_env,
             additional_env: proxy::additional_env(values, settings.additional_env_overrides),
             native,
         }
@@ -493,15 +503,27 @@ impl Injector {
         }
         let mut b = PatchBuilder::new("");
         if obj.get("metadata").and_then(Value::as_object).is_none() {
-            b.add(&["metadata"], Value::Object(Map::new()));
+            b.add(&["metadata"], &Value::Object(Map::new()));
         }
         if own.is_none() {
-            b.add(&["metadata", "annotations"], Value::Object(Map::new()));
+            b.add(&["metadata", "annotations"], &Value::Object(Map::new()));
         }
         b.add(
             &["metadata", "annotations", OPAQUE_PORTS_ANNOTATION],
-            Value::from(value),
+            &value,
         );
-        b.finish()
+        finish(b, &mut Vec::new())
     }
+}
+
+/// A serialisation failure can only come from a bug in kinject's own types; the
+/// pod is then admitted unchanged and the failure reported.
+fn finish(b: PatchBuilder, warnings: &mut Vec<Warning>) -> PodPatch {
+    b.finish().unwrap_or_else(|e| {
+        warnings.push(Warning::new(
+            WarningCode::InternalError,
+            format!("internal error building the patch ({e}); nothing injected"),
+        ));
+        PodPatch::default()
+    })
 }

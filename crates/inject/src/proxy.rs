@@ -2,6 +2,9 @@
 //! (`_proxy.tpl`, `_proxy-init.tpl`, `_network-validator.tpl`, `_debug.tpl`)
 //! render them, so that the real linkerd2-proxy finds what it expects.
 
+use std::borrow::Cow;
+
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::annotations::merge_env;
@@ -18,9 +21,9 @@ pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// What the templates need to know about the pod being injected.
 #[derive(Debug, Default)]
-pub struct PodFacts {
+pub struct PodFacts<'a> {
     /// `securityContext.capabilities` of the first app container.
-    pub app_capabilities: Option<Map<String, Value>>,
+    pub app_capabilities: Option<&'a Map<String, Value>>,
     /// The first app container's service-account token mount, if any.
     pub sa_mount: Option<Value>,
     /// `LINKERD2_PROXY_INBOUND_PORTS` (computed unless overridden).
@@ -28,19 +31,193 @@ pub struct PodFacts {
     /// Resolved opaque ports for `…_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`.
     pub opaque_ports: String,
     /// Trust anchors PEM, trimmed with one trailing newline.
-    pub trust_anchors_env: String,
+    pub trust_anchors_env: &'a str,
     /// `proxy.additionalEnv` merged with the annotation's env vars.
     pub additional_env: Vec<Value>,
     /// Whether the proxy runs as a native sidecar (already capability-checked).
     pub native: bool,
 }
 
-fn env(name: &str, value: impl Into<Value>) -> Value {
-    json!({"name": name, "value": value.into()})
+type Str<'a> = Cow<'a, str>;
+
+/// An env var of the proxy container. Typed and borrowed: building the ~60
+/// entries as `serde_json::Value` maps dominated admission latency.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum EnvVar<'a> {
+    Value {
+        name: &'static str,
+        value: Str<'a>,
+    },
+    Field {
+        name: &'static str,
+        #[serde(rename = "valueFrom")]
+        value_from: FieldRef,
+    },
+    /// Verbatim entries from `additionalEnv` / `experimentalEnv`.
+    Raw(&'a Value),
+    Dynamic {
+        name: String,
+        value: Str<'a>,
+    },
 }
 
-fn env_field(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+#[derive(Serialize)]
+pub struct FieldRef {
+    #[serde(rename = "fieldRef")]
+    field_ref: FieldPath,
+}
+
+#[derive(Serialize)]
+struct FieldPath {
+    #[serde(rename = "fieldPath")]
+    field_path: &'static str,
+}
+
+fn env<'a>(name: &'static str, value: impl Into<Str<'a>>) -> EnvVar<'a> {
+    EnvVar::Value {
+        name,
+        value: value.into(),
+    }
+}
+
+fn env_field(name: &'static str, path: &'static str) -> EnvVar<'static> {
+    EnvVar::Field {
+        name,
+        value_from: FieldRef {
+            field_ref: FieldPath { field_path: path },
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    container_port: u16,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpGet {
+    path: &'static str,
+    port: u16,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    http_get: HttpGet,
+    initial_delay_seconds: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_threshold: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Seccomp {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const RUNTIME_DEFAULT: Seccomp = Seccomp {
+    kind: "RuntimeDefault",
+};
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SecurityContext<'a> {
+    /// `proxy.securityContext` replaces the whole block when set.
+    Custom(&'a Map<String, Value>),
+    Proxy(ProxySecurityContext<'a>),
+    Init(InitSecurityContext<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxySecurityContext<'a> {
+    allow_privilege_escalation: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<&'a Map<String, Value>>,
+    read_only_root_filesystem: bool,
+    run_as_non_root: bool,
+    run_as_user: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_group: Option<i64>,
+    seccomp_profile: Seccomp,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Capability<'a> {
+    Name(&'static str),
+    Raw(&'a Value),
+}
+
+#[derive(Serialize)]
+struct InitCapabilities<'a> {
+    add: Vec<Capability<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drop: Option<Vec<&'a Value>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitSecurityContext<'a> {
+    allow_privilege_escalation: bool,
+    capabilities: InitCapabilities<'a>,
+    privileged: bool,
+    run_as_non_root: bool,
+    run_as_user: i64,
+    run_as_group: i64,
+    read_only_root_filesystem: bool,
+    seccomp_profile: Seccomp,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Mount<'a> {
+    Mount {
+        #[serde(rename = "mountPath")]
+        mount_path: &'a str,
+        name: &'a str,
+    },
+    Raw(&'a Value),
+}
+
+/// A container kinject adds (the proxy or `linkerd-init`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container<'a> {
+    name: &'static str,
+    image: String,
+    image_pull_policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<Str<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<EnvVar<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<ContainerPort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liveness_probe: Option<Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readiness_probe: Option<Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<Probe>,
+    /// `null` when nothing is configured, as in Linkerd's patch.
+    resources: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<&'static str>,
+    security_context: SecurityContext<'a>,
+    termination_message_policy: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifecycle: Option<Value>,
+    volume_mounts: Vec<Mount<'a>>,
 }
 
 /// `resources`, or `null` when nothing is configured (as Linkerd's patch has it).
@@ -139,16 +316,22 @@ fn upper_snake(s: &str) -> String {
 
 /// Flattens `proxy.inbound`/`proxy.outbound` into env vars, keys sorted at each
 /// level as Helm iterates maps.
-fn param_env(prefix: &str, m: &Map<String, Value>, out: &mut Vec<Value>) {
+fn param_env<'a>(prefix: &str, m: &'a Map<String, Value>, out: &mut Vec<EnvVar<'a>>) {
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort();
     for k in keys {
         let name = format!("{prefix}_{}", upper_snake(k));
         match &m[k] {
             Value::Object(inner) => param_env(&name, inner, out),
-            Value::String(s) => out.push(env(&name, s.as_str())),
+            Value::String(s) => out.push(EnvVar::Dynamic {
+                name,
+                value: s.as_str().into(),
+            }),
             Value::Null => {}
-            other => out.push(env(&name, other.to_string())),
+            other => out.push(EnvVar::Dynamic {
+                name,
+                value: other.to_string().into(),
+            }),
         }
     }
 }
@@ -157,13 +340,17 @@ fn svc_name(who: &str, ns: &str, td: &str) -> String {
     format!("{who}.{ns}.serviceaccount.identity.{ns}.{td}")
 }
 
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// The `linkerd-proxy` container.
-pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
+pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) -> Container<'a> {
     let p = &v.proxy;
     let cd = &v.cluster_domain;
     let td = v.trust_domain();
     let ports = &p.ports;
-    let mut e: Vec<Value> = Vec::with_capacity(64);
+    let mut e: Vec<EnvVar<'a>> = Vec::with_capacity(64 + facts.additional_env.len());
     e.push(env_field("_pod_name", "metadata.name"));
     e.push(env_field("_pod_ns", "metadata.namespace"));
     e.push(env_field("_pod_uid", "metadata.uid"));
@@ -183,20 +370,21 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
     if let Some(r) = p.runtime.workers.maximum_cpu_ratio {
         e.push(env("LINKERD2_PROXY_CORES_MAX_RATIO", r.to_string()));
     }
-    if !p.require_identity_on_inbound_ports.is_empty() {
-        e.push(env(
-            "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
-            p.require_identity_on_inbound_ports.as_str(),
-        ));
+    if let Some(ports) = non_empty(&p.require_identity_on_inbound_ports) {
+        e.push(env("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", ports));
     }
     e.push(env(
         "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
-        p.enable_shutdown_endpoint.to_string(),
+        if p.enable_shutdown_endpoint {
+            "true"
+        } else {
+            "false"
+        },
     ));
-    let log = if p.log_http_headers == "insecure" {
-        p.log_level.clone()
+    let log: Str<'a> = if p.log_http_headers == "insecure" {
+        p.log_level.as_str().into()
     } else {
-        format!("{},[{{headers}}]=off,[{{request}}]=off", p.log_level)
+        format!("{},[{{headers}}]=off,[{{request}}]=off", p.log_level).into()
     };
     e.push(env("LINKERD2_PROXY_LOG", log));
     e.push(env("LINKERD2_PROXY_LOG_FORMAT", p.log_format.as_str()));
@@ -255,8 +443,8 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
             &p.inbound_discovery_cache_unused_timeout,
         ),
     ] {
-        if !val.is_empty() {
-            e.push(env(name, val.as_str()));
+        if let Some(val) = non_empty(val) {
+            e.push(env(name, val));
         }
     }
     if p.disable_outbound_protocol_detect_timeout {
@@ -274,26 +462,20 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
         listen(v, ports.admin),
     ));
     let outbound = format!("127.0.0.1:{}", ports.outbound);
-    e.push(env(
-        "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
-        outbound.as_str(),
-    ));
     let outbound_addrs = if v.disable_ipv6 {
-        outbound
+        outbound.clone()
     } else {
         format!("{outbound},[::1]:{}", ports.outbound)
     };
+    e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", outbound));
     e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", outbound_addrs));
     e.push(env(
         "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
         listen(v, ports.inbound),
     ));
     e.push(env_field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs"));
-    if !facts.inbound_ports.is_empty() {
-        e.push(env(
-            "LINKERD2_PROXY_INBOUND_PORTS",
-            facts.inbound_ports.as_str(),
-        ));
+    if let Some(ports) = non_empty(&facts.inbound_ports) {
+        e.push(env("LINKERD2_PROXY_INBOUND_PORTS", ports));
     }
     if p.is_gateway {
         e.push(env(
@@ -304,10 +486,10 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
     if p.is_ingress {
         e.push(env("LINKERD2_PROXY_INGRESS_MODE", "true"));
     }
-    let suffixes = if p.enable_external_profiles {
-        ".".to_string()
+    let suffixes: Str<'a> = if p.enable_external_profiles {
+        ".".into()
     } else {
-        format!("svc.{cd}.")
+        format!("svc.{cd}.").into()
     };
     e.push(env("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", suffixes));
     e.push(env("LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "10000ms"));
@@ -316,7 +498,11 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
     e.push(env("LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT", "30s"));
     e.push(env(
         "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
-        p.metrics.hostname_labels.to_string(),
+        if p.metrics.hostname_labels {
+            "true"
+        } else {
+            "false"
+        },
     ));
     if p.tracing.enabled {
         let t = &p.tracing;
@@ -361,10 +547,10 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
     }
     param_env("LINKERD2_PROXY_INBOUND", &p.inbound, &mut e);
     param_env("LINKERD2_PROXY_OUTBOUND", &p.outbound, &mut e);
-    if !facts.opaque_ports.is_empty() {
+    if let Some(opaque) = non_empty(&facts.opaque_ports) {
         e.push(env(
             "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
-            facts.opaque_ports.as_str(),
+            opaque,
         ));
     }
     e.push(env(
@@ -380,12 +566,12 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
     ));
     e.push(env(
         "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-        facts.trust_anchors_env.as_str(),
+        facts.trust_anchors_env,
     ));
-    let token = if v.identity.service_account_token_projection {
-        "/var/run/secrets/tokens/linkerd-identity-token".to_string()
+    let token: Str<'a> = if v.identity.service_account_token_projection {
+        "/var/run/secrets/tokens/linkerd-identity-token".into()
     } else {
-        format!("{SA_TOKEN_PATH}/token")
+        format!("{SA_TOKEN_PATH}/token").into()
     };
     e.push(env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token));
     e.push(env(
@@ -401,69 +587,30 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
         svc_name("linkerd-identity", ns, td),
     ));
     let dst = svc_name("linkerd-destination", ns, td);
-    e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", dst.as_str()));
+    e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", dst.clone()));
     e.push(env("LINKERD2_PROXY_POLICY_SVC_NAME", dst));
-    if !p.access_log.is_empty() {
-        e.push(env("LINKERD2_PROXY_ACCESS_LOG", p.access_log.as_str()));
+    if let Some(log) = non_empty(&p.access_log) {
+        e.push(env("LINKERD2_PROXY_ACCESS_LOG", log));
     }
-    if !p.shutdown_grace_period.is_empty() {
-        e.push(env(
-            "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD",
-            p.shutdown_grace_period.as_str(),
-        ));
+    if let Some(grace) = non_empty(&p.shutdown_grace_period) {
+        e.push(env("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", grace));
     }
     // Appended, not merged into the list above: Kubernetes resolves duplicate
     // names to the last entry, so these win, as in Linkerd.
-    e.extend(facts.additional_env.iter().cloned());
-    e.extend(p.experimental_env.iter().cloned());
+    e.extend(facts.additional_env.iter().map(EnvVar::Raw));
+    e.extend(p.experimental_env.iter().map(EnvVar::Raw));
 
-    let mut c = Map::new();
-    c.insert("name".into(), PROXY_CONTAINER.into());
-    c.insert("image".into(), proxy_image(v).into());
-    c.insert(
-        "imagePullPolicy".into(),
-        pull_policy(&p.image.pull_policy, v).into(),
-    );
-    c.insert("env".into(), e.into());
-    c.insert(
-        "ports".into(),
-        json!([
-            {"containerPort": ports.inbound, "name": "linkerd-proxy"},
-            {"containerPort": ports.admin, "name": "linkerd-admin"},
-        ]),
-    );
-    c.insert(
-        "livenessProbe".into(),
-        json!({"httpGet": {"path": "/live", "port": ports.admin},
-               "initialDelaySeconds": p.liveness_probe.initial_delay_seconds,
-               "timeoutSeconds": p.liveness_probe.timeout_seconds}),
-    );
-    c.insert(
-        "readinessProbe".into(),
-        json!({"httpGet": {"path": "/ready", "port": ports.admin},
-               "initialDelaySeconds": p.readiness_probe.initial_delay_seconds,
-               "timeoutSeconds": p.readiness_probe.timeout_seconds}),
-    );
-    if facts.native && p.await_ {
-        let s = &p.startup_probe;
-        c.insert(
-            "startupProbe".into(),
-            json!({"httpGet": {"path": "/ready", "port": ports.admin},
-                   "initialDelaySeconds": s.initial_delay_seconds,
-                   "periodSeconds": s.period_seconds,
-                   "failureThreshold": s.failure_threshold}),
-        );
-    }
-    c.insert("resources".into(), resources(&p.resources));
-    if facts.native {
-        c.insert("restartPolicy".into(), "Always".into());
-    }
-    c.insert("securityContext".into(), proxy_security_context(v, facts));
-    c.insert(
-        "terminationMessagePolicy".into(),
-        "FallbackToLogsOnError".into(),
-    );
-    if !facts.native {
+    let startup_probe = (facts.native && p.await_).then(|| Probe {
+        http_get: HttpGet {
+            path: "/ready",
+            port: ports.admin,
+        },
+        initial_delay_seconds: p.startup_probe.initial_delay_seconds,
+        timeout_seconds: None,
+        period_seconds: Some(p.startup_probe.period_seconds),
+        failure_threshold: Some(p.startup_probe.failure_threshold),
+    });
+    let lifecycle = (!facts.native).then(|| {
         let mut lifecycle = Map::new();
         if p.await_ {
             lifecycle.insert(
@@ -481,52 +628,96 @@ pub fn proxy_container(v: &Values, ns: &str, facts: &PodFacts) -> Value {
                 json!({"exec": {"command": ["/bin/sleep", p.wait_before_exit_seconds.to_string()]}}),
             );
         }
-        if !lifecycle.is_empty() {
-            c.insert("lifecycle".into(), lifecycle.into());
-        }
-    }
-    let mut mounts = vec![json!({
-        "mountPath": "/var/run/linkerd/identity/end-entity",
-        "name": END_ENTITY_VOLUME,
-    })];
+        lifecycle
+    });
+    let mut mounts = Vec::with_capacity(4);
+    mounts.push(Mount::Mount {
+        mount_path: "/var/run/linkerd/identity/end-entity",
+        name: END_ENTITY_VOLUME,
+    });
     if p.tracing.enabled {
-        mounts.push(json!({"mountPath": "/var/run/linkerd/podinfo", "name": PODINFO_VOLUME}));
+        mounts.push(Mount::Mount {
+            mount_path: "/var/run/linkerd/podinfo",
+            name: PODINFO_VOLUME,
+        });
     }
     if v.identity.service_account_token_projection {
-        mounts.push(json!({"mountPath": "/var/run/secrets/tokens", "name": TOKEN_VOLUME}));
+        mounts.push(Mount::Mount {
+            mount_path: "/var/run/secrets/tokens",
+            name: TOKEN_VOLUME,
+        });
     }
     if let Some(m) = &facts.sa_mount {
-        mounts.push(m.clone());
+        mounts.push(Mount::Raw(m));
     }
-    c.insert("volumeMounts".into(), mounts.into());
-    c.into()
+    Container {
+        name: PROXY_CONTAINER,
+        image: proxy_image(v),
+        image_pull_policy: pull_policy(&p.image.pull_policy, v),
+        command: None,
+        args: Vec::new(),
+        env: e,
+        ports: vec![
+            ContainerPort {
+                container_port: ports.inbound,
+                name: "linkerd-proxy",
+            },
+            ContainerPort {
+                container_port: ports.admin,
+                name: "linkerd-admin",
+            },
+        ],
+        liveness_probe: Some(Probe {
+            http_get: HttpGet {
+                path: "/live",
+                port: ports.admin,
+            },
+            initial_delay_seconds: p.liveness_probe.initial_delay_seconds,
+            timeout_seconds: Some(p.liveness_probe.timeout_seconds),
+            period_seconds: None,
+            failure_threshold: None,
+        }),
+        readiness_probe: Some(Probe {
+            http_get: HttpGet {
+                path: "/ready",
+                port: ports.admin,
+            },
+            initial_delay_seconds: p.readiness_probe.initial_delay_seconds,
+            timeout_seconds: Some(p.readiness_probe.timeout_seconds),
+            period_seconds: None,
+            failure_threshold: None,
+        }),
+        startup_probe,
+        resources: resources(&p.resources),
+        restart_policy: facts.native.then_some("Always"),
+        security_context: proxy_security_context(v, facts),
+        termination_message_policy: "FallbackToLogsOnError",
+        lifecycle: lifecycle.filter(|l| !l.is_empty()).map(Value::Object),
+        volume_mounts: mounts,
+    }
 }
 
-fn proxy_security_context(v: &Values, facts: &PodFacts) -> Value {
+fn proxy_security_context<'a>(v: &'a Values, facts: &PodFacts<'a>) -> SecurityContext<'a> {
     let p = &v.proxy;
     if !p.security_context.is_empty() {
-        return p.security_context.clone().into();
+        return SecurityContext::Custom(&p.security_context);
     }
-    let mut sc = Map::new();
-    sc.insert("allowPrivilegeEscalation".into(), false.into());
-    if let Some(caps) = &facts.app_capabilities {
-        sc.insert("capabilities".into(), caps.clone().into());
-    }
-    sc.insert("readOnlyRootFilesystem".into(), true.into());
-    sc.insert("runAsNonRoot".into(), true.into());
-    sc.insert("runAsUser".into(), p.uid.into());
-    if p.gid >= 0 {
-        sc.insert("runAsGroup".into(), p.gid.into());
-    }
-    sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
-    sc.into()
+    SecurityContext::Proxy(ProxySecurityContext {
+        allow_privilege_escalation: false,
+        capabilities: facts.app_capabilities,
+        read_only_root_filesystem: true,
+        run_as_non_root: true,
+        run_as_user: p.uid,
+        run_as_group: (p.gid >= 0).then_some(p.gid),
+        seccomp_profile: RUNTIME_DEFAULT,
+    })
 }
 
 /// The `linkerd-init` container (iptables mode).
-pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
+pub fn init_container<'a>(v: &'a Values, facts: &'a PodFacts<'a>) -> Container<'a> {
     let p = &v.proxy;
     let pi = &v.proxy_init;
-    let mut args: Vec<Value> = Vec::with_capacity(24);
+    let mut args: Vec<Str<'a>> = Vec::with_capacity(24);
     if pi.iptables_mode == "nft" {
         args.extend(
             [
@@ -535,7 +726,7 @@ pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
                 "--firewall-save-bin-path",
                 "iptables-nft-save",
             ]
-            .map(Value::from),
+            .map(Str::from),
         );
     }
     if v.disable_ipv6 {
@@ -558,90 +749,81 @@ pub fn init_container(v: &Values, facts: &PodFacts) -> Value {
     }
     args.push("--inbound-ports-to-ignore".into());
     args.push(inbound_ignore.into());
-    if !pi.ignore_outbound_ports.is_empty() {
+    if let Some(ports) = non_empty(&pi.ignore_outbound_ports) {
         args.push("--outbound-ports-to-ignore".into());
-        args.push(pi.ignore_outbound_ports.as_str().into());
+        args.push(ports.into());
     }
     if pi.close_wait_timeout_secs > 0 {
         args.push("--timeout-close-wait-secs".into());
         args.push(pi.close_wait_timeout_secs.to_string().into());
     }
-    if !pi.log_format.is_empty() {
+    if let Some(f) = non_empty(&pi.log_format) {
         args.push("--log-format".into());
-        args.push(pi.log_format.as_str().into());
+        args.push(f.into());
     }
-    if !pi.log_level.is_empty() {
+    if let Some(l) = non_empty(&pi.log_level) {
         args.push("--log-level".into());
-        args.push(pi.log_level.as_str().into());
+        args.push(l.into());
     }
-    if !pi.skip_subnets.is_empty() {
+    if let Some(s) = non_empty(&pi.skip_subnets) {
         args.push("--subnets-to-ignore".into());
-        args.push(pi.skip_subnets.as_str().into());
+        args.push(s.into());
     }
     let privileged = pi.privileged || pi.close_wait_timeout_secs > 0;
 
-    let mut add: Vec<Value> = vec!["NET_ADMIN".into(), "NET_RAW".into()];
-    let mut caps = Map::new();
-    if let Some(app) = &facts.app_capabilities
-        && let Some(a) = app.get("add").and_then(Value::as_array)
-    {
-        add.extend(a.iter().cloned());
+    let app = facts.app_capabilities;
+    let mut add = vec![Capability::Name("NET_ADMIN"), Capability::Name("NET_RAW")];
+    if let Some(a) = app.and_then(|c| c.get("add")).and_then(Value::as_array) {
+        add.extend(a.iter().map(Capability::Raw));
     }
-    caps.insert("add".into(), add.into());
-    if let Some(app) = &facts.app_capabilities
-        && let Some(d) = app.get("drop").and_then(Value::as_array)
-    {
-        let drop: Vec<Value> = d
-            .iter()
-            .filter(|c| !matches!(c.as_str(), Some("NET_ADMIN" | "NET_RAW")))
-            .cloned()
-            .collect();
-        caps.insert("drop".into(), drop.into());
-    }
-    let mut sc = Map::new();
-    sc.insert("allowPrivilegeEscalation".into(), privileged.into());
-    sc.insert("capabilities".into(), caps.into());
-    sc.insert("privileged".into(), privileged.into());
-    if pi.run_as_root {
-        sc.insert("runAsNonRoot".into(), false.into());
-        sc.insert("runAsUser".into(), 0.into());
-        sc.insert("runAsGroup".into(), 0.into());
+    let drop = app
+        .and_then(|c| c.get("drop"))
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter(|c| !matches!(c.as_str(), Some("NET_ADMIN" | "NET_RAW")))
+                .collect()
+        });
+    let nz = |id: i64| if id == 0 { 65534 } else { id };
+    let (run_as_non_root, run_as_user, run_as_group) = if pi.run_as_root {
+        (false, 0, 0)
     } else {
-        let nz = |id: i64| if id == 0 { 65534 } else { id };
-        sc.insert("runAsNonRoot".into(), true.into());
-        sc.insert("runAsUser".into(), nz(pi.run_as_user).into());
-        sc.insert("runAsGroup".into(), nz(pi.run_as_group).into());
-    }
-    sc.insert("readOnlyRootFilesystem".into(), true.into());
-    sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
-
-    let mut mounts = vec![json!({
-        "mountPath": pi.xt_mount_path.mount_path,
-        "name": pi.xt_mount_path.name,
-    })];
+        (true, nz(pi.run_as_user), nz(pi.run_as_group))
+    };
+    let mut mounts = vec![Mount::Mount {
+        mount_path: &pi.xt_mount_path.mount_path,
+        name: &pi.xt_mount_path.name,
+    }];
     if let Some(m) = &facts.sa_mount {
-        mounts.push(m.clone());
+        mounts.push(Mount::Raw(m));
     }
-    let mut c = Map::new();
-    c.insert("name".into(), INIT_CONTAINER.into());
-    c.insert("image".into(), init_image(v).into());
-    c.insert(
-        "imagePullPolicy".into(),
-        pull_policy(&p.image.pull_policy, v).into(),
-    );
-    c.insert(
-        "command".into(),
-        json!(["/usr/lib/linkerd/linkerd2-proxy-init"]),
-    );
-    c.insert("args".into(), args.into());
-    c.insert("resources".into(), resources(&p.resources));
-    c.insert("securityContext".into(), sc.into());
-    c.insert(
-        "terminationMessagePolicy".into(),
-        "FallbackToLogsOnError".into(),
-    );
-    c.insert("volumeMounts".into(), mounts.into());
-    c.into()
+    Container {
+        name: INIT_CONTAINER,
+        image: init_image(v),
+        image_pull_policy: pull_policy(&p.image.pull_policy, v),
+        command: Some(["/usr/lib/linkerd/linkerd2-proxy-init"]),
+        args,
+        env: Vec::new(),
+        ports: Vec::new(),
+        liveness_probe: None,
+        readiness_probe: None,
+        startup_probe: None,
+        resources: resources(&p.resources),
+        restart_policy: None,
+        security_context: SecurityContext::Init(InitSecurityContext {
+            allow_privilege_escalation: privileged,
+            capabilities: InitCapabilities { add, drop },
+            privileged,
+            run_as_non_root,
+            run_as_user,
+            run_as_group,
+            read_only_root_filesystem: true,
+            seccomp_profile: RUNTIME_DEFAULT,
+        }),
+        termination_message_policy: "FallbackToLogsOnError",
+        lifecycle: None,
+        volume_mounts: mounts,
+    }
 }
 
 /// The `linkerd-network-validator` init container (CNI mode).
@@ -739,6 +921,10 @@ pub fn additional_env(v: &Values, overrides: Vec<Value>) -> Vec<Value> {
 mod tests {
     use super::*;
 
+    fn json(c: Container<'_>) -> Value {
+        serde_json::to_value(c).unwrap()
+    }
+
     #[test]
     fn upper_snake_case() {
         assert_eq!(upper_snake("keepAliveInterval"), "KEEP_ALIVE_INTERVAL");
@@ -759,7 +945,8 @@ mod tests {
             disable_ipv6: false,
             ..Values::default()
         };
-        let c = proxy_container(&v, "linkerd", &PodFacts::default());
+        let facts = PodFacts::default();
+        let c = json(proxy_container(&v, "linkerd", &facts));
         let envs = c["env"].as_array().unwrap();
         let get = |n: &str| {
             envs.iter()
@@ -774,7 +961,7 @@ mod tests {
             get("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS").unwrap(),
             "127.0.0.1:4140,[::1]:4140"
         );
-        let init = init_container(&v, &PodFacts::default());
+        let init = json(init_container(&v, &facts));
         assert!(
             !init["args"]
                 .as_array()
@@ -787,7 +974,8 @@ mod tests {
     fn classic_mode_has_lifecycle_and_no_restart_policy() {
         let mut v = Values::default();
         v.proxy.wait_before_exit_seconds = 30;
-        let c = proxy_container(&v, "linkerd", &PodFacts::default());
+        let facts = PodFacts::default();
+        let c = json(proxy_container(&v, "linkerd", &facts));
         assert!(c.get("restartPolicy").is_none());
         assert!(c.get("startupProbe").is_none());
         assert_eq!(c["lifecycle"]["preStop"]["exec"]["command"][1], "30");
@@ -799,18 +987,18 @@ mod tests {
 
     #[test]
     fn init_container_capabilities_follow_the_app() {
+        let caps = json!({"add": ["SYS_TIME"], "drop": ["ALL", "NET_RAW"]});
         let facts = PodFacts {
-            app_capabilities: json!({"add": ["SYS_TIME"], "drop": ["ALL", "NET_RAW"]})
-                .as_object()
-                .cloned(),
+            app_capabilities: caps.as_object(),
             ..PodFacts::default()
         };
-        let c = init_container(&Values::default(), &facts);
+        let v = Values::default();
+        let c = json(init_container(&v, &facts));
         assert_eq!(
             c["securityContext"]["capabilities"],
             json!({"add": ["NET_ADMIN", "NET_RAW", "SYS_TIME"], "drop": ["ALL"]})
         );
-        let p = proxy_container(&Values::default(), "linkerd", &facts);
+        let p = json(proxy_container(&v, "linkerd", &facts));
         assert_eq!(
             p["securityContext"]["capabilities"],
             json!({"add": ["SYS_TIME"], "drop": ["ALL", "NET_RAW"]})

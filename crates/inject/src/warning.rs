@@ -27,6 +27,8 @@ pub enum WarningCode {
     UdpPort,
     /// The document is not a Kubernetes object kinject can inject.
     UnsupportedObject,
+    /// A bug in kinject; the object is left unchanged.
+    InternalError,
 }
 
 impl WarningCode {
@@ -41,6 +43,7 @@ impl WarningCode {
             Self::NoTrustAnchors => "no_trust_anchors",
             Self::UdpPort => "udp_port",
             Self::UnsupportedObject => "unsupported_object",
+            Self::InternalError => "internal_error",
         }
     }
 }

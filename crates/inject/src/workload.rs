@@ -266,7 +266,7 @@ impl Injector {
                 if let Err(e) = outcome.patch.apply(&mut out) {
                     // The patch is built from this very object; failure is a bug.
                     report.warnings.push(Warning::new(
-                        WarningCode::UnsupportedObject,
+                        WarningCode::InternalError,
                         format!("internal error applying the patch ({e}); object left unchanged"),
                     ));
                     report.status = ObjectStatus::Skipped { reasons: vec![] };
