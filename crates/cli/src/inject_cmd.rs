@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, Values, parse};
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::manifest::{self, Source};
@@ -178,14 +179,16 @@ fn non_empty(flag: &str, v: &str) -> Result<String> {
 
 /// One transformed source, ready to print.
 struct Transformed {
-    output: String,
+    /// Rendered documents, in order (kept apart: joining them would copy
+    /// the whole output once more).
+    output: Vec<String>,
     report: String,
 }
 
 /// Runs `transform` over every document of every source. Returns the exit code.
 fn run(
     input: &InputArgs,
-    transform: impl Fn(&Value) -> DocumentOutcome,
+    transform: impl Fn(&Value) -> DocumentOutcome + Sync,
     render_report: fn(&[kinject_inject::ObjectReport]) -> String,
 ) -> Result<i32> {
     let sources = manifest::read_sources(&input.paths)?;
@@ -211,8 +214,8 @@ fn run(
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for r in &results {
-        out.write_all(r.output.as_bytes())?;
+    for doc in results.iter().flat_map(|r| &r.output) {
+        out.write_all(doc.as_bytes())?;
     }
     out.flush()?;
     for r in &results {
@@ -221,53 +224,74 @@ fn run(
     Ok(0)
 }
 
+/// Parses, transforms and renders every document of one source. Documents are
+/// independent, so they are processed in parallel; output keeps their order.
 fn transform_source(
     source: &Source,
     format: Output,
-    transform: &impl Fn(&Value) -> DocumentOutcome,
-) -> Result<(String, Vec<kinject_inject::ObjectReport>), String> {
-    let docs = manifest::split_documents(&source.text)
-        .map_err(|e| format!("{}:{}: {}", source.name, e.line, e.message))?;
-    let mut output = String::with_capacity(source.text.len() * 2);
+    transform: &(impl Fn(&Value) -> DocumentOutcome + Sync),
+) -> Result<(Vec<String>, Vec<kinject_inject::ObjectReport>), String> {
+    let chunks = manifest::split_chunks(&source.text);
+    let rendered: Vec<Result<(String, Vec<_>), String>> = chunks
+        .par_iter()
+        .map(|chunk| {
+            let doc = chunk
+                .parse()
+                .map_err(|e| format!("{}:{}: {}", source.name, e.line, e.message))?;
+            transform_document(&doc, format, transform)
+                .map_err(|e| format!("{}:{}: {e}", source.name, doc.line))
+        })
+        .collect();
+    let mut output = Vec::with_capacity(rendered.len());
     let mut reports = Vec::new();
-    for doc in docs {
-        if doc.value.is_null() {
-            // Empty or comment-only documents pass through as written.
-            if format == Output::Yaml && !doc.text.trim().is_empty() {
-                output.push_str(doc.text);
-                if !doc.text.ends_with('\n') {
-                    output.push('\n');
-                }
-                output.push_str("---\n");
-            }
-            continue;
-        }
-        let outcome = transform(&doc.value);
-        let render = |v: &Value| -> Result<String, String> {
-            match format {
-                Output::Yaml => serde_saphyr::to_string(v)
-                    .map_err(|e| format!("{}:{}: cannot write YAML: {e}", source.name, doc.line)),
-                Output::Json => serde_json::to_string_pretty(v)
-                    .map(|s| s + "\n")
-                    .map_err(|e| format!("{}:{}: cannot write JSON: {e}", source.name, doc.line)),
-            }
-        };
-        match (&outcome.changed, format) {
-            (Some(v), _) => output.push_str(&render(v)?),
-            (None, Output::Yaml) => {
-                output.push_str(doc.text);
-                if !doc.text.ends_with('\n') {
-                    output.push('\n');
-                }
-            }
-            (None, Output::Json) => output.push_str(&render(&doc.value)?),
-        }
-        if format == Output::Yaml {
-            output.push_str("---\n");
-        }
-        reports.extend(outcome.reports);
+    for r in rendered {
+        let (text, doc_reports) = r?;
+        output.push(text);
+        reports.extend(doc_reports);
     }
     Ok((output, reports))
+}
+
+fn transform_document(
+    doc: &manifest::Document<'_>,
+    format: Output,
+    transform: &impl Fn(&Value) -> DocumentOutcome,
+) -> Result<(String, Vec<kinject_inject::ObjectReport>), String> {
+    let mut output = String::new();
+    let verbatim = |output: &mut String| {
+        output.push_str(doc.text);
+        if !doc.text.ends_with('\n') {
+            output.push('\n');
+        }
+    };
+    if doc.value.is_null() {
+        // Empty or comment-only documents pass through as written.
+        if format == Output::Yaml && !doc.text.trim().is_empty() {
+            verbatim(&mut output);
+            output.push_str("---\n");
+        }
+        return Ok((output, Vec::new()));
+    }
+    let outcome = transform(&doc.value);
+    let render = |v: &Value| -> Result<String, String> {
+        match format {
+            Output::Yaml => {
+                serde_saphyr::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))
+            }
+            Output::Json => serde_json::to_string_pretty(v)
+                .map(|s| s + "\n")
+                .map_err(|e| format!("cannot write JSON: {e}")),
+        }
+    };
+    match (&outcome.changed, format) {
+        (Some(v), _) => output.push_str(&render(v)?),
+        (None, Output::Yaml) => verbatim(&mut output),
+        (None, Output::Json) => output.push_str(&render(&doc.value)?),
+    }
+    if format == Output::Yaml {
+        output.push_str("---\n");
+    }
+    Ok((output, outcome.reports))
 }
 
 pub fn inject(args: &InjectArgs) -> Result<i32> {

@@ -108,9 +108,25 @@ fn is_bare_separator(line: &str) -> bool {
     rest.is_empty() || rest.starts_with('#')
 }
 
-/// Splits a stream at `---` lines (as Kubernetes' YAML reader does) and parses
-/// each document. The first bad document stops the stream.
-pub fn split_documents(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
+/// One document's text and first line, not yet parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk<'a> {
+    pub text: &'a str,
+    pub line: usize,
+}
+
+impl<'a> Chunk<'a> {
+    pub fn parse(self) -> Result<Document<'a>, ParseError> {
+        Ok(Document {
+            text: self.text,
+            line: self.line,
+            value: parse_document(self.text, self.line)?,
+        })
+    }
+}
+
+/// Splits a stream at `---` lines, as Kubernetes' YAML reader does.
+pub fn split_chunks(text: &str) -> Vec<Chunk<'_>> {
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new(); // (start byte, end byte, line)
     let mut start = 0;
     let mut start_line = 1;
@@ -125,7 +141,7 @@ pub fn split_documents(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
     }
     chunks.push((start, text.len(), start_line));
 
-    let mut docs = Vec::with_capacity(chunks.len());
+    let mut out = Vec::with_capacity(chunks.len());
     for (s, e, line) in chunks {
         let mut chunk = &text[s..e];
         let mut line = line;
@@ -136,18 +152,19 @@ pub fn split_documents(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
             chunk = &chunk[first.len()..];
             line += 1;
         }
-        let value = parse_document(chunk, line)?;
-        docs.push(Document {
-            text: chunk,
-            line,
-            value,
-        });
+        out.push(Chunk { text: chunk, line });
     }
     // A trailing separator leaves an empty last chunk: not a document.
-    if docs.len() > 1 && docs.last().is_some_and(|d| d.text.trim().is_empty()) {
-        docs.pop();
+    if out.len() > 1 && out.last().is_some_and(|d| d.text.trim().is_empty()) {
+        out.pop();
     }
-    Ok(docs)
+    out
+}
+
+/// Splits a stream and parses each document; the first bad document stops it.
+#[cfg(test)]
+pub fn split_documents(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
+    split_chunks(text).into_iter().map(Chunk::parse).collect()
 }
 
 fn parse_document(chunk: &str, first_line: usize) -> Result<Value, ParseError> {

@@ -2,6 +2,8 @@
 //! bare Pods and `List`s of them. Objects stay `serde_json::Value`s throughout so
 //! fields unknown to any typed model survive untouched.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -230,8 +232,13 @@ impl Injector {
         };
         // Re-injection: remove kinject's (or Linkerd's) own proxy first, so new
         // settings take effect and inject stays idempotent.
-        let mut base = obj.clone();
-        uninject_at(&mut base, pointer);
+        let base: Cow<'_, Value> = if carries_proxy(pod) {
+            let mut base = obj.clone();
+            uninject_at(&mut base, pointer);
+            Cow::Owned(base)
+        } else {
+            Cow::Borrowed(obj)
+        };
         let pod = base.pointer(pointer).unwrap_or(pod);
         report.sidecar = has_existing_sidecar(
             pod.get("metadata").and_then(Value::as_object),
@@ -262,7 +269,7 @@ impl Injector {
         report.warnings = outcome.warnings;
         match outcome.decision {
             InjectDecision::Inject { .. } => {
-                let mut out = base.clone();
+                let mut out = base.into_owned();
                 if let Err(e) = outcome.patch.apply(&mut out) {
                     // The patch is built from this very object; failure is a bug.
                     report.warnings.push(Warning::new(
@@ -337,6 +344,24 @@ fn is_injected_label(k: &str) -> bool {
         })
 }
 
+/// True when the pod carries kinject's (or Linkerd's) proxy: the marker
+/// annotation, or a `linkerd-proxy` container or native sidecar.
+fn carries_proxy(pod: &Value) -> bool {
+    pod.pointer("/metadata/annotations")
+        .and_then(|a| a.get(PROXY_VERSION_ANNOTATION))
+        .is_some()
+        || ["containers", "initContainers"].iter().any(|k| {
+            pod.get("spec")
+                .and_then(|s| s.get(*k))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.get("name").and_then(Value::as_str) == Some(proxy::PROXY_CONTAINER)
+                    })
+                })
+        })
+}
+
 /// Removes what injection added from the pod at `pointer`; true if anything was
 /// removed. Lists and maps that injection created and that end up empty are
 /// removed too: Kubernetes treats an empty list or map and an absent one alike.
@@ -346,19 +371,7 @@ pub fn uninject_at(obj: &mut Value, pointer: &str) -> bool {
     };
     // Only pods that carry kinject's (or Linkerd's) proxy are touched: a pod
     // with a hand-added `linkerd.io/control-plane-ns` label keeps it.
-    let has_proxy = pod
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(PROXY_VERSION_ANNOTATION))
-        .is_some()
-        || ["containers", "initContainers"].iter().any(|k| {
-            pod.pointer(&format!("/spec/{k}"))
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.get("name").and_then(Value::as_str) == Some(proxy::PROXY_CONTAINER)
-                    })
-                })
-        });
+    let has_proxy = carries_proxy(pod);
     if !has_proxy {
         return false;
     }
