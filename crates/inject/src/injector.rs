@@ -274,11 +274,11 @@ impl Injector {
         }
 
         let debug_sidecar = settings.enable_debug_sidecar;
-        let facts = self.pod_facts(&values, spec, settings, native, warnings);
+        let facts = self.pod_facts(values, spec, settings, native, warnings);
 
         // Metadata: annotations and labels, each sorted by key.
         let mut new_annotations: BTreeMap<&str, &str> = BTreeMap::new();
-        new_annotations.insert(PROXY_VERSION_ANNOTATION, proxy::proxy_version(&values));
+        new_annotations.insert(PROXY_VERSION_ANNOTATION, proxy::proxy_version(values));
         new_annotations.insert(TRUST_ROOT_SHA256_ANNOTATION, &self.trust_root_sha256);
         for (k, v) in added {
             new_annotations.insert(k, v);

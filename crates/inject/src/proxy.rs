@@ -600,7 +600,7 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
     e.extend(facts.additional_env.iter().map(EnvVar::Raw));
     e.extend(p.experimental_env.iter().map(EnvVar::Raw));
 
-    let startup_probe = (facts.native && p.await_).then(|| Probe {
+    let startup_probe = (facts.native && p.await_).then_some(Probe {
         http_get: HttpGet {
             path: "/ready",
             port: ports.admin,
