@@ -8,7 +8,9 @@ set -euo pipefail
 
 cache=${KINJECT_K8S_CACHE:-$HOME/.cache/kinject/k8s}
 bin=$cache/bin
-if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager ]]; then
+# Bump when the build changes, so stale cached binaries are rebuilt.
+stamp="1.20.2+reflect2-1.0.2"
+if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager && $(cat "$bin/STAMP" 2>/dev/null) == "$stamp" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -17,7 +19,7 @@ log() { echo "k8s-build: $*" >&2; }
 sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for p in etcd-server golang-go rsync jq make dpkg-dev; do
+for p in etcd-server golang-go rsync jq make dpkg-dev golang-github-modern-go-reflect2-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # apt-get source needs a deb-src twin of the Debian entry.
@@ -47,6 +49,11 @@ if ! compgen -G "$src/kubernetes-*/Makefile" >/dev/null; then
   (cd "$src" && apt-get source -qq kubernetes >&2)
 fi
 tree=$(dirname "$(compgen -G "$src/kubernetes-*/Makefile" | head -n1)")
+# The vendored modern-go/reflect2 v1.0.1 crashes under Go >= 1.18 ("fatal
+# error: fault" in map iteration) whenever the API server JSON-encodes a
+# webhook's patch for its audit annotation. v1.0.2 (Debian's package) fixes it.
+rsync -a --delete /usr/share/gocode/src/github.com/modern-go/reflect2/ "$tree/vendor/github.com/modern-go/reflect2/"
+
 gopath=$cache/gopath
 mkdir -p "$gopath/src/k8s.io"
 ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
@@ -59,4 +66,5 @@ log "building kube-apiserver and kube-controller-manager (about 15 minutes)"
 )
 out=$gopath/src/k8s.io/kubernetes/_output/bin
 cp "$out/kube-apiserver" "$out/kube-controller-manager" "$bin/"
+echo "$stamp" >"$bin/STAMP"
 echo "$bin"

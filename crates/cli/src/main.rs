@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod inject_cmd;
 mod manifest;
+mod proxy_injector_cmd;
 mod report;
 
 #[derive(Parser, Debug)]
@@ -29,13 +30,39 @@ enum Command {
     Inject(Box<inject_cmd::InjectArgs>),
     /// Remove what `kinject inject` added (offline).
     Uninject(inject_cmd::UninjectArgs),
+    /// Run the mutating admission webhook that injects pods as they are created.
+    ///
+    /// Registers (and keeps registered) the MutatingWebhookConfiguration
+    /// `linkerd-proxy-injector-webhook-config`, watches namespaces and pod
+    /// owners, and hot-reloads its values, trust anchors and certificate.
+    ProxyInjector(Box<proxy_injector_cmd::ProxyInjectorArgs>),
+}
+
+/// Linkerd's Go binaries take single-dash long flags (`-log-level`); accept
+/// those spellings too.
+fn normalize_args() -> Vec<std::ffi::OsString> {
+    const LONG: &[&str] = &["log-level", "log-format", "addr", "metrics-addr"];
+    std::env::args_os()
+        .map(|a| match a.to_str() {
+            Some(s) if s.starts_with('-') && !s.starts_with("--") => {
+                let name = s[1..].split('=').next().unwrap_or("");
+                if LONG.contains(&name) {
+                    format!("-{s}").into()
+                } else {
+                    a
+                }
+            }
+            _ => a,
+        })
+        .collect()
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(normalize_args());
     let result = match &cli.command {
         Command::Inject(args) => inject_cmd::inject(args),
         Command::Uninject(args) => inject_cmd::uninject(args),
+        Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,0 +1,188 @@
+//! `kinject proxy-injector`: flags → `kinject_webhook::ProxyInjectorConfig`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use kinject_inject::{DefaultPolicy, Policy, parse};
+use kinject_k8s::webhook_config::ClientTarget;
+use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FailurePolicy {
+    Ignore,
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NativeMode {
+    /// Native sidecars when the API server supports them (1.29+) and the values ask for them.
+    Auto,
+    /// Always classic sidecars.
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyInjectorArgs {
+    /// HTTPS address of the webhook.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub addr: SocketAddr,
+    /// Plain-HTTP address of /metrics, /live and /ready.
+    #[arg(long, visible_alias = "metrics-addr", default_value = "0.0.0.0:9995")]
+    pub admin_addr: SocketAddr,
+    /// Serving certificate chain (PEM); hot-reloaded.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: PathBuf,
+    /// Serving private key (PEM); hot-reloaded.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: PathBuf,
+    /// CA bundle (PEM) written into the webhook configuration's caBundle;
+    /// defaults to the serving certificate file. Hot-reloaded.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Linkerd values file (e.g. the `values` key of `linkerd-config`); hot-reloaded.
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+    /// Identity trust anchors (PEM); hot-reloaded.
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchors: Option<PathBuf>,
+    /// Namespace of the control plane (never injected).
+    #[arg(
+        short = 'l',
+        long,
+        env = "LINKERD_NAMESPACE",
+        default_value = "linkerd"
+    )]
+    pub linkerd_namespace: String,
+    /// Register the webhook by URL (https://…/inject), for running outside the
+    /// cluster. Without it the webhook is registered by Service.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Service name used when registering by Service (namespace: -l).
+    #[arg(long, default_value = "linkerd-proxy-injector")]
+    pub service_name: String,
+    #[arg(long, default_value_t = 443)]
+    pub service_port: i32,
+    /// What the API server does when the webhook cannot be reached.
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Ignore)]
+    pub failure_policy: FailurePolicy,
+    /// Admission timeout the API server applies (1-30 seconds).
+    #[arg(long, default_value_t = 10)]
+    pub timeout_seconds: i32,
+    /// Pods with no injection label or annotation anywhere: `enabled` (the
+    /// seed's opt-out model) or `disabled` (modern Linkerd's opt-in).
+    #[arg(long, default_value = "enabled", value_parser = |s: &str| s.parse::<DefaultPolicy>())]
+    pub default_policy: DefaultPolicy,
+    /// Namespaces never injected (besides the control-plane namespace).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kube-system,kube-public,kube-node-lease"
+    )]
+    pub excluded_namespaces: Vec<String>,
+    #[arg(long, value_enum, default_value_t = NativeMode::Auto)]
+    pub native_sidecars: NativeMode,
+    /// Do not create or maintain the MutatingWebhookConfiguration.
+    #[arg(long)]
+    pub no_register: bool,
+    /// Do not write Kubernetes Events.
+    #[arg(long)]
+    pub no_events: bool,
+    /// How often watched files are re-read (Go duration).
+    #[arg(long, default_value = "2s")]
+    pub reload_interval: String,
+    /// Log filter (`info`, `debug`, `kinject_webhook=debug,info`, …).
+    #[arg(long, env = "KINJECT_LOG", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+impl ProxyInjectorArgs {
+    pub fn config(&self) -> Result<ProxyInjectorConfig> {
+        if !(1..=30).contains(&self.timeout_seconds) {
+            bail!(
+                "--timeout-seconds must be between 1 and 30, got {}",
+                self.timeout_seconds
+            );
+        }
+        let target = match &self.webhook_url {
+            Some(url) => {
+                if !url.starts_with("https://") {
+                    bail!("--webhook-url must be an https:// URL, got {url:?}");
+                }
+                ClientTarget::Url(url.clone())
+            }
+            None => ClientTarget::Service {
+                namespace: self.linkerd_namespace.clone(),
+                name: self.service_name.clone(),
+                port: self.service_port,
+            },
+        };
+        let nanos = parse::go_duration_nanos(&self.reload_interval)
+            .map_err(|e| anyhow::anyhow!("--reload-interval: {e}"))?;
+        if nanos == 0 {
+            bail!("--reload-interval must be positive");
+        }
+        Ok(ProxyInjectorConfig {
+            addr: self.addr,
+            admin_addr: self.admin_addr,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            values: self.values.clone(),
+            trust_anchors: self.trust_anchors.clone(),
+            linkerd_namespace: self.linkerd_namespace.clone(),
+            target,
+            failure_policy: match self.failure_policy {
+                FailurePolicy::Ignore => "Ignore",
+                FailurePolicy::Fail => "Fail",
+            }
+            .into(),
+            timeout_seconds: self.timeout_seconds,
+            policy: Policy {
+                default: self.default_policy,
+                excluded_namespaces: self.excluded_namespaces.clone(),
+            },
+            native_sidecars: match self.native_sidecars {
+                NativeMode::Auto => NativeSidecars::Auto,
+                NativeMode::Never => NativeSidecars::Never,
+            },
+            register: !self.no_register,
+            events: !self.no_events,
+            reload_interval: Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
+        })
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log-level {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
+    let cfg = args.config()?;
+    init_logging(&args.log_level, args.log_format)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(kinject_webhook::run(cfg))?;
+    Ok(0)
+}

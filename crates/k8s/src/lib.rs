@@ -1,0 +1,16 @@
+//! kinject's Kubernetes glue, kept out of the pure engine:
+//! - [`cache`]: metadata-only reflectors for namespaces and pod owners, with a
+//!   bounded fallback GET, feeding the webhook's decisions;
+//! - [`webhook_config`]: the MutatingWebhookConfiguration kinject registers and
+//!   keeps true (drift is healed within seconds);
+//! - [`version`]: what the API server supports (native sidecars);
+//! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod events;
+pub mod version;
+pub mod webhook_config;
+
+pub use cache::{ClusterView, NamespaceInfo};
+pub use version::ServerVersion;

@@ -1,0 +1,356 @@
+//! `kinject proxy-injector`: the mutating admission webhook.
+//!
+//! Thin by design: TLS and HTTP ([`server`]), the AdmissionReview codec
+//! ([`review`]), and a handler ([`admission`]) that asks the pure engine
+//! (`kinject-inject`) with what the cluster caches (`kinject-k8s`) know.
+//! Configuration, trust anchors and the serving certificate are hot-reloaded;
+//! the webhook registers itself and keeps its registration true.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use kinject_inject::{Injector, InjectorConfig, Policy, Values};
+use kinject_k8s::ClusterView;
+use kinject_k8s::events::EventSink;
+use kinject_k8s::webhook_config::{self, ClientTarget, WebhookConfigSpec};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+
+/// Whether the proxy runs as a native sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeSidecars {
+    /// When the API server supports them (≥ 1.29) and the values ask for them.
+    Auto,
+    /// Never (classic sidecars), whatever the server.
+    Never,
+}
+
+/// Everything `proxy-injector` is configured with.
+#[derive(Clone, Debug)]
+pub struct ProxyInjectorConfig {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// PEM the API server verifies the webhook with; default: the serving chain's last certificate.
+    pub ca_bundle: Option<PathBuf>,
+    pub values: Option<PathBuf>,
+    pub trust_anchors: Option<PathBuf>,
+    pub linkerd_namespace: String,
+    pub target: ClientTarget,
+    pub failure_policy: String,
+    pub timeout_seconds: i32,
+    pub policy: Policy,
+    pub native_sidecars: NativeSidecars,
+    pub register: bool,
+    pub events: bool,
+    /// How often watched files are re-read.
+    pub reload_interval: Duration,
+}
+
+/// Builds the engine from the files; any error is reported with the file name.
+fn build_engine(
+    cfg: &ProxyInjectorConfig,
+    native_supported: bool,
+    values_text: Option<&str>,
+    anchors: Option<&str>,
+) -> Result<Injector> {
+    let values = match (values_text, &cfg.values) {
+        (Some(text), Some(path)) => {
+            Values::from_yaml(text).with_context(|| format!("values file {}", path.display()))?
+        }
+        _ => Values::default(),
+    };
+    let injector = Injector::new(InjectorConfig {
+        values,
+        linkerd_namespace: cfg.linkerd_namespace.clone(),
+        trust_anchors_pem: anchors.unwrap_or_default().to_string(),
+        created_by: format!("kinject/proxy-injector {}", env!("CARGO_PKG_VERSION")),
+        policy: cfg.policy.clone(),
+        native_sidecars_supported: native_supported,
+    })?;
+    Ok(injector)
+}
+
+fn read(path: &Option<PathBuf>) -> Result<Option<String>> {
+    path.as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()
+}
+
+/// Re-reads `paths` every `interval`; when any content changed, calls `apply`
+/// with the new contents. A failure is logged and counted and the last good
+/// state stays in force.
+fn spawn_reloader(
+    what: &'static str,
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    metrics: Metrics,
+    mut apply: impl FnMut(&[Vec<u8>]) -> Result<()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let read_all = |paths: &[PathBuf]| -> Vec<Vec<u8>> {
+            paths
+                .iter()
+                .map(|p| std::fs::read(p).unwrap_or_default())
+                .collect()
+        };
+        let mut last = read_all(&paths);
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let now = read_all(&paths);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match apply(&last) {
+                Ok(()) => {
+                    info!(file = what, "reloaded");
+                    metrics.reloads.get_or_create(&Metrics::file(what)).inc();
+                }
+                Err(e) => {
+                    error!(file = what, error = %format!("{e:#}"), "reload failed; keeping the last good one");
+                    metrics
+                        .reload_failures
+                        .get_or_create(&Metrics::file(what))
+                        .inc();
+                }
+            }
+        }
+    });
+}
+
+struct Ready {
+    cluster: ClusterView,
+    registered: Arc<AtomicBool>,
+    cert_ok: Arc<AtomicBool>,
+}
+
+impl server::Readiness for Ready {
+    fn not_ready(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.cluster.is_synced() {
+            out.push("caches not synced");
+        }
+        if !self.registered.load(Ordering::Acquire) {
+            out.push("webhook not registered");
+        }
+        if !self.cert_ok.load(Ordering::Acquire) {
+            out.push("serving certificate not loaded");
+        }
+        out
+    }
+}
+
+fn ca_bundle(cfg: &ProxyInjectorConfig) -> Result<Vec<u8>> {
+    match &cfg.ca_bundle {
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("cannot read CA bundle {}", p.display()))
+        }
+        None => std::fs::read(&cfg.tls_cert)
+            .with_context(|| format!("cannot read {}", cfg.tls_cert.display())),
+    }
+}
+
+/// Runs the webhook until SIGINT/SIGTERM.
+pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
+    tls::install_crypto_provider();
+    let mut registry = Registry::with_prefix("kinject_proxy_injector");
+    let metrics = Metrics::register(&mut registry);
+
+    // Fail fast, before binding anything, on bad files.
+    let values_text = read(&cfg.values)?;
+    let anchors = read(&cfg.trust_anchors)?;
+    build_engine(&cfg, false, values_text.as_deref(), anchors.as_deref())?;
+    let (resolver, expiry) =
+        tls::ReloadingResolver::new(cfg.tls_cert.clone(), cfg.tls_key.clone())?;
+    metrics.serving_cert_expiry.set(expiry);
+    let cert_ok = Arc::new(AtomicBool::new(true));
+    let bundle = ca_bundle(&cfg)?;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let version = kinject_k8s::ServerVersion::detect(&client)
+        .await
+        .context("cannot reach the Kubernetes API server")?;
+    let native_supported =
+        cfg.native_sidecars == NativeSidecars::Auto && version.supports_native_sidecars();
+    info!(%version, native_sidecars = native_supported, "connected to the API server");
+    let engine = Arc::new(ArcSwap::from_pointee(build_engine(
+        &cfg,
+        native_supported,
+        values_text.as_deref(),
+        anchors.as_deref(),
+    )?));
+
+    let cluster = ClusterView::spawn(client.clone());
+    let events = if cfg.events {
+        let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "kinject".into());
+        EventSink::spawn(client.clone(), instance)
+    } else {
+        EventSink::disabled()
+    };
+
+    let registered = Arc::new(AtomicBool::new(!cfg.register));
+    let spec = WebhookConfigSpec {
+        control_plane_namespace: cfg.linkerd_namespace.clone(),
+        target: cfg.target.clone(),
+        ca_bundle: bundle,
+        failure_policy: cfg.failure_policy.clone(),
+        timeout_seconds: cfg.timeout_seconds,
+        excluded_namespaces: cfg.policy.excluded_namespaces.clone(),
+        include_services: true,
+    };
+    let (spec_tx, spec_rx) = watch::channel(spec);
+    if cfg.register {
+        let repairs = metrics.webhook_repairs.clone();
+        tokio::spawn(webhook_config::keep_registered(
+            client.clone(),
+            spec_rx,
+            registered.clone(),
+            move |_| {
+                repairs.inc();
+            },
+        ));
+    }
+
+    // Hot reloads: engine inputs, serving certificate, CA bundle.
+    let engine_paths: Vec<PathBuf> = cfg
+        .values
+        .iter()
+        .chain(cfg.trust_anchors.iter())
+        .cloned()
+        .collect();
+    if !engine_paths.is_empty() {
+        let cfg2 = cfg.clone();
+        let engine2 = engine.clone();
+        spawn_reloader(
+            "engine",
+            engine_paths,
+            cfg.reload_interval,
+            metrics.clone(),
+            move |_| {
+                let values = read(&cfg2.values)?;
+                let anchors = read(&cfg2.trust_anchors)?;
+                let new = build_engine(
+                    &cfg2,
+                    native_supported,
+                    values.as_deref(),
+                    anchors.as_deref(),
+                )?;
+                engine2.store(Arc::new(new));
+                Ok(())
+            },
+        );
+    }
+    {
+        let resolver = resolver.clone();
+        let m = metrics.clone();
+        spawn_reloader(
+            "serving_cert",
+            vec![cfg.tls_cert.clone(), cfg.tls_key.clone()],
+            cfg.reload_interval,
+            metrics.clone(),
+            move |_| {
+                let expiry = resolver.reload()?;
+                m.serving_cert_expiry.set(expiry);
+                Ok(())
+            },
+        );
+    }
+    {
+        let cfg2 = cfg.clone();
+        let path = cfg
+            .ca_bundle
+            .clone()
+            .unwrap_or_else(|| cfg.tls_cert.clone());
+        spawn_reloader(
+            "ca_bundle",
+            vec![path],
+            cfg.reload_interval,
+            metrics.clone(),
+            move |_| {
+                let bundle = ca_bundle(&cfg2)?;
+                spec_tx.send_modify(|s| s.ca_bundle = bundle);
+                Ok(())
+            },
+        );
+    }
+
+    let tls_config = Arc::new(tls::server_config(resolver)?);
+    let admission = Arc::new(admission::Admission::new(
+        engine,
+        cluster.clone(),
+        metrics,
+        events,
+    ));
+    let https = server::bind(cfg.addr, "webhook").await?;
+    let admin = server::bind(cfg.admin_addr, "admin").await?;
+    info!(addr = %cfg.addr, admin = %cfg.admin_addr, "serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Ready {
+        cluster,
+        registered,
+        cert_ok,
+    };
+    let admin_task = tokio::spawn(server::serve_admin(
+        admin,
+        server::admin_router(registry, ready),
+        stop_rx.clone(),
+    ));
+    let https_task = tokio::spawn(server::serve_tls(
+        https,
+        tls_config,
+        server::admission_router(admission),
+        stop_rx,
+    ));
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = https_task.await {
+        warn!(error = %e, "webhook server task failed");
+    }
+    let _ = admin_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

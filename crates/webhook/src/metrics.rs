@@ -1,0 +1,116 @@
+//! The injector's Prometheus metrics, registered into a caller-owned registry
+//! (no global state, so tests build their own).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `pod`, `service`, or the lowercased kind of anything else.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub kind: String,
+    /// `injected`, `skipped`, `annotated` (opaque ports only) or `ignored`.
+    pub decision: String,
+    /// Skip reason codes joined by `,`; empty unless skipped.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `bad_request`, `too_large`, …
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabels {
+    /// `values`, `trust_anchors`, `serving_cert`.
+    pub file: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub responses: Family<ResponseLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub latency: Histogram,
+    pub in_flight: Gauge,
+    pub serving_cert_expiry: Gauge,
+    pub reload_failures: Family<FileLabels, Counter>,
+    pub reloads: Family<FileLabels, Counter>,
+    pub webhook_repairs: Counter,
+}
+
+impl Metrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            responses: Family::default(),
+            errors: Family::default(),
+            latency: Histogram::new(
+                [
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+                ]
+                .into_iter(),
+            ),
+            in_flight: Gauge::default(),
+            serving_cert_expiry: Gauge::default(),
+            reload_failures: Family::default(),
+            reloads: Family::default(),
+            webhook_repairs: Counter::default(),
+        };
+        reg.register(
+            "admission_requests",
+            "AdmissionReview requests by object kind",
+            m.requests.clone(),
+        );
+        reg.register(
+            "admission_responses",
+            "Admission responses by kind, decision and skip reason",
+            m.responses.clone(),
+        );
+        reg.register(
+            "admission_errors",
+            "Requests answered with an HTTP error",
+            m.errors.clone(),
+        );
+        reg.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview",
+            m.latency.clone(),
+        );
+        reg.register(
+            "admission_in_flight",
+            "Requests being answered",
+            m.in_flight.clone(),
+        );
+        reg.register(
+            "serving_cert_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate expires",
+            m.serving_cert_expiry.clone(),
+        );
+        reg.register(
+            "reload_failures",
+            "Configuration or certificate reloads that failed (the last good one is kept)",
+            m.reload_failures.clone(),
+        );
+        reg.register("reloads", "Successful reloads", m.reloads.clone());
+        reg.register(
+            "webhook_configuration_repairs",
+            "Times the MutatingWebhookConfiguration was found drifted and repaired",
+            m.webhook_repairs.clone(),
+        );
+        m
+    }
+
+    pub fn file(file: &str) -> FileLabels {
+        FileLabels { file: file.into() }
+    }
+}

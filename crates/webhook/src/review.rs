@@ -1,0 +1,197 @@
+//! The AdmissionReview codec, `admission.k8s.io/v1` and `v1beta1` (the same
+//! shape). Own small types rather than kube-core's: those serialise `patch` as a
+//! JSON array of numbers instead of base64 (kube-rs #1781), and would round-trip
+//! the object's metadata through a typed struct.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const V1: &str = "admission.k8s.io/v1";
+pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+/// Why a body is not an AdmissionReview kinject can answer (HTTP 400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReviewError {
+    #[error("empty body: expected an AdmissionReview")]
+    Empty,
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("not an AdmissionReview (kind {0:?})")]
+    NotAReview(String),
+    #[error(
+        "unsupported AdmissionReview version {0:?} (supported: admission.k8s.io/v1, admission.k8s.io/v1beta1)"
+    )]
+    Version(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The parts of `request` kinject reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub object: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReview {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest>,
+}
+
+/// A parsed review: the version to answer in, and the request.
+#[derive(Debug)]
+pub struct Review {
+    pub api_version: &'static str,
+    pub request: AdmissionRequest,
+}
+
+/// Parses and validates a request body.
+pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ReviewError::Empty);
+    }
+    let raw: RawReview =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    if raw.kind != "AdmissionReview" {
+        return Err(ReviewError::NotAReview(raw.kind));
+    }
+    let api_version = match raw.api_version.as_str() {
+        V1 => V1,
+        V1BETA1 => V1BETA1,
+        other => return Err(ReviewError::Version(other.to_string())),
+    };
+    let request = raw.request.ok_or(ReviewError::NoRequest)?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::NoUid);
+    }
+    Ok(Review {
+        api_version,
+        request,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseBody<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseBody<'a>,
+}
+
+/// Serialises an allowing response, with the patch (base64) when non-empty.
+pub fn allow(
+    api_version: &'static str,
+    uid: &str,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+) -> Vec<u8> {
+    let review = ResponseReview {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseBody {
+            uid,
+            allowed: true,
+            patch_type: patch.map(|_| "JSONPatch"),
+            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            warnings,
+        },
+    };
+    // Strings and bools only: serialisation cannot fail.
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_what_is_not_a_review() {
+        assert_eq!(parse(b"").unwrap_err(), ReviewError::Empty);
+        assert_eq!(parse(b"  \n").unwrap_err(), ReviewError::Empty);
+        assert!(matches!(parse(b"{nope").unwrap_err(), ReviewError::Json(_)));
+        assert!(matches!(parse(b"[1,2]").unwrap_err(), ReviewError::Json(_)));
+        assert_eq!(
+            parse(br#"{"kind":"Pod","apiVersion":"v1"}"#).unwrap_err(),
+            ReviewError::NotAReview("Pod".into())
+        );
+        assert_eq!(
+            parse(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v2"}"#).unwrap_err(),
+            ReviewError::Version("admission.k8s.io/v2".into())
+        );
+        assert_eq!(
+            parse(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#).unwrap_err(),
+            ReviewError::NoRequest
+        );
+        assert_eq!(
+            parse(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{}}"#)
+                .unwrap_err(),
+            ReviewError::NoUid
+        );
+    }
+
+    #[test]
+    fn answers_in_the_version_asked_with_base64_patch() {
+        let r = parse(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u1","operation":"CREATE"}}"#).unwrap();
+        assert_eq!(r.api_version, V1BETA1);
+        let out: Value = serde_json::from_slice(&allow(
+            r.api_version,
+            &r.request.uid,
+            Some(b"[]"),
+            &["w".into()],
+        ))
+        .unwrap();
+        assert_eq!(out["apiVersion"], V1BETA1);
+        assert_eq!(out["response"]["uid"], "u1");
+        assert_eq!(out["response"]["patch"], "W10=");
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+        assert_eq!(out["response"]["warnings"][0], "w");
+        let out: Value = serde_json::from_slice(&allow(V1, "u2", None, &[])).unwrap();
+        assert!(out["response"].get("patch").is_none());
+        assert!(out["response"].get("warnings").is_none());
+    }
+}

@@ -1,0 +1,188 @@
+//! The HTTPS accept loop (owned, not hidden in a framework): TLS handshake and
+//! header read are time-bounded so slow or non-TLS clients cannot pin
+//! connections, every connection is tracked for a graceful drain, and the
+//! plain-HTTP admin server serves `/metrics`, `/live` and `/ready`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use kinject_k8s::cache::ClusterLookup;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::admission::Admission;
+
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest AdmissionReview accepted (Kubernetes objects are at most ~1.5 MiB,
+/// and a review carries the object twice at most).
+pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: Bytes) -> Response {
+    let (status, body) = adm.handle(&body).await;
+    let content_type = if status == StatusCode::OK {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `POST /inject` (and `POST /`, the seed's path); other methods get 405,
+/// bodies over [`BODY_LIMIT`] get 413.
+pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>) -> Router {
+    Router::new()
+        .route("/inject", post(inject::<L>))
+        .route("/", post(inject::<L>))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(adm)
+}
+
+/// What `/ready` reports on.
+pub trait Readiness: Send + Sync + 'static {
+    /// Conditions not yet met; empty when ready.
+    fn not_ready(&self) -> Vec<&'static str>;
+}
+
+struct AdminState<R> {
+    registry: Registry,
+    readiness: R,
+}
+
+async fn metrics<R: Readiness>(State(s): State<Arc<AdminState<R>>>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready<R: Readiness>(State(s): State<Arc<AdminState<R>>>) -> Response {
+    let missing = s.readiness.not_ready();
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+pub fn admin_router<R: Readiness>(registry: Registry, readiness: R) -> Router {
+    let state = Arc::new(AdminState {
+        registry,
+        readiness,
+    });
+    Router::new()
+        .route("/metrics", get(metrics::<R>))
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready::<R>))
+        .with_state(state)
+}
+
+/// Serves `app` over TLS until `shutdown` turns true, then drains in-flight
+/// connections for at most [`DRAIN_TIMEOUT`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = TowerToHyperService::new(app.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(
+                    async move {
+                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT);
+                        builder.http2().timer(TokioTimer::new());
+                        let conn = builder.serve_connection(TokioIo::new(tls), service);
+                        if let Err(e) = watcher.watch(conn).await {
+                            debug!(error = %e, "connection ended with an error");
+                        }
+                    }
+                    .instrument(info_span!("conn", client.ip = %peer.ip(), client.port = peer.port())),
+                );
+            }
+        }
+    }
+    info!("draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections drained"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+/// Serves the admin router over plain HTTP until `shutdown`.
+pub async fn serve_admin(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = res {
+        warn!(error = %e, "admin server failed");
+    }
+}
+
+/// Binds a TCP listener with a clear error.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+}

@@ -1,0 +1,93 @@
+//! The serving certificate, hot-reloaded: a `ResolvesServerCert` over an
+//! `ArcSwap`, so a rotation takes effect on the next handshake with no restart
+//! and no failed handshake. A new certificate is validated (parses, key
+//! matches) before it is published; a bad one keeps the last good one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The process-wide crypto provider (ring). Installed once; harmless if a
+/// provider is already installed.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Loads and validates a certificate chain and key from PEM files.
+pub fn load(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, i64)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let ck = CertifiedKey::from_der(chain, key_der, &provider)
+        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    let not_after = expiry(&ck.cert[0])?;
+    Ok((Arc::new(ck), not_after))
+}
+
+/// The leaf's notAfter as a Unix timestamp.
+pub fn expiry(cert: &CertificateDer<'_>) -> Result<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| anyhow::anyhow!("cannot parse the certificate: {e}"))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
+/// Serves whatever certificate was last stored.
+#[derive(Debug)]
+pub struct ReloadingResolver {
+    current: ArcSwap<CertifiedKey>,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl ReloadingResolver {
+    pub fn new(cert_path: PathBuf, key_path: PathBuf) -> Result<(Arc<Self>, i64)> {
+        let (ck, expiry) = load(&cert_path, &key_path)?;
+        Ok((
+            Arc::new(Self {
+                current: ArcSwap::new(ck),
+                cert_path,
+                key_path,
+            }),
+            expiry,
+        ))
+    }
+
+    /// Re-reads the files; on success the next handshake uses them.
+    pub fn reload(&self) -> Result<i64> {
+        let (ck, expiry) = load(&self.cert_path, &self.key_path)?;
+        self.current.store(ck);
+        Ok(expiry)
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// TLS 1.2 and 1.3, ALPN h2 and http/1.1 (the API server speaks HTTP/2).
+pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig> {
+    let mut cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,416 @@
+//! The webhook server over real TLS on loopback, with a fake cluster view:
+//! the admission protocol, every kind of bad input, and certificate reload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use kinject_inject::{Injector, InjectorConfig, Owner};
+use kinject_k8s::cache::{ClusterLookup, NamespaceInfo};
+use kinject_k8s::events::EventSink;
+use kinject_webhook::admission::Admission;
+use kinject_webhook::metrics::Metrics;
+use kinject_webhook::{server, tls};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+struct FakeCluster;
+
+impl ClusterLookup for FakeCluster {
+    async fn namespace(&self, name: &str) -> NamespaceInfo {
+        let mut info = NamespaceInfo::unknown(name);
+        info.known = true;
+        if name == "off" {
+            info.labels
+                .insert("linkerd.io/auto-inject".into(), "disabled".into());
+        }
+        info
+    }
+
+    async fn owner(&self, _ns: &str, _md: &Value) -> Option<Owner> {
+        Some(Owner {
+            kind: "deployment".into(),
+            name: "web".into(),
+        })
+    }
+}
+
+struct Certs {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+}
+
+fn issue(dir: &std::path::Path, cn: &str) -> String {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{cn}-ca"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = issue(dir.path(), "gen-1");
+    Certs { dir, ca_pem }
+}
+
+struct Server {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    registry_text: Arc<dyn Fn() -> String + Send + Sync>,
+    resolver: Arc<tls::ReloadingResolver>,
+    certs: Certs,
+}
+
+fn client_for(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn start() -> Server {
+    tls::install_crypto_provider();
+    let certs = certs();
+    let (resolver, _) = tls::ReloadingResolver::new(
+        certs.dir.path().join("tls.crt"),
+        certs.dir.path().join("tls.key"),
+    )
+    .unwrap();
+    let engine = Injector::new(InjectorConfig {
+        trust_anchors_pem: "ANCHORS".into(),
+        native_sidecars_supported: false,
+        ..InjectorConfig::default()
+    })
+    .unwrap();
+    let mut registry = Registry::with_prefix("kinject_proxy_injector");
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let adm = Arc::new(Admission::new(
+        Arc::new(ArcSwap::from_pointee(engine)),
+        FakeCluster,
+        metrics,
+        EventSink::disabled(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let cfg = Arc::new(tls::server_config(resolver.clone()).unwrap());
+    let task = tokio::spawn(server::serve_tls(
+        listener,
+        cfg,
+        server::admission_router(adm),
+        stop_rx,
+    ));
+    let reg = registry.clone();
+    Server {
+        addr,
+        client: client_for(&certs.ca_pem),
+        stop,
+        task,
+        registry_text: Arc::new(move || {
+            let mut s = String::new();
+            prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
+            s
+        }),
+        resolver,
+        certs,
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = self
+            .client
+            .post(self.url("/inject"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn pod_review(version: &str, ns: &str, dry_run: bool) -> Value {
+    json!({
+        "apiVersion": version, "kind": "AdmissionReview",
+        "request": {
+            "uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": ns, "operation": "CREATE", "dryRun": dry_run,
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "web-", "labels": {"app": "web"},
+                             "annotations": {"config.linkerd.io/bogus": "x"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx",
+                                         "ports": [{"containerPort": 3306}]}]}}
+        }
+    })
+}
+
+fn decode_patch(resp: &Value) -> Value {
+    let b64 = resp["response"]["patch"].as_str().expect("patch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn injects_pods_in_both_review_versions() {
+    let s = start().await;
+    for version in ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"] {
+        let (status, body) = s.post(pod_review(version, "apps", false).to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        let resp: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(resp["apiVersion"], version);
+        assert_eq!(resp["response"]["uid"], "abc-123");
+        assert_eq!(resp["response"]["allowed"], true);
+        assert_eq!(resp["response"]["patchType"], "JSONPatch");
+        let patch = decode_patch(&resp);
+        let ops = patch.as_array().unwrap();
+        // Classic mode (the engine was told the server predates native sidecars).
+        let proxy = ops
+            .iter()
+            .find(|o| o["path"] == "/spec/containers/0")
+            .expect("proxy op");
+        assert_eq!(proxy["value"]["name"], "linkerd-proxy");
+        assert!(ops.iter().any(
+            |o| o["path"] == "/metadata/labels/linkerd.io~1proxy-deployment" && o["value"] == "web"
+        ));
+        assert!(ops.iter().any(|o| o["path"]
+            == "/metadata/annotations/config.linkerd.io~1opaque-ports"
+            && o["value"] == "3306"));
+        let warnings = resp["response"]["warnings"].as_array().unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("config.linkerd.io/bogus")),
+            "{warnings:?}"
+        );
+    }
+    // Dry run: the same patch.
+    let (_, real) = s
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    let (_, dry) = s
+        .post(pod_review("admission.k8s.io/v1", "apps", true).to_string())
+        .await;
+    let real: Value = serde_json::from_str(&real).unwrap();
+    let dry: Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(decode_patch(&real), decode_patch(&dry));
+    let metrics = (s.registry_text)();
+    assert!(metrics.contains("kinject_proxy_injector_admission_responses_total{kind=\"pod\",decision=\"injected\",reason=\"\"} 4"), "{metrics}");
+    let _ = s.stop.send(true);
+    s.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn skipped_pods_and_services() {
+    let s = start().await;
+    let (status, body) = s
+        .post(pod_review("admission.k8s.io/v1", "off", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+    let resp: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resp["response"]["allowed"], true);
+    // Skipped, but the opaque-ports annotation is still added.
+    let patch = decode_patch(&resp);
+    assert_eq!(
+        patch,
+        json!([{"op": "add", "path": "/metadata/annotations/config.linkerd.io~1opaque-ports", "value": "3306"}])
+    );
+    let svc = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "s1", "kind": {"kind": "Service"}, "namespace": "apps", "operation": "CREATE",
+            "object": {"kind": "Service", "metadata": {"name": "db"},
+                       "spec": {"ports": [{"port": 3306}]}}}});
+    let (status, body) = s.post(svc.to_string()).await;
+    assert_eq!(status, 200);
+    let resp: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(decode_patch(&resp)[1]["value"], "3306");
+    let metrics = (s.registry_text)();
+    assert!(
+        metrics.contains("decision=\"skipped\",reason=\"namespace_disabled_by_label\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_answers() {
+    let s = start().await;
+    let review = |req: Value| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
+            .to_string()
+    };
+    let cases: Vec<(String, u16, &str)> = vec![
+        (String::new(), 400, "empty body"),
+        ("{not json".into(), 400, "invalid JSON"),
+        (r#"{"kind":"Pod","apiVersion":"v1"}"#.into(), 400, "not an AdmissionReview"),
+        (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#.into(), 400, "has no request"),
+        (review(json!({"operation": "CREATE"})), 400, "has no uid"),
+        (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v9","request":{"uid":"x"}}"#.into(), 400, "unsupported AdmissionReview version"),
+        (review(json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE"})), 200, "has no object"),
+        (review(json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": "nope"})), 200, "has no object"),
+        (review(json!({"uid": "u", "kind": {"kind": "ConfigMap"}, "operation": "CREATE", "object": {"data": {}}})), 200, "\"allowed\":true"),
+        (review(json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "UPDATE", "object": {"spec": {}}})), 200, "\"allowed\":true"),
+        (review(json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": {"kind": "Pod", "spec": {}}})), 200, "no containers"),
+    ];
+    for (body, status, needle) in cases {
+        let (got, text) = s.post(body.clone()).await;
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(needle), "{body}: {text}");
+        if status == 200 {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["response"]["allowed"], true);
+            assert!(v["response"].get("patch").is_none() || needle == "no containers");
+        }
+    }
+    // Over the body limit.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(server::BODY_LIMIT + 10));
+    let (status, _) = s.post(big).await;
+    assert_eq!(status, 413);
+    // Wrong method.
+    let r = s.client.get(s.url("/inject")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    // Still serving.
+    let (status, _) = s
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn hostile_connections_do_not_stop_the_server() {
+    let s = start().await;
+    // Plain HTTP on the TLS port: the handshake fails, the connection closes.
+    let mut raw = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    raw.write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)) || n.as_ref().is_ok_and(|n| *n > 0 && buf[0] == 0x15),
+        "{n:?}"
+    );
+
+    // A client that stalls in the TLS handshake, and one that sends its
+    // headers a byte at a time, are cut off; others are served meanwhile.
+    let mut stalled = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03]).await.unwrap();
+    let slow = {
+        let ca = s.certs.ca_pem.clone();
+        let addr = s.addr;
+        tokio::spawn(async move {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pki_types_certs(&ca) {
+                roots.add(c).unwrap();
+            }
+            let cfg = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = conn
+                .connect(
+                    rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
+                .await
+                .unwrap();
+            let start = Instant::now();
+            for b in b"POST /inject HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1234567890" {
+                if tls.write_all(&[*b]).await.is_err() {
+                    return start.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if start.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+            }
+            start.elapsed()
+        })
+    };
+    for _ in 0..5 {
+        let (status, _) = s
+            .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+            .await;
+        assert_eq!(status, 200);
+    }
+    let elapsed = slow.await.unwrap();
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "slow client was not cut off ({elapsed:?})"
+    );
+    let (status, _) = s
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+    drop(stalled);
+}
+
+fn rustls_pki_types_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serving_certificate_reloads_without_restart() {
+    let s = start().await;
+    let (status, _) = s
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+    // Rotate to a certificate from a new CA.
+    let new_ca = issue(s.certs.dir.path(), "gen-2");
+    s.resolver.reload().unwrap();
+    // Old trust fails, new trust works: the new certificate is served.
+    let old = client_for(&s.certs.ca_pem)
+        .post(s.url("/inject"))
+        .body(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .send()
+        .await;
+    assert!(old.is_err(), "still serving the old certificate");
+    let r = client_for(&new_ca)
+        .post(s.url("/inject"))
+        .body(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A broken file is refused and the good certificate stays.
+    std::fs::write(s.certs.dir.path().join("tls.key"), "not a key").unwrap();
+    assert!(s.resolver.reload().is_err());
+    let r = client_for(&new_ca)
+        .post(s.url("/inject"))
+        .body(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
