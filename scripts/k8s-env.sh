@@ -80,7 +80,6 @@ trap 'stop' ERR
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc \
   --service-cluster-ip-range 10.96.0.0/16 \
-  --disable-admission-plugins ServiceAccount \
   --enable-admission-plugins MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
   >"$dir/apiserver.log" 2>&1 &
 echo $! >"$dir/apiserver.pid"

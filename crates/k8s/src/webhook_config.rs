@@ -246,9 +246,7 @@ pub async fn keep_registered(
 ) {
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let cfg = watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}"));
-    let events = watcher(api.clone(), cfg)
-        .default_backoff()
-        .touched_objects();
+    let events = watcher(api.clone(), cfg).default_backoff();
     futures::pin_mut!(events);
     let mut tick = tokio::time::interval(RESYNC);
     let mut desired = spec_rx.borrow_and_update().build();
@@ -267,6 +265,8 @@ pub async fn keep_registered(
             Err(e) => warn!(error = %e, "cannot apply the webhook configuration (retrying)"),
         };
     ensure(&desired, "start").await;
+    // Whether the (re)list that the watcher is doing saw the object.
+    let mut seen = true;
     loop {
         tokio::select! {
             changed = spec_rx.changed() => {
@@ -277,9 +277,17 @@ pub async fn keep_registered(
                 ensure(&desired, "configuration changed").await;
             }
             ev = events.next() => match ev {
-                Some(Ok(actual)) => {
+                Some(Ok(watcher::Event::Apply(actual) | watcher::Event::InitApply(actual))) => {
+                    seen = true;
                     if let Some(why) = drift(&desired, &actual) {
                         ensure(&desired, &why).await;
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(_))) => ensure(&desired, "deleted").await,
+                Some(Ok(watcher::Event::Init)) => seen = false,
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if !seen {
+                        ensure(&desired, "missing").await;
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "webhook configuration watch error"),
