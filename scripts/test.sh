@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (which also type-check the benches),
-# unit, conformance, property and CLI tests. CI (.ci/run) runs exactly this.
+# unit, conformance, property, CLI and webhook tests, then the real-cluster
+# tests (etcd + kube-apiserver + kube-controller-manager on loopback).
+# CI (.ci/run) runs exactly this.
 # Benchmarks are never run here: timings do not gate CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +31,14 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test --workspace (unit, conformance, properties, CLI)"
+step "cargo test --workspace (unit, conformance, properties, CLI, webhook)"
 cargo test --workspace
+
+step "Kubernetes 1.20 control plane for the real-cluster tests (built once, cached)"
+scripts/k8s-build.sh
+
+step "real-cluster tests: proxy-injector against kube-apiserver + kube-controller-manager"
+KINJECT_E2E=1 cargo test -p kinject --test cluster -- --test-threads=1
 
 echo
 echo "all tests passed"

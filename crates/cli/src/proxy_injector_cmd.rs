@@ -12,7 +12,9 @@ use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FailurePolicy {
+    #[value(name = "Ignore", alias = "ignore")]
     Ignore,
+    #[value(name = "Fail", alias = "fail")]
     Fail,
 }
 
@@ -73,7 +75,7 @@ pub struct ProxyInjectorArgs {
     #[arg(long, default_value_t = 443)]
     pub service_port: i32,
     /// What the API server does when the webhook cannot be reached.
-    #[arg(long, value_enum, default_value_t = FailurePolicy::Ignore)]
+    #[arg(long, value_enum, default_value = "Ignore")]
     pub failure_policy: FailurePolicy,
     /// Admission timeout the API server applies (1-30 seconds).
     #[arg(long, default_value_t = 10)]

@@ -54,12 +54,9 @@ impl Metrics {
             requests: Family::default(),
             responses: Family::default(),
             errors: Family::default(),
-            latency: Histogram::new(
-                [
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
-                ]
-                .into_iter(),
-            ),
+            latency: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ]),
             in_flight: Gauge::default(),
             serving_cert_expiry: Gauge::default(),
             reload_failures: Family::default(),

@@ -1,5 +1,6 @@
 //! The webhook server over real TLS on loopback, with a fake cluster view:
 //! the admission protocol, every kind of bad input, and certificate reload.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 use std::net::SocketAddr;
 use std::sync::Arc;

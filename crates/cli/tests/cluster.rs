@@ -1,0 +1,400 @@
+//! `kinject proxy-injector` against a real Kubernetes 1.20 API server and
+//! controller manager on loopback: the seed's walkthrough and more.
+//! Run by `scripts/test.sh` (KINJECT_E2E=1), one test at a time.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Cluster, Injector, container_names, enabled, injected, wait_for};
+
+fn deployment(ns: &str, name: &str, template_label: Option<&str>, image: &str) -> String {
+    let extra = template_label
+        .map(|v| format!("        linkerd.io/auto-inject: {v}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+{extra}    spec:
+      containers:
+      - name: app
+        image: {image}
+        ports:
+        - containerPort: 8080
+"#
+    )
+}
+
+fn pod_env<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
+    pod["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "linkerd-proxy")?["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+#[test]
+fn seed_walkthrough() {
+    if !enabled("seed_walkthrough") {
+        return;
+    }
+    let k = Cluster::start();
+    let inj = Injector::start(&k, &[]);
+
+    k.namespace("disabled-ns", &[("linkerd.io/auto-inject", "disabled")]);
+    k.namespace("enabled-ns", &[("linkerd.io/auto-inject", "enabled")]);
+    k.namespace("plain-ns", &[]);
+    let cases = [
+        ("dis", Some("disabled")),
+        ("comp", Some("completed")),
+        ("ena", Some("enabled")),
+        ("none", None),
+    ];
+    for ns in ["disabled-ns", "enabled-ns", "plain-ns"] {
+        for (name, label) in cases {
+            k.apply(&deployment(ns, name, label, "nginx:1.25"));
+        }
+    }
+    for ns in ["disabled-ns", "enabled-ns", "plain-ns"] {
+        for (name, _) in cases {
+            let pods = k.pods(ns, &format!("app={name}"), 1);
+            let want = ns != "disabled-ns" && matches!(name, "ena" | "none");
+            assert_eq!(
+                injected(&pods[0]),
+                want,
+                "{ns}/{name}: {:?}",
+                container_names(&pods[0])
+            );
+            if want {
+                // Classic mode on a 1.20 server: proxy first among containers.
+                let (c, i) = container_names(&pods[0]);
+                assert_eq!(c[0], "linkerd-proxy");
+                assert_eq!(i, ["linkerd-init"]);
+                assert!(
+                    pods[0]["spec"]["initContainers"][0]
+                        .get("restartPolicy")
+                        .is_none()
+                );
+                let labels = &pods[0]["metadata"]["labels"];
+                assert_eq!(labels["linkerd.io/proxy-deployment"], name);
+                assert_eq!(labels["linkerd.io/workload-ns"], ns);
+                assert!(
+                    pod_env(&pods[0], "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS")
+                        .is_some_and(|a| a.contains("BEGIN CERTIFICATE"))
+                );
+            }
+        }
+    }
+
+    // A deleted pod's replacement is injected again.
+    let old = k.pods("plain-ns", "app=none", 1)[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    k.ok(&["delete", "pod", "-n", "plain-ns", &old, "--wait=false"]);
+    let replacement = wait_for("a replacement pod", Duration::from_secs(60), || {
+        k.pods("plain-ns", "app=none", 1).into_iter().find(|p| {
+            p["metadata"]["name"] != old.as_str() && p["metadata"]["deletionTimestamp"].is_null()
+        })
+    });
+    assert!(injected(&replacement));
+
+    // A new image rolls out new pods, injected too.
+    k.ok(&[
+        "set",
+        "image",
+        "deployment/none",
+        "-n",
+        "plain-ns",
+        "app=nginx:1.27",
+    ]);
+    let rolled = wait_for("a pod with the new image", Duration::from_secs(60), || {
+        k.pods("plain-ns", "app=none", 1).into_iter().find(|p| {
+            p["spec"]["containers"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["image"] == "nginx:1.27"))
+        })
+    });
+    assert!(injected(&rolled));
+
+    // Every workload kind, not only Deployments.
+    k.apply(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata: {name: batch, namespace: plain-ns}
+spec:
+  template:
+    metadata: {labels: {app: batch}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: app, image: busybox}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: plain-ns}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: app, image: redis, ports: [{containerPort: 6379}]}]
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs, namespace: plain-ns}
+spec:
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers: [{name: app, image: nginx}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, namespace: plain-ns, labels: {app: bare}}
+spec:
+  containers: [{name: app, image: nginx}]
+"#,
+    );
+    for (app, label) in [
+        ("batch", Some("linkerd.io/proxy-job")),
+        ("db", Some("linkerd.io/proxy-statefulset")),
+        ("rs", Some("linkerd.io/proxy-replicaset")),
+        ("bare", None),
+    ] {
+        let pod = &k.pods("plain-ns", &format!("app={app}"), 1)[0];
+        assert!(injected(pod), "{app}");
+        if let Some(label) = label {
+            assert!(
+                pod["metadata"]["labels"][label].is_string(),
+                "{app}: {label}"
+            );
+        }
+    }
+    // The redis port is a default opaque port: annotated and in the env.
+    let db = &k.pods("plain-ns", "app=db", 1)[0];
+    assert_eq!(
+        db["metadata"]["annotations"]["config.linkerd.io/opaque-ports"],
+        "6379"
+    );
+    assert_eq!(
+        pod_env(
+            db,
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"
+        ),
+        Some("6379")
+    );
+
+    // An already-injected pod (by `kinject inject`) is left as it is.
+    let manual = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(["inject", "--native-sidecar=false", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(
+                b"apiVersion: v1\nkind: Pod\nmetadata: {name: manual, namespace: plain-ns, labels: {app: manual}}\nspec:\n  containers: [{name: app, image: nginx}]\n",
+            )?;
+            c.wait_with_output()
+        })
+        .expect("kinject inject");
+    k.apply(&String::from_utf8_lossy(&manual.stdout));
+    let pod = &k.pods("plain-ns", "app=manual", 1)[0];
+    assert!(injected(pod));
+    assert!(
+        pod["metadata"]["annotations"]["linkerd.io/created-by"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("kinject/cli"))
+    );
+
+    // Services get the opaque-ports annotation.
+    k.apply("apiVersion: v1\nkind: Service\nmetadata: {name: mysql, namespace: plain-ns}\nspec:\n  ports: [{port: 3306}]\n");
+    let svc = k.json(&["get", "service", "mysql", "-n", "plain-ns"]);
+    assert_eq!(
+        svc["metadata"]["annotations"]["config.linkerd.io/opaque-ports"],
+        "3306"
+    );
+
+    // A server-side dry run gets the injected spec and leaves no pod behind.
+    let out = k.kubectl(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: dry, namespace: plain-ns}\nspec:\n  containers: [{name: app, image: nginx}]\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(injected(&dry));
+    assert!(
+        !k.kubectl(&["get", "pod", "dry", "-n", "plain-ns"], None)
+            .status
+            .success()
+    );
+
+    // Events on the owners.
+    let events = wait_for("Injected events", Duration::from_secs(30), || {
+        let ev = k.json(&["get", "events", "-n", "plain-ns"]);
+        let items = ev["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|e| e["reason"] == "Injected" && e["involvedObject"]["name"] == "none")
+            .then_some(items)
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Injected" && e["involvedObject"]["kind"] == "Deployment")
+    );
+
+    // Metrics saw it all.
+    assert!(
+        inj.metric(
+            "kinject_proxy_injector_admission_responses_total{kind=\"pod\",decision=\"injected\""
+        )
+        .is_some_and(|n| n >= 8.0)
+    );
+}
+
+#[test]
+fn webhook_configuration_heals_itself() {
+    if !enabled("webhook_configuration_heals_itself") {
+        return;
+    }
+    let k = Cluster::start();
+    let inj = Injector::start(&k, &["--failure-policy", "Ignore"]);
+    let get_bundle = || {
+        k.ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "linkerd-proxy-injector-webhook-config",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ])
+    };
+    let good = get_bundle();
+    assert!(!good.is_empty());
+
+    // The seed's "bad certificate" failure: a drifted caBundle. With Ignore,
+    // pods would silently go uninjected; kinject repairs it within seconds.
+    k.ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"Ym9ndXMK"}]"#,
+    ]);
+    wait_for("caBundle repaired", Duration::from_secs(10), || {
+        (get_bundle() == good).then_some(())
+    });
+    k.namespace("apps", &[]);
+    k.apply(&deployment("apps", "web", None, "nginx"));
+    assert!(injected(&k.pods("apps", "app=web", 1)[0]));
+
+    // Rules tampered with, then the whole object deleted: both restored.
+    k.ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/rules/0/operations","value":["UPDATE"]}]"#,
+    ]);
+    wait_for("rules repaired", Duration::from_secs(10), || {
+        let ops = k.ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "linkerd-proxy-injector-webhook-config",
+            "-o",
+            "jsonpath={.webhooks[0].rules[0].operations}",
+        ]);
+        ops.contains("CREATE").then_some(())
+    });
+    k.ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    wait_for("configuration re-created", Duration::from_secs(10), || {
+        (k.kubectl(
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "linkerd-proxy-injector-webhook-config",
+            ],
+            None,
+        )
+        .status
+        .success())
+        .then_some(())
+    });
+    k.apply(&deployment("apps", "after", None, "nginx"));
+    assert!(injected(&k.pods("apps", "app=after", 1)[0]));
+    assert!(
+        inj.metric("kinject_proxy_injector_webhook_configuration_repairs_total")
+            .is_some_and(|n| n >= 3.0)
+    );
+    assert_eq!(inj.get("/ready").0, 200);
+    assert_eq!(inj.get("/live").0, 200);
+}
+
+#[test]
+fn values_hot_reload_keeps_last_good() {
+    if !enabled("values_hot_reload_keeps_last_good") {
+        return;
+    }
+    let k = Cluster::start();
+    let values = tempfile::NamedTempFile::new().expect("values");
+    std::fs::write(values.path(), "proxy:\n  logLevel: warn\n").expect("write");
+    let path = values.path().display().to_string();
+    let inj = Injector::start(&k, &["--values", &path, "--default-policy", "disabled"]);
+    k.namespace("opt-in", &[]);
+    // Modern opt-in policy: nothing set means not injected…
+    k.apply(&deployment("opt-in", "plain", None, "nginx"));
+    assert!(!injected(&k.pods("opt-in", "app=plain", 1)[0]));
+    // …and the seed label opts in.
+    k.apply(&deployment("opt-in", "first", Some("enabled"), "nginx"));
+    let first = &k.pods("opt-in", "app=first", 1)[0];
+    assert!(pod_env(first, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("warn,")));
+
+    std::fs::write(values.path(), "proxy:\n  logLevel: debug\n").expect("write");
+    wait_for("values reloaded", Duration::from_secs(10), || {
+        inj.metric("kinject_proxy_injector_reloads_total{file=\"engine\"}")
+            .filter(|n| *n >= 1.0)
+    });
+    k.apply(&deployment("opt-in", "second", Some("enabled"), "nginx"));
+    let second = &k.pods("opt-in", "app=second", 1)[0];
+    assert!(pod_env(second, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
+
+    // A broken file is refused; the last good values stay in force.
+    std::fs::write(values.path(), "proxy:\n  logHTTPHeaders: loud\n").expect("write");
+    wait_for("reload failure counted", Duration::from_secs(10), || {
+        inj.metric("kinject_proxy_injector_reload_failures_total{file=\"engine\"}")
+            .filter(|n| *n >= 1.0)
+    });
+    k.apply(&deployment("opt-in", "third", Some("enabled"), "nginx"));
+    let third = &k.pods("opt-in", "app=third", 1)[0];
+    assert!(pod_env(third, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
+    assert!(inj.log().contains("reload failed"));
+}

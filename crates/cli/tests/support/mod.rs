@@ -1,0 +1,296 @@
+//! Real-cluster test harness: a loopback etcd + kube-apiserver +
+//! kube-controller-manager (`scripts/k8s-env.sh`), and `kinject proxy-injector`
+//! registered by URL to 127.0.0.1. No kubelet: pods stay Pending and the tests
+//! assert on their specs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether the cluster tests should run. `scripts/test.sh` (and so CI) always
+/// sets `KINJECT_E2E=1`; a plain `cargo test` skips them and says so.
+pub fn enabled(test: &str) -> bool {
+    if std::env::var("KINJECT_E2E").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: real-cluster test; run scripts/test.sh or set KINJECT_E2E=1");
+    false
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(repo_root().join("scripts/k8s-env.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/k8s-env.sh");
+        assert!(
+            out.status.success(),
+            "the test cluster did not start (see output above)"
+        );
+        let kubeconfig = dir.path().join("kubeconfig");
+        Self { dir, kubeconfig }
+    }
+
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
+    }
+
+    /// A namespace whose default ServiceAccount exists (pods need it).
+    pub fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: String = labels
+            .iter()
+            .map(|(k, v)| format!("    {k}: {v}\n"))
+            .collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("  labels:\n{labels}")
+        };
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n{labels}"
+        ));
+        wait_for(
+            &format!("serviceaccount default in {name}"),
+            Duration::from_secs(30),
+            || {
+                let out = self.kubectl(&["get", "secret", "-n", name, "-o", "name"], None);
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("default-token")
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Pods of namespace `ns` matching `selector`, once at least `n` exist.
+    pub fn pods(&self, ns: &str, selector: &str, n: usize) -> Vec<Value> {
+        wait_for(
+            &format!("{n} pod(s) {selector} in {ns}"),
+            Duration::from_secs(60),
+            || {
+                let list = self.json(&["get", "pods", "-n", ns, "-l", selector]);
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                (items.len() >= n).then_some(items)
+            },
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/k8s-env.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Names of a pod's containers and init containers.
+pub fn container_names(pod: &Value) -> (Vec<String>, Vec<String>) {
+    let names = |k: &str| {
+        pod["spec"][k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (names("containers"), names("initContainers"))
+}
+
+/// True when the pod carries the proxy and linkerd-init (classic mode on 1.20).
+pub fn injected(pod: &Value) -> bool {
+    let (c, i) = container_names(pod);
+    let proxies = c.iter().chain(&i).filter(|n| *n == "linkerd-proxy").count();
+    assert!(proxies <= 1, "more than one proxy: {pod}");
+    proxies == 1 && i.iter().any(|n| n == "linkerd-init")
+}
+
+pub struct Injector {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin: u16,
+    pub ca_pem: String,
+}
+
+fn write_certs(dir: &Path) -> String {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "kinject-test-webhook-ca");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write");
+    ca_cert.pem()
+}
+
+impl Injector {
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_pem = write_certs(dir.path());
+        let anchors = repo_root().join("examples/trust-anchors.pem");
+        let port = free_port();
+        let admin = free_port();
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let log = std::fs::File::create(dir.path().join("injector.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kinject"))
+            .arg("proxy-injector")
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--tls-cert", &p("tls.crt"), "--tls-key", &p("tls.key")])
+            .args(["--ca-bundle", &p("ca.crt")])
+            .args(["--webhook-url", &format!("https://127.0.0.1:{port}/inject")])
+            .args(["--trust-anchors", &anchors.display().to_string()])
+            .args(["--reload-interval", "500ms"])
+            .args(extra)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kinject proxy-injector");
+        let inj = Self {
+            child,
+            dir,
+            port,
+            admin,
+            ca_pem,
+        };
+        wait_for("the injector to be ready", Duration::from_secs(30), || {
+            (inj.get("/ready").0 == 200).then_some(())
+        });
+        inj
+    }
+
+    /// GET on the admin server: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.admin)) else {
+            return (0, String::new());
+        };
+        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    pub fn metric(&self, needle: &str) -> Option<f64> {
+        self.get("/metrics")
+            .1
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("injector.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- injector log ---\n{}", self.log());
+        }
+    }
+}
