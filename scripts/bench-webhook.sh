@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Load benchmark of `kinject proxy-injector` (release build, against the real
+# loopback test cluster) and, in the same run, of a null webhook on the same TLS
+# stack. wrk drives each over keep-alive HTTPS at concurrency 1, 8 and 64 with
+# a typical and a ~100 KB AdmissionReview. Prints a Markdown table (requests/s,
+# p50, p99, peak RSS) for docs/BENCHMARKS.md. Never part of CI.
+#
+#   scripts/bench-webhook.sh [DURATION_SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-10}
+
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
+cargo build --release -q -p kinject
+cargo build --release -q -p kinject-webhook --example null_webhook
+
+work=$(mktemp -d)
+cleanup() {
+  kill "${inj_pid:-}" "${null_pid:-}" "${sampler_pid:-}" 2>/dev/null || true
+  scripts/k8s-env.sh stop "$work/k8s" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+scripts/k8s-env.sh start "$work/k8s" >/dev/null
+export KUBECONFIG=$work/k8s/kubeconfig
+kubectl create namespace apps >/dev/null
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" \
+  -out "$work/ca.crt" -subj /CN=bench-ca -days 1 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/tls.key" \
+  -out "$work/tls.csr" -subj /CN=bench 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$work/ext"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+  -out "$work/tls.crt" -days 1 -extfile "$work/ext" 2>/dev/null
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+inj_port=$(port); adm_port=$(port); null_port=$(port)
+
+target/release/kinject proxy-injector --addr "127.0.0.1:$inj_port" --admin-addr "127.0.0.1:$adm_port" \
+  --tls-cert "$work/tls.crt" --tls-key "$work/tls.key" --ca-bundle "$work/ca.crt" \
+  --webhook-url "https://127.0.0.1:$inj_port/inject" --trust-anchors examples/trust-anchors.pem \
+  --log-level warn 2>"$work/injector.log" &
+inj_pid=$!
+target/release/examples/null_webhook "127.0.0.1:$null_port" "$work/tls.crt" "$work/tls.key" &
+null_pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$adm_port/ready" >/dev/null && break
+  sleep 0.2
+done
+
+# Request bodies: a typical pod, and one padded to ~100 KB with env vars.
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+def review(pod):
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "namespace": "apps", "operation": "CREATE", "object": pod}}
+typical = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "nginx", "namespace": "apps", "labels": {"app": "nginx"},
+                        "annotations": {"linkerd.io/inject": "enabled"}},
+           "spec": {"containers": [{"name": "nginx", "image": "nginx",
+                                    "ports": [{"name": "http", "containerPort": 80}],
+                                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}}
+big = json.loads(json.dumps(typical))
+big["spec"]["containers"] = [
+    {"name": f"app-{i}", "image": f"example/app-{i}:1",
+     "env": [{"name": f"VAR_{j}", "value": "x" * 40} for j in range(20)],
+     "ports": [{"containerPort": 8000 + i}]} for i in range(50)]
+for name, body in [("typical", review(typical)), ("100kb", review(big))]:
+    text = json.dumps(body)
+    open(f"{work}/{name}.json", "w").write(text)
+    with open(f"{work}/{name}.lua", "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        f.write("wrk.body = [==[" + text + "]==]\n")
+    print(f"{name}: {len(text)} bytes", file=sys.stderr)
+PY
+
+rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
+hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status"; }
+
+echo
+echo "idle RSS: kinject $(rss $inj_pid) MiB, null $(rss $null_pid) MiB"
+echo
+echo "| server | body | conns | requests/s | p50 | p99 | peak RSS (MiB) |"
+echo "|---|---|---|---|---|---|---|"
+for body in typical 100kb; do
+  for c in 1 8 64; do
+    for server in null kinject; do
+      if [[ $server == null ]]; then p=$null_port; pid=$null_pid; else p=$inj_port; pid=$inj_pid; fi
+      t=$((c < 2 ? 1 : 2))
+      hwm_reset "$pid"
+      out=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$work/$body.lua" "https://127.0.0.1:$p/inject" 2>&1)
+      rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+      p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+      non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+      [[ -z $non2xx ]] || echo "WARNING: $server $body c=$c had $non2xx non-2xx responses" >&2
+      echo "| $server | $body | $c | $rps | $p50 | $p99 | $(hwm "$pid") |"
+    done
+  done
+done
+echo
+echo "idle RSS after load: kinject $(rss $inj_pid) MiB"
