@@ -348,6 +348,27 @@ mod tests {
     }
 
     #[test]
+    fn service_mode_points_at_the_injector_service() {
+        let spec = WebhookConfigSpec {
+            target: ClientTarget::Service {
+                namespace: "linkerd".into(),
+                name: "linkerd-proxy-injector".into(),
+                port: 443,
+            },
+            ..spec()
+        };
+        let v = serde_json::to_value(spec.build()).unwrap();
+        let cc = &v["webhooks"][0]["clientConfig"];
+        assert!(cc.get("url").is_none());
+        assert_eq!(
+            cc["service"],
+            serde_json::json!({"name": "linkerd-proxy-injector", "namespace": "linkerd",
+                               "path": "/inject", "port": 443})
+        );
+        assert_eq!(cc["caBundle"], "UEVN");
+    }
+
+    #[test]
     fn drift_ignores_server_defaults_but_not_changes() {
         let desired = spec().build();
         let mut actual = desired.clone();
