@@ -2,7 +2,9 @@
 # Load benchmark of `kinject proxy-injector` (release build, against the real
 # loopback test cluster) and, in the same run, of a null webhook on the same TLS
 # stack. wrk drives each over keep-alive HTTPS at concurrency 1, 8 and 64 with
-# a typical and a ~100 KB AdmissionReview. Prints a Markdown table (requests/s,
+# a typical pod (the same body every time, as a ReplicaSet scale-up sends:
+# answer-cache hits), a typical pod made unique per request (cache misses: the
+# engine runs every time) and a ~80 KB AdmissionReview. Prints a Markdown table (requests/s,
 # p50, p99, peak RSS) for docs/BENCHMARKS.md. Never part of CI.
 #
 #   scripts/bench-webhook.sh [DURATION_SECONDS]
@@ -77,6 +79,18 @@ for name, body in [("typical", review(typical)), ("100kb", review(big))]:
         f.write('wrk.headers["Content-Type"] = "application/json"\n')
         f.write("wrk.body = [==[" + text + "]==]\n")
     print(f"{name}: {len(text)} bytes", file=sys.stderr)
+# Every request a different pod (a unique annotation): no answer-cache hits.
+unique = json.loads(json.dumps(typical))
+unique["metadata"]["annotations"]["bench/n"] = "__N__"
+text = json.dumps(review(unique))
+with open(f"{work}/unique.lua", "w") as f:
+    f.write('local id = 0\nlocal n = 0\nlocal counter = 1\n')
+    f.write('function setup(thread) thread:set("id", counter); counter = counter + 1 end\n')
+    f.write('function init(args) id = wrk.thread:get("id") end\n')
+    f.write('local template = [==[' + text + ']==]\n')
+    f.write('function request()\n  n = n + 1\n')
+    f.write('  local body = template:gsub("__N__", id .. "-" .. n)\n')
+    f.write('  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\nend\n')
 PY
 
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
@@ -88,7 +102,7 @@ echo "idle RSS: kinject $(rss $inj_pid) MiB, null $(rss $null_pid) MiB"
 echo
 echo "| server | body | conns | requests/s | p50 | p99 | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"
-for body in typical 100kb; do
+for body in typical unique 100kb; do
   for c in 1 8 64; do
     for server in null kinject; do
       if [[ $server == null ]]; then p=$null_port; pid=$null_pid; else p=$inj_port; pid=$inj_pid; fi

@@ -22,10 +22,10 @@ impl ClusterLookup for Fake {
         ns.known = name.len() % 2 == 0;
         ns
     }
-    async fn owner(&self, _ns: &str, md: &Value) -> Option<Owner> {
-        md.get("name").and_then(Value::as_str).map(|n| Owner {
-            kind: "deployment".into(),
-            name: n.into(),
+    async fn owner(&self, _ns: &str, controller: Option<(&str, &str)>) -> Option<Owner> {
+        controller.map(|(kind, name)| Owner {
+            kind: kind.to_ascii_lowercase(),
+            name: name.into(),
         })
     }
 }

@@ -179,8 +179,31 @@ fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// mimalloc commits its arenas eagerly by default: fine for the batch CLI,
+/// ~9 MiB of idle RSS for a long-running server. mimalloc reads its options
+/// from the environment once, before `main`, so the server re-executes itself
+/// with lazy commit unless the operator chose a setting.
+#[cfg(unix)]
+fn ensure_lazy_commit() -> Result<()> {
+    const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+    if std::env::var_os(VAR).is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, "0")
+        .exec();
+    // exec only returns on failure; carry on with the default setting.
+    eprintln!("warning: could not re-execute with {VAR}=0: {err}");
+    Ok(())
+}
+
 pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
     let cfg = args.config()?;
+    #[cfg(unix)]
+    ensure_lazy_commit()?;
     init_logging(&args.log_level, args.log_format)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -68,9 +68,14 @@ impl NamespaceInfo {
 /// handler is unit-tested without a cluster.
 pub trait ClusterLookup: Send + Sync + 'static {
     fn namespace(&self, name: &str) -> impl Future<Output = NamespaceInfo> + Send;
-    /// The workload owning a pod, resolved through ReplicaSet → Deployment and
-    /// Job → CronJob. `None` for a bare pod.
-    fn owner(&self, ns: &str, pod_metadata: &Value) -> impl Future<Output = Option<Owner>> + Send;
+    /// The workload owning a pod whose controller reference is `controller`
+    /// (kind, name), resolved through ReplicaSet → Deployment and Job → CronJob.
+    /// `None` for a bare pod.
+    fn owner(
+        &self,
+        ns: &str,
+        controller: Option<(&str, &str)>,
+    ) -> impl Future<Output = Option<Owner>> + Send;
 }
 
 /// Reflector-backed [`ClusterLookup`].
@@ -195,7 +200,8 @@ fn controller_ref(meta: &ObjectMeta) -> Option<OwnerReference> {
         .cloned()
 }
 
-fn owner_ref_from_json(pod_metadata: &Value) -> Option<(String, String)> {
+/// The controller reference of a pod's metadata (or its only owner): (kind, name).
+pub fn owner_ref_from_json(pod_metadata: &Value) -> Option<(String, String)> {
     let refs = pod_metadata.get("ownerReferences")?.as_array()?;
     let r = refs
         .iter()
@@ -229,16 +235,16 @@ impl ClusterLookup for ClusterView {
         }
     }
 
-    async fn owner(&self, ns: &str, pod_metadata: &Value) -> Option<Owner> {
-        let (kind, name) = owner_ref_from_json(pod_metadata)?;
-        let parent = match kind.as_str() {
+    async fn owner(&self, ns: &str, controller: Option<(&str, &str)>) -> Option<Owner> {
+        let (kind, name) = controller?;
+        let parent = match kind {
             "ReplicaSet" => {
                 let api = Api::<ReplicaSet>::namespaced(self.client.clone(), ns);
-                self.controller_of(&self.replicasets, api, ns, &name).await
+                self.controller_of(&self.replicasets, api, ns, name).await
             }
             "Job" => {
                 let api = Api::<Job>::namespaced(self.client.clone(), ns);
-                self.controller_of(&self.jobs, api, ns, &name).await
+                self.controller_of(&self.jobs, api, ns, name).await
             }
             _ => None,
         };
@@ -246,7 +252,7 @@ impl ClusterLookup for ClusterView {
             Some(p) if matches!(p.kind.as_str(), "Deployment" | "CronJob") => {
                 Some(owner(&p.kind, &p.name))
             }
-            _ => Some(owner(&kind, &name)),
+            _ => Some(owner(kind, name)),
         }
     }
 }

@@ -50,16 +50,22 @@ pub fn kind_name(lower: &str) -> String {
     .to_string()
 }
 
-/// The handler's end of the queue. Cheap to clone; never blocks.
+/// The handler's end of the queue. Cheap to clone; never blocks. Repeats
+/// within [`MIN_INTERVAL`] are dropped here, before anything is queued, so a
+/// burst of identical pods costs one hash lookup each.
 #[derive(Clone)]
 pub struct EventSink {
     tx: Option<mpsc::Sender<InjectionEvent>>,
+    recent: std::sync::Arc<std::sync::Mutex<HashMap<u64, Instant>>>,
 }
 
 impl EventSink {
     /// A sink that drops everything (tests, `--no-events`).
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self {
+            tx: None,
+            recent: Default::default(),
+        }
     }
 
     /// Starts the publisher task.
@@ -73,13 +79,36 @@ impl EventSink {
             },
         );
         tokio::spawn(publish(recorder, rx));
-        Self { tx: Some(tx) }
+        Self {
+            tx: Some(tx),
+            recent: Default::default(),
+        }
     }
 
-    pub fn send(&self, ev: InjectionEvent) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(ev).is_err()
-        {
+    pub fn send(&self, ev: &InjectionEvent) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&ev.namespace, &ev.kind, &ev.name, ev.injected).hash(&mut h);
+            h.finish()
+        };
+        let now = Instant::now();
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < MIN_INTERVAL)
+            {
+                return;
+            }
+            if recent.len() > 10_000 {
+                recent.retain(|_, t| now.duration_since(*t) < MIN_INTERVAL);
+            }
+            recent.insert(key, now);
+        }
+        if tx.try_send(ev.clone()).is_err() {
             debug!("event queue full; event dropped");
         }
     }
@@ -127,5 +156,43 @@ async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<InjectionEvent>) {
         if let Err(e) = recorder.publish(&event, &reference).await {
             warn!(error = %e, kind = %ev.kind, name = %ev.name, "cannot publish event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_dropped_before_the_queue() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let sink = EventSink {
+            tx: Some(tx),
+            recent: Default::default(),
+        };
+        let ev = InjectionEvent {
+            namespace: "apps".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            injected: true,
+            note: "n".into(),
+        };
+        sink.send(&ev);
+        sink.send(&ev);
+        let other = InjectionEvent {
+            injected: false,
+            ..ev.clone()
+        };
+        sink.send(&other);
+        assert_eq!(rx.try_recv().ok(), Some(ev));
+        assert_eq!(rx.try_recv().ok(), Some(other));
+        assert!(rx.try_recv().is_err());
+        EventSink::disabled().send(&InjectionEvent {
+            namespace: String::new(),
+            kind: String::new(),
+            name: String::new(),
+            injected: true,
+            note: String::new(),
+        });
     }
 }

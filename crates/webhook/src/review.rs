@@ -3,9 +3,8 @@
 //! JSON array of numbers instead of base64 (kube-rs #1781), and would round-trip
 //! the object's metadata through a typed struct.
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -56,8 +55,10 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Kept as raw JSON: it is hashed for the answer cache and parsed only
+    /// when the engine has to run.
     #[serde(default)]
-    pub object: Option<Value>,
+    pub object: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,52 +103,44 @@ pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseBody<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseBody<'a>,
-}
-
-/// Serialises an allowing response, with the patch (base64) when non-empty.
+/// Writes an allowing response. `patch_b64` is the already base64-encoded
+/// patch; base64 needs no JSON escaping, so it is copied as is.
 pub fn allow(
     api_version: &'static str,
     uid: &str,
-    patch: Option<&[u8]>,
+    patch_b64: Option<&str>,
     warnings: &[String],
 ) -> Vec<u8> {
-    let review = ResponseReview {
-        api_version,
-        kind: "AdmissionReview",
-        response: ResponseBody {
-            uid,
-            allowed: true,
-            patch_type: patch.map(|_| "JSONPatch"),
-            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            warnings,
-        },
-    };
-    // Strings and bools only: serialisation cannot fail.
-    serde_json::to_vec(&review).unwrap_or_default()
+    let mut out = Vec::with_capacity(160 + patch_b64.map_or(0, str::len) + warnings.len() * 64);
+    out.extend_from_slice(b"{\"apiVersion\":\"");
+    out.extend_from_slice(api_version.as_bytes());
+    out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(b",\"allowed\":true");
+    if let Some(p) = patch_b64 {
+        out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        out.extend_from_slice(p.as_bytes());
+        out.push(b'"');
+    }
+    if !warnings.is_empty() {
+        out.extend_from_slice(b",\"warnings\":");
+        let _ = serde_json::to_writer(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// Base64 (standard alphabet, padded), as the admission API expects `patch`.
+pub fn encode_patch(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn rejects_what_is_not_a_review() {
@@ -181,16 +174,17 @@ mod tests {
         let out: Value = serde_json::from_slice(&allow(
             r.api_version,
             &r.request.uid,
-            Some(b"[]"),
-            &["w".into()],
+            Some(&encode_patch(b"[]")),
+            &["w \"quoted\"".into()],
         ))
         .unwrap();
         assert_eq!(out["apiVersion"], V1BETA1);
         assert_eq!(out["response"]["uid"], "u1");
         assert_eq!(out["response"]["patch"], "W10=");
         assert_eq!(out["response"]["patchType"], "JSONPatch");
-        assert_eq!(out["response"]["warnings"][0], "w");
-        let out: Value = serde_json::from_slice(&allow(V1, "u2", None, &[])).unwrap();
+        assert_eq!(out["response"]["warnings"][0], "w \"quoted\"");
+        let out: Value = serde_json::from_slice(&allow(V1, "u\"2", None, &[])).unwrap();
+        assert_eq!(out["response"]["uid"], "u\"2");
         assert!(out["response"].get("patch").is_none());
         assert!(out["response"].get("warnings").is_none());
     }

@@ -32,7 +32,7 @@ impl ClusterLookup for FakeCluster {
         info
     }
 
-    async fn owner(&self, _ns: &str, _md: &Value) -> Option<Owner> {
+    async fn owner(&self, _ns: &str, _controller: Option<(&str, &str)>) -> Option<Owner> {
         Some(Owner {
             kind: "deployment".into(),
             name: "web".into(),
@@ -414,4 +414,70 @@ async fn serving_certificate_reloads_without_restart() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+}
+
+/// A cluster whose namespace labels a test can change.
+struct MutableCluster(std::sync::Mutex<Option<String>>);
+
+impl ClusterLookup for MutableCluster {
+    async fn namespace(&self, name: &str) -> NamespaceInfo {
+        let mut info = NamespaceInfo::unknown(name);
+        info.known = true;
+        if let Some(v) = self.0.lock().unwrap().clone() {
+            info.labels
+                .insert("linkerd.io/auto-inject".into(), v.into());
+        }
+        info
+    }
+    async fn owner(&self, _ns: &str, _c: Option<(&str, &str)>) -> Option<Owner> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn cached_answers_follow_namespace_and_configuration_changes() {
+    let engine = Arc::new(ArcSwap::from_pointee(
+        Injector::new(InjectorConfig::default()).unwrap(),
+    ));
+    let mut registry = Registry::default();
+    let adm = Admission::new(
+        engine.clone(),
+        MutableCluster(std::sync::Mutex::new(None)),
+        Metrics::register(&mut registry),
+        EventSink::disabled(),
+    );
+    let body = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    let ask =
+        || async { serde_json::from_slice::<Value>(&adm.handle(body.as_bytes()).await.1).unwrap() };
+    let first = ask().await;
+    assert_eq!(first, ask().await, "identical requests, identical answers");
+    assert!(first["response"]["patch"].is_string());
+
+    // The namespace opts out: the cached injection must not be reused.
+    *adm_cluster_label(&adm) = Some("disabled".into());
+    let skipped = ask().await;
+    assert_ne!(decode_patch(&skipped), decode_patch(&first));
+    *adm_cluster_label(&adm) = None;
+    assert_eq!(ask().await, first);
+
+    // New configuration: new answers.
+    let mut values = kinject_inject::Values::default();
+    values.proxy.log_level = "trace".into();
+    engine.store(Arc::new(
+        Injector::new(InjectorConfig {
+            values,
+            ..InjectorConfig::default()
+        })
+        .unwrap(),
+    ));
+    let after = ask().await;
+    assert!(
+        String::from_utf8(decode_patch(&after).to_string().into_bytes())
+            .unwrap()
+            .contains("trace,")
+    );
+}
+
+fn adm_cluster_label(adm: &Admission<MutableCluster>) -> std::sync::MutexGuard<'_, Option<String>> {
+    adm.cluster().0.lock().unwrap()
 }
