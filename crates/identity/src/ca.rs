@@ -312,7 +312,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let (_, _, ca) = ca(now);
         let name = "web.deployment.apps.linkerd-managed.linkerd.svc.cluster.local".to_string();
-        let leaf = ca.issue(&[name.clone()], &[], now, DAY).unwrap();
+        let leaf = ca.issue(std::slice::from_ref(&name), &[], now, DAY).unwrap();
         assert!(ca.verifies(&leaf.chain_pem));
         let der = parse_pem_cert("leaf", &leaf.chain_pem).unwrap();
         assert_eq!(dns_names(&der), vec![name]);
