@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod identity_cmd;
 mod inject_cmd;
 mod manifest;
 mod proxy_injector_cmd;
@@ -36,6 +37,10 @@ enum Command {
     /// `linkerd-proxy-injector-webhook-config`, watches namespaces and pod
     /// owners, and hot-reloads its values, trust anchors and certificate.
     ProxyInjector(Box<proxy_injector_cmd::ProxyInjectorArgs>),
+    /// Run the mesh CA: a persisted trust root, the trust bundle ConfigMaps
+    /// (`linkerd-ca-bundle`) and a TLS Secret per meshed workload
+    /// (`<name>-<kind>-tls-linkerd-io`), renewed before expiry.
+    Identity(identity_cmd::IdentityArgs),
 }
 
 /// Linkerd's Go binaries take single-dash long flags (`-log-level`); accept
@@ -63,6 +68,7 @@ fn main() {
         Command::Inject(args) => inject_cmd::inject(args),
         Command::Uninject(args) => inject_cmd::uninject(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
+        Command::Identity(args) => identity_cmd::run(args),
     };
     let code = match result {
         Ok(code) => code,

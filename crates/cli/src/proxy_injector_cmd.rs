@@ -166,7 +166,7 @@ impl ProxyInjectorArgs {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
+pub(crate) fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| anyhow::anyhow!("--log-level {filter:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()

@@ -398,3 +398,120 @@ fn values_hot_reload_keeps_last_good() {
     assert!(pod_env(third, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
     assert!(inj.log().contains("reload failed"));
 }
+
+#[test]
+fn identity_issues_workload_secrets() {
+    if !enabled("identity_issues_workload_secrets") {
+        return;
+    }
+    use kinject_identity::ca;
+    use support::{Identity, secret_text};
+    let k = Cluster::start();
+    let _inj = Injector::start(&k, &[]);
+    k.namespace("linkerd", &[]);
+    k.namespace("disabled-ns", &[("linkerd.io/auto-inject", "disabled")]);
+    k.namespace("plain-ns", &[]);
+    for (name, label) in [
+        ("dis", Some("disabled")),
+        ("comp", Some("completed")),
+        ("ena", Some("enabled")),
+        ("none", None),
+        ("web.v2", None),
+    ] {
+        k.apply(&deployment("plain-ns", name, label, "nginx"));
+    }
+    k.apply(&deployment("disabled-ns", "none", None, "nginx"));
+    for app in ["ena", "none", "web.v2", "dis", "comp"] {
+        k.pods("plain-ns", &format!("app={app}"), 1);
+    }
+    k.pods("disabled-ns", "app=none", 1);
+    let identity = Identity::start(&k);
+
+    let get_secret = |ns: &str, name: &str| {
+        let out = k.kubectl(&["get", "secret", "-n", ns, name, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).expect("json"))
+    };
+    // The seed's check: enabled and unlabeled workloads get secrets (a name
+    // with a dot included), disabled and completed ones do not.
+    let mut issued = Vec::new();
+    for name in ["ena", "none", "web.v2"] {
+        let secret_name = format!("{name}-deployment-tls-linkerd-io");
+        let s = wait_for(&secret_name, Duration::from_secs(30), || {
+            get_secret("plain-ns", &secret_name)
+        });
+        assert_eq!(s["type"], "kubernetes.io/tls");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+        let chain = secret_text(&s, "tls.crt");
+        let root = secret_text(&s, "ca.crt");
+        assert!(
+            ca::chain_verifies(&chain, &root),
+            "{name}: chain does not verify"
+        );
+        let der = ca::parse_pem_cert("leaf", &chain).expect("leaf");
+        assert_eq!(
+            ca::dns_names(&der),
+            [format!(
+                "{name}.deployment.plain-ns.linkerd-managed.linkerd.svc.cluster.local"
+            )]
+        );
+        issued.push((secret_name, chain));
+    }
+    for name in ["dis", "comp"] {
+        assert!(get_secret("plain-ns", &format!("{name}-deployment-tls-linkerd-io")).is_none());
+    }
+    assert!(get_secret("disabled-ns", "none-deployment-tls-linkerd-io").is_none());
+
+    // Trust bundles in the control-plane namespace and the meshed namespace.
+    let root = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    let root_pem = secret_text(&root, "ca.crt");
+    for ns in ["linkerd", "plain-ns"] {
+        let cm = k.json(&["get", "configmap", "-n", ns, "linkerd-ca-bundle"]);
+        assert_eq!(cm["data"]["trust-anchors.pem"], root_pem.as_str(), "{ns}");
+    }
+
+    // A restart keeps the root and the still-valid certificates.
+    drop(identity);
+    let identity = Identity::start(&k);
+    std::thread::sleep(Duration::from_secs(3));
+    let again = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    assert_eq!(secret_text(&again, "ca.crt"), root_pem);
+    let (name, chain) = &issued[0];
+    let s = get_secret("plain-ns", name).expect("secret");
+    assert_eq!(&secret_text(&s, "tls.crt"), chain, "reissued without need");
+
+    // A Secret edited by hand is repaired.
+    k.ok(&[
+        "patch",
+        "secret",
+        "-n",
+        "plain-ns",
+        name,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"tls.crt":"Z2FyYmFnZQ=="}}"#,
+    ]);
+    wait_for(
+        "the edited Secret repaired",
+        Duration::from_secs(20),
+        || {
+            get_secret("plain-ns", name)
+                .map(|s| secret_text(&s, "tls.crt"))
+                .filter(|c| ca::chain_verifies(c, &root_pem))
+        },
+    );
+
+    // Deleting the workload deletes its Secret (owner reference, GC).
+    k.ok(&["delete", "deployment", "-n", "plain-ns", "none"]);
+    wait_for(
+        "the Secret garbage-collected",
+        Duration::from_secs(60),
+        || {
+            get_secret("plain-ns", "none-deployment-tls-linkerd-io")
+                .is_none()
+                .then_some(())
+        },
+    );
+    drop(identity);
+}

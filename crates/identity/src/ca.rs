@@ -147,6 +147,20 @@ pub fn dns_names(der: &[u8]) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// True when every certificate of `chain_pem` is signed by the next one and
+/// the last by the root in `root_pem` (how a peer verifies a workload).
+pub fn chain_verifies(chain_pem: &str, root_pem: &str) -> bool {
+    let Ok(root) = parse_pem_cert("trust root", root_pem) else {
+        return false;
+    };
+    let chain: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+        .filter_map(|p| p.ok().map(|p| p.contents))
+        .collect();
+    !chain.is_empty()
+        && chain.windows(2).all(|w| signed_by(&w[0], &w[1]))
+        && chain.last().is_some_and(|last| signed_by(last, &root))
+}
+
 /// Renewal is due at two thirds of the lifetime.
 pub fn needs_renewal(
     not_before: OffsetDateTime,
@@ -312,8 +326,11 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let (_, _, ca) = ca(now);
         let name = "web.deployment.apps.linkerd-managed.linkerd.svc.cluster.local".to_string();
-        let leaf = ca.issue(std::slice::from_ref(&name), &[], now, DAY).unwrap();
+        let leaf = ca
+            .issue(std::slice::from_ref(&name), &[], now, DAY)
+            .unwrap();
         assert!(ca.verifies(&leaf.chain_pem));
+        assert!(chain_verifies(&leaf.chain_pem, &ca.root_pem));
         let der = parse_pem_cert("leaf", &leaf.chain_pem).unwrap();
         assert_eq!(dns_names(&der), vec![name]);
         let (nb, na) = validity(&der).unwrap();
@@ -322,6 +339,7 @@ mod tests {
         // Another CA's leaf does not verify.
         let (_, _, other) = self::ca(now);
         assert!(!other.verifies(&leaf.chain_pem));
+        assert!(!chain_verifies(&leaf.chain_pem, &other.root_pem));
     }
 
     #[test]

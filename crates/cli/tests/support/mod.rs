@@ -294,3 +294,62 @@ impl Drop for Injector {
         }
     }
 }
+
+/// A running `kinject identity`.
+pub struct Identity {
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Identity {
+    pub fn start(cluster: &Cluster) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("identity.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kinject"))
+            .args([
+                "identity",
+                "-l",
+                "linkerd",
+                "--workload-lifetime",
+                "1h",
+                "--resync",
+                "1s",
+            ])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start kinject identity");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- identity log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A Secret's data value, decoded.
+pub fn secret_text(secret: &Value, key: &str) -> String {
+    use base64::Engine as _;
+    let b64 = secret["data"][key].as_str().unwrap_or("");
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default()
+}

@@ -1,0 +1,63 @@
+//! `kinject identity`: flags → `kinject_identity::controller::IdentityConfig`.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use kinject_identity::controller::IdentityConfig;
+use kinject_inject::parse;
+
+use crate::proxy_injector_cmd::{LogFormat, init_logging};
+
+#[derive(Args, Debug)]
+pub struct IdentityArgs {
+    /// Control-plane namespace: the issuer Secret and trust bundle live here,
+    /// and meshed pods carry `linkerd.io/control-plane-ns=<this>`.
+    #[arg(
+        short = 'l',
+        long,
+        env = "LINKERD_NAMESPACE",
+        default_value = "linkerd"
+    )]
+    pub linkerd_namespace: String,
+    /// Lifetime of workload certificates (renewed at two thirds; Go duration).
+    #[arg(long, default_value = "24h")]
+    pub workload_lifetime: String,
+    /// Re-check everything this often even without events (Go duration).
+    #[arg(long, default_value = "60s")]
+    pub resync: String,
+    #[arg(long, env = "KINJECT_LOG", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+fn duration(flag: &str, v: &str) -> Result<Duration> {
+    let n = parse::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    if n == 0 {
+        bail!("{flag} must be positive");
+    }
+    Ok(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)))
+}
+
+pub fn run(args: &IdentityArgs) -> Result<i32> {
+    let cfg = IdentityConfig {
+        namespace: args.linkerd_namespace.clone(),
+        workload_lifetime: duration("--workload-lifetime", &args.workload_lifetime)?,
+        resync: duration("--resync", &args.resync)?,
+        ..IdentityConfig::default()
+    };
+    init_logging(&args.log_level, args.log_format)?;
+    kinject_webhook::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default().await?;
+        tokio::select! {
+            r = kinject_identity::controller::run(client, cfg) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,375 @@
+//! The identity controller: keeps the trust root (persisted, never replaced
+//! behind the user's back), the trust bundle ConfigMaps, and one TLS Secret per
+//! meshed workload, true.
+//!
+//! Meshed pods are found by a metadata-only watch on pods labelled
+//! `linkerd.io/control-plane-ns=<ns>` (the injector adds it); the owner comes
+//! from the `linkerd.io/proxy-<kind>` label the injector also adds, so the CA
+//! resolves owners exactly as the injector did. Workload Secrets are owned by
+//! the workload: the garbage collector deletes them with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams,
+    PostParams,
+};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::ca::{self, Ca, CertAndKey};
+use crate::names;
+
+pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
+pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
+pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
+const MANAGED_LABEL: &str = "kinject.io/workload-identity";
+const FIELD_MANAGER: &str = "kinject-identity";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How the controller is configured.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// The control-plane namespace (issuer Secret, trust bundle).
+    pub namespace: String,
+    /// Lifetime of workload certificates (renewed at two thirds).
+    pub workload_lifetime: Duration,
+    pub root_lifetime: Duration,
+    pub issuer_lifetime: Duration,
+    /// How often everything is re-checked even without events.
+    pub resync: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "linkerd".into(),
+            workload_lifetime: DAY,
+            root_lifetime: 3650 * DAY,
+            issuer_lifetime: 365 * DAY,
+            resync: Duration::from_secs(60),
+        }
+    }
+}
+
+fn text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+/// Loads the CA from the issuer Secret, or generates a root and an issuer and
+/// persists them when there is none. An existing but broken Secret is an
+/// error: it is never overwritten.
+pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> Result<Ca> {
+    let api = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
+    let now = OffsetDateTime::now_utc();
+    loop {
+        if let Some(s) = api.get_opt(ISSUER_SECRET).await? {
+            let (Some(root), Some(crt), Some(key)) =
+                (text(&s, "ca.crt"), text(&s, "crt.pem"), text(&s, "key.pem"))
+            else {
+                bail!(
+                    "Secret {}/{ISSUER_SECRET} lacks ca.crt, crt.pem or key.pem; fix or delete it",
+                    cfg.namespace
+                );
+            };
+            let issuer = CertAndKey {
+                cert_pem: crt,
+                key_pem: key,
+            };
+            return Ca::load(&root, &issuer, now)
+                .with_context(|| format!("Secret {}/{ISSUER_SECRET}", cfg.namespace));
+        }
+        let root = ca::generate_root("root.linkerd.cluster.local", now, cfg.root_lifetime)?;
+        let issuer = Ca::new_issuer(&root, now, cfg.issuer_lifetime)?;
+        let data: BTreeMap<String, ByteString> = [
+            ("ca.crt", root.cert_pem.as_bytes()),
+            ("ca.key", root.key_pem.as_bytes()),
+            ("crt.pem", issuer.cert_pem.as_bytes()),
+            ("key.pem", issuer.key_pem.as_bytes()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+        .collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(ISSUER_SECRET.into()),
+                namespace: Some(cfg.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                info!(namespace = %cfg.namespace, "generated and stored a new trust root");
+                continue;
+            }
+            // Another replica won the race: use its root.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e).context("cannot store the trust root"),
+        }
+    }
+}
+
+/// A workload that needs an identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Workload {
+    pub namespace: String,
+    /// Lowercase kind (`deployment`, …, `pod` for bare pods).
+    pub kind: String,
+    pub name: String,
+}
+
+/// The owner of a meshed pod, from the labels the injector wrote.
+pub fn workload_of(pod: &PartialObjectMeta<Pod>) -> Option<Workload> {
+    let md = &pod.metadata;
+    let ns = md.namespace.clone()?;
+    let labels = md.labels.as_ref()?;
+    let owned = labels.iter().find_map(|(k, v)| {
+        let kind = k.strip_prefix("linkerd.io/proxy-")?;
+        matches!(
+            kind,
+            "deployment"
+                | "replicationcontroller"
+                | "replicaset"
+                | "job"
+                | "daemonset"
+                | "statefulset"
+                | "cronjob"
+        )
+        .then(|| (kind.to_string(), v.clone()))
+    });
+    let (kind, name) = match owned {
+        Some(x) => x,
+        None => ("pod".to_string(), md.name.clone()?),
+    };
+    Some(Workload {
+        namespace: ns,
+        kind,
+        name,
+    })
+}
+
+fn resource(
+    kind: &str,
+) -> Option<(
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+)> {
+    // (group, versions to try, Kind, plural)
+    Some(match kind {
+        "deployment" => ("apps", &["v1"], "Deployment", "deployments"),
+        "statefulset" => ("apps", &["v1"], "StatefulSet", "statefulsets"),
+        "daemonset" => ("apps", &["v1"], "DaemonSet", "daemonsets"),
+        "replicaset" => ("apps", &["v1"], "ReplicaSet", "replicasets"),
+        "job" => ("batch", &["v1"], "Job", "jobs"),
+        "cronjob" => ("batch", &["v1", "v1beta1"], "CronJob", "cronjobs"),
+        "replicationcontroller" => (
+            "",
+            &["v1"],
+            "ReplicationController",
+            "replicationcontrollers",
+        ),
+        "pod" => ("", &["v1"], "Pod", "pods"),
+        _ => return None,
+    })
+}
+
+/// The workload's owner reference (its UID), or `None` if it no longer exists.
+async fn owner_ref(client: &kube::Client, w: &Workload) -> Result<Option<OwnerReference>> {
+    let Some((group, versions, kind, plural)) = resource(&w.kind) else {
+        return Ok(None);
+    };
+    for version in versions {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &w.namespace, &ar);
+        match api.get_opt(&w.name).await {
+            Ok(Some(obj)) => {
+                return Ok(obj.metadata.uid.map(|uid| OwnerReference {
+                    api_version: ar.api_version.clone(),
+                    kind: kind.into(),
+                    name: w.name.clone(),
+                    uid,
+                    ..OwnerReference::default()
+                }));
+            }
+            Ok(None) => return Ok(None),
+            // Version not served (CronJob v1 on old servers): try the next.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a workload Secret is still good: issued by this CA, for this
+/// identity, not due for renewal, complete.
+fn secret_ok(ca: &Ca, s: &Secret, dns: &str, now: OffsetDateTime) -> bool {
+    let (Some(chain), Some(_key), Some(root)) =
+        (text(s, "tls.crt"), text(s, "tls.key"), text(s, "ca.crt"))
+    else {
+        return false;
+    };
+    if root != ca.root_pem || !ca.verifies(&chain) {
+        return false;
+    }
+    let Ok(der) = ca::parse_pem_cert("workload", &chain) else {
+        return false;
+    };
+    let Some((nb, na)) = ca::validity(&der) else {
+        return false;
+    };
+    ca::dns_names(&der) == [dns.to_string()] && !ca::needs_renewal(nb, na, now)
+}
+
+/// Runs until the process ends.
+pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
+    let ca = Arc::new(load_or_create_ca(&client, &cfg).await?);
+    info!(issuer_not_after = %ca.issuer_not_after, "CA loaded");
+
+    let (pods, pod_writer) = reflector::store::<PartialObjectMeta<Pod>>();
+    let (secrets, secret_writer) = reflector::store::<Secret>();
+    let changed = Arc::new(Notify::new());
+    let selector = format!("linkerd.io/control-plane-ns={}", cfg.namespace);
+    let pod_stream = watcher(
+        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .reflect(pod_writer)
+    .touched_objects();
+    let secret_stream = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")),
+    )
+    .default_backoff()
+    .reflect(secret_writer)
+    .touched_objects();
+    for (stream, what) in [
+        (pod_stream.map(|r| r.map(|_| ())).boxed(), "pods"),
+        (secret_stream.map(|r| r.map(|_| ())).boxed(), "secrets"),
+    ] {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(()) => changed.notify_one(),
+                    Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
+                }
+            }
+        });
+    }
+    pods.wait_until_ready().await?;
+    secrets.wait_until_ready().await?;
+    info!("caches synced");
+    loop {
+        if let Err(e) = reconcile(&client, &cfg, &ca, &pods, &secrets).await {
+            warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
+        }
+        tokio::select! {
+            _ = changed.notified() => {
+                // Coalesce bursts (a Deployment scaling up) into one pass.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(cfg.resync) => {}
+        }
+    }
+}
+
+async fn reconcile(
+    client: &kube::Client,
+    cfg: &IdentityConfig,
+    ca: &Ca,
+    pods: &Store<PartialObjectMeta<Pod>>,
+    secrets: &Store<Secret>,
+) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let workloads: BTreeSet<Workload> =
+        pods.state().iter().filter_map(|p| workload_of(p)).collect();
+    let mut namespaces: BTreeSet<String> = workloads.iter().map(|w| w.namespace.clone()).collect();
+    namespaces.insert(cfg.namespace.clone());
+    for ns in &namespaces {
+        apply_bundle(client, ns, &ca.root_pem).await?;
+    }
+    for w in &workloads {
+        let name = names::secret_name(&w.name, &w.kind);
+        let dns = names::workload_dns_name(&w.name, &w.kind, &w.namespace, &cfg.namespace);
+        let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
+        if current
+            .as_deref()
+            .is_some_and(|s| secret_ok(ca, s, &dns, now))
+        {
+            continue;
+        }
+        let Some(owner) = owner_ref(client, w).await? else {
+            continue; // The workload is gone; its pods will follow.
+        };
+        let leaf = ca.issue(std::slice::from_ref(&dns), &[], now, cfg.workload_lifetime)?;
+        let data: BTreeMap<String, ByteString> = [
+            ("tls.crt", leaf.chain_pem.into_bytes()),
+            ("tls.key", leaf.key_pem.into_bytes()),
+            ("ca.crt", ca.root_pem.clone().into_bytes()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v)))
+        .collect();
+        let secret = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": name,
+                "namespace": w.namespace,
+                "labels": {MANAGED_LABEL: "true"},
+                "annotations": {"kinject.io/identity": dns, "kinject.io/not-after": leaf.not_after.to_string()},
+                "ownerReferences": [owner],
+            },
+            "data": data,
+        });
+        Api::<Secret>::namespaced(client.clone(), &w.namespace)
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .with_context(|| format!("writing Secret {}/{name}", w.namespace))?;
+        info!(namespace = %w.namespace, secret = %name, renewed = current.is_some(), "issued workload certificate");
+    }
+    Ok(())
+}
+
+async fn apply_bundle(client: &kube::Client, ns: &str, root_pem: &str) -> Result<()> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": TRUST_BUNDLE, "namespace": ns},
+        "data": {TRUST_BUNDLE_KEY: root_pem},
+    });
+    api.patch(
+        TRUST_BUNDLE,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .with_context(|| format!("writing ConfigMap {ns}/{TRUST_BUNDLE}"))?;
+    Ok(())
+}
