@@ -515,3 +515,24 @@ fn identity_issues_workload_secrets() {
     );
     drop(identity);
 }
+
+#[test]
+fn identity_refuses_a_broken_issuer_secret() {
+    if !enabled("identity_refuses_a_broken_issuer_secret") {
+        return;
+    }
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    k.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: linkerd-identity-issuer, namespace: linkerd}\nstringData:\n  ca.crt: not a certificate\n  crt.pem: nor this\n  key.pem: nor a key\n");
+    let before = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(["identity", "-l", "linkerd"])
+        .env("KUBECONFIG", &k.kubeconfig)
+        .output()
+        .expect("run kinject identity");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("linkerd-identity-issuer") && stderr.contains("not a PEM certificate"), "{stderr}");
+    let after = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    assert_eq!(before["data"], after["data"], "the user's Secret was overwritten");
+}
