@@ -26,6 +26,16 @@ pub struct IdentityArgs {
     /// Re-check everything this often even without events (Go duration).
     #[arg(long, default_value = "60s")]
     pub resync: String,
+    /// Service name of the proxy injector (its serving certificate's DNS names).
+    #[arg(long, default_value = "linkerd-proxy-injector")]
+    pub webhook_service: String,
+    /// Lifetime of the injector's serving certificate (Go duration).
+    #[arg(long, default_value = "720h")]
+    pub webhook_lifetime: String,
+    /// Also write the injector's serving certificate and the trust bundle to
+    /// this directory (tls.crt, tls.key, ca.crt), for an injector outside the cluster.
+    #[arg(long, value_name = "DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
     #[arg(long, env = "KINJECT_LOG", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
@@ -45,6 +55,9 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         namespace: args.linkerd_namespace.clone(),
         workload_lifetime: duration("--workload-lifetime", &args.workload_lifetime)?,
         resync: duration("--resync", &args.resync)?,
+        webhook_service: args.webhook_service.clone(),
+        webhook_lifetime: duration("--webhook-lifetime", &args.webhook_lifetime)?,
+        webhook_cert_dir: args.webhook_cert_dir.clone(),
         ..IdentityConfig::default()
     };
     init_logging(&args.log_level, args.log_format)?;

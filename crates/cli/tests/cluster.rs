@@ -532,7 +532,70 @@ fn identity_refuses_a_broken_issuer_secret() {
         .expect("run kinject identity");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("linkerd-identity-issuer") && stderr.contains("not a PEM certificate"), "{stderr}");
+    assert!(
+        stderr.contains("linkerd-identity-issuer") && stderr.contains("not a PEM certificate"),
+        "{stderr}"
+    );
     let after = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
-    assert_eq!(before["data"], after["data"], "the user's Secret was overwritten");
+    assert_eq!(
+        before["data"], after["data"],
+        "the user's Secret was overwritten"
+    );
+}
+
+#[test]
+fn serving_certificate_renews_under_load() {
+    if !enabled("serving_certificate_renews_under_load") {
+        return;
+    }
+    use support::Identity;
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path().display().to_string();
+    let _identity = Identity::start_with(
+        &k,
+        &["--webhook-cert-dir", &dir, "--webhook-lifetime", "6s"],
+    );
+    wait_for(
+        "the serving certificate files",
+        Duration::from_secs(30),
+        || certs.path().join("tls.key").exists().then_some(()),
+    );
+    // failurePolicy Fail: any failed webhook call fails the pod's creation.
+    let inj = Injector::start_with(&k, Some(certs.path()), &["--failure-policy", "Fail"]);
+    k.namespace("apps", &[]);
+    let read_cert = || std::fs::read_to_string(certs.path().join("tls.crt")).unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(15) {
+        seen.insert(read_cert());
+        let out = k.kubectl(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}, namespace: apps, labels: {{app: load}}}}\nspec:\n  containers: [{{name: app, image: nginx}}]\n"
+            )),
+        );
+        assert!(
+            out.status.success(),
+            "pod {n} failed during rotation: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+    }
+    assert!(
+        seen.len() >= 3,
+        "the serving certificate was not renewed ({} seen)",
+        seen.len()
+    );
+    let pods = k.pods("apps", "app=load", n);
+    assert!(
+        pods.iter().all(injected),
+        "a pod was admitted without the proxy"
+    );
+    assert!(
+        inj.metric("kinject_proxy_injector_reloads_total{file=\"serving_cert\"}")
+            .is_some_and(|r| r >= 2.0)
+    );
 }

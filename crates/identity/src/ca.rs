@@ -51,13 +51,16 @@ pub struct Leaf {
     pub not_after: OffsetDateTime,
 }
 
+/// Certificates are back-dated by this much to tolerate clock skew between the
+/// CA and its verifiers.
+pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(1);
+
 fn params(cn: &str, now: OffsetDateTime, lifetime: Duration) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
-    // Tolerate small clock skew between the CA and its verifiers.
-    p.not_before = now - time::Duration::minutes(1);
+    p.not_before = now - CLOCK_SKEW;
     p.not_after = now + lifetime;
     p
 }
@@ -167,8 +170,11 @@ pub fn needs_renewal(
     not_after: OffsetDateTime,
     now: OffsetDateTime,
 ) -> bool {
-    let life = not_after - not_before;
-    now >= not_before + life * 2 / 3
+    // Counted from issuance, without the clock-skew back-dating, so short
+    // lifetimes are not swamped by it.
+    let issued = (not_before + CLOCK_SKEW).min(not_after);
+    let life = not_after - issued;
+    now >= issued + life * 2 / 3
 }
 
 /// A loaded, validated CA: the trust root (certificate only is needed to
@@ -394,7 +400,12 @@ mod tests {
     fn renewal_at_two_thirds() {
         let t0 = OffsetDateTime::now_utc();
         let t1 = t0 + time::Duration::hours(24);
-        assert!(!needs_renewal(t0, t1, t0 + time::Duration::hours(15)));
-        assert!(needs_renewal(t0, t1, t0 + time::Duration::hours(17)));
+        let nb = t0 - CLOCK_SKEW;
+        assert!(!needs_renewal(nb, t1, t0 + time::Duration::hours(15)));
+        assert!(needs_renewal(nb, t1, t0 + time::Duration::hours(17)));
+        // Short lifetimes are not swamped by the back-dating.
+        let short = t0 + time::Duration::seconds(6);
+        assert!(!needs_renewal(nb, short, t0 + time::Duration::seconds(3)));
+        assert!(needs_renewal(nb, short, t0 + time::Duration::seconds(5)));
     }
 }

@@ -33,6 +33,7 @@ use crate::names;
 pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
+pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
 const MANAGED_LABEL: &str = "kinject.io/workload-identity";
 const FIELD_MANAGER: &str = "kinject-identity";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -48,6 +49,14 @@ pub struct IdentityConfig {
     pub issuer_lifetime: Duration,
     /// How often everything is re-checked even without events.
     pub resync: Duration,
+    /// Service of the proxy injector: its serving certificate covers
+    /// `<service>.<namespace>.svc[.cluster.local]` and 127.0.0.1.
+    pub webhook_service: String,
+    /// Lifetime of the injector's serving certificate (renewed at two thirds).
+    pub webhook_lifetime: Duration,
+    /// Also write the serving certificate (`tls.crt`, `tls.key`) and the trust
+    /// bundle (`ca.crt`) here, for an injector running outside the cluster.
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for IdentityConfig {
@@ -58,6 +67,9 @@ impl Default for IdentityConfig {
             root_lifetime: 3650 * DAY,
             issuer_lifetime: 365 * DAY,
             resync: Duration::from_secs(60),
+            webhook_service: "linkerd-proxy-injector".into(),
+            webhook_lifetime: 30 * DAY,
+            webhook_cert_dir: None,
         }
     }
 }
@@ -220,7 +232,7 @@ async fn owner_ref(client: &kube::Client, w: &Workload) -> Result<Option<OwnerRe
 
 /// Whether a workload Secret is still good: issued by this CA, for this
 /// identity, not due for renewal, complete.
-fn secret_ok(ca: &Ca, s: &Secret, dns: &str, now: OffsetDateTime) -> bool {
+fn secret_ok(ca: &Ca, s: &Secret, dns: &[String], now: OffsetDateTime) -> bool {
     let (Some(chain), Some(_key), Some(root)) =
         (text(s, "tls.crt"), text(s, "tls.key"), text(s, "ca.crt"))
     else {
@@ -235,7 +247,7 @@ fn secret_ok(ca: &Ca, s: &Secret, dns: &str, now: OffsetDateTime) -> bool {
     let Some((nb, na)) = ca::validity(&der) else {
         return false;
     };
-    ca::dns_names(&der) == [dns.to_string()] && !ca::needs_renewal(nb, na, now)
+    ca::dns_names(&der) == dns && !ca::needs_renewal(nb, na, now)
 }
 
 /// Runs until the process ends.
@@ -308,13 +320,14 @@ async fn reconcile(
     for ns in &namespaces {
         apply_bundle(client, ns, &ca.root_pem).await?;
     }
+    webhook_certificate(client, cfg, ca, now).await?;
     for w in &workloads {
         let name = names::secret_name(&w.name, &w.kind);
         let dns = names::workload_dns_name(&w.name, &w.kind, &w.namespace, &cfg.namespace);
         let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
         if current
             .as_deref()
-            .is_some_and(|s| secret_ok(ca, s, &dns, now))
+            .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), now))
         {
             continue;
         }
@@ -371,5 +384,78 @@ async fn apply_bundle(client: &kube::Client, ns: &str, root_pem: &str) -> Result
     )
     .await
     .with_context(|| format!("writing ConfigMap {ns}/{TRUST_BUNDLE}"))?;
+    Ok(())
+}
+
+fn tls_secret_data(chain: &str, key: &str, root: &str) -> BTreeMap<String, ByteString> {
+    [("tls.crt", chain), ("tls.key", key), ("ca.crt", root)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect()
+}
+
+/// The injector's serving certificate: a Secret in the control-plane
+/// namespace (mounted and hot-reloaded in cluster) and, optionally, files.
+async fn webhook_certificate(
+    client: &kube::Client,
+    cfg: &IdentityConfig,
+    ca: &Ca,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let ns = &cfg.namespace;
+    let svc = &cfg.webhook_service;
+    let dns = vec![
+        format!("{svc}.{ns}.svc"),
+        format!("{svc}.{ns}.svc.cluster.local"),
+    ];
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut current = api.get_opt(WEBHOOK_SECRET).await?;
+    if !current
+        .as_ref()
+        .is_some_and(|s| secret_ok(ca, s, &dns, now))
+    {
+        let leaf = ca.issue(
+            &dns,
+            &[std::net::Ipv4Addr::LOCALHOST.into()],
+            now,
+            cfg.webhook_lifetime,
+        )?;
+        let secret = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": WEBHOOK_SECRET, "namespace": ns,
+                         "annotations": {"kinject.io/not-after": leaf.not_after.to_string()}},
+            "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, &ca.root_pem),
+        });
+        current = Some(
+            api.patch(
+                WEBHOOK_SECRET,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .context("writing the injector's serving certificate")?,
+        );
+        info!(not_after = %leaf.not_after, "issued the injector's serving certificate");
+    }
+    if let (Some(dir), Some(s)) = (&cfg.webhook_cert_dir, &current) {
+        for (file, key) in [
+            ("ca.crt", "ca.crt"),
+            ("tls.key", "tls.key"),
+            ("tls.crt", "tls.crt"),
+        ] {
+            let want = text(s, key).unwrap_or_default();
+            let path = dir.join(file);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+                // Write then rename, so a reader never sees half a file.
+                let tmp = dir.join(format!(".{file}.tmp"));
+                std::fs::write(&tmp, &want)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, &path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
     Ok(())
 }

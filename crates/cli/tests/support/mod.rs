@@ -218,12 +218,23 @@ fn write_certs(dir: &Path) -> String {
 
 impl Injector {
     pub fn start(cluster: &Cluster, extra: &[&str]) -> Self {
+        Self::start_with(cluster, None, extra)
+    }
+
+    /// With `certs`, serve `certs/tls.crt` and `certs/tls.key` and register
+    /// `certs/ca.crt` (e.g. written by `kinject identity`); otherwise a
+    /// test CA is generated.
+    pub fn start_with(cluster: &Cluster, certs: Option<&Path>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca_pem = write_certs(dir.path());
+        let ca_pem = match certs {
+            Some(d) => std::fs::read_to_string(d.join("ca.crt")).expect("ca.crt"),
+            None => write_certs(dir.path()),
+        };
+        let cert_dir = certs.unwrap_or(dir.path()).to_path_buf();
         let anchors = repo_root().join("examples/trust-anchors.pem");
         let port = free_port();
         let admin = free_port();
-        let p = |f: &str| dir.path().join(f).display().to_string();
+        let p = |f: &str| cert_dir.join(f).display().to_string();
         let log = std::fs::File::create(dir.path().join("injector.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_kinject"))
             .arg("proxy-injector")
@@ -304,6 +315,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn start(cluster: &Cluster) -> Self {
+        Self::start_with(cluster, &[])
+    }
+
+    pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("identity.log");
         let child = Command::new(env!("CARGO_BIN_EXE_kinject"))
@@ -316,6 +331,7 @@ impl Identity {
                 "--resync",
                 "1s",
             ])
+            .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
