@@ -36,6 +36,17 @@ pub struct IdentityArgs {
     /// this directory (tls.crt, tls.key, ca.crt), for an injector outside the cluster.
     #[arg(long, value_name = "DIR")]
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// A user-provided trust root (PEM), used with --issuer-cert and
+    /// --issuer-key instead of the issuer Secret.
+    #[arg(long, value_name = "FILE", requires_all = ["issuer_cert", "issuer_key"])]
+    pub trust_root: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "trust_root")]
+    pub issuer_cert: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "trust_root")]
+    pub issuer_key: Option<std::path::PathBuf>,
+    /// Plain-HTTP address of /metrics, /live and /ready.
+    #[arg(long, default_value = "0.0.0.0:9990")]
+    pub admin_addr: std::net::SocketAddr,
     #[arg(long, env = "KINJECT_LOG", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
@@ -50,6 +61,28 @@ fn duration(flag: &str, v: &str) -> Result<Duration> {
     Ok(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)))
 }
 
+fn read(p: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+}
+
+fn provided(args: &IdentityArgs) -> Result<Option<(String, kinject_identity::ca::CertAndKey)>> {
+    let (Some(root), Some(cert), Some(key)) = (&args.trust_root, &args.issuer_cert, &args.issuer_key) else {
+        return Ok(None);
+    };
+    let issuer = kinject_identity::ca::CertAndKey {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+    };
+    // Validate now, before anything starts: a clear error, nothing written.
+    kinject_identity::ca::Ca::load(&read(root)?, &issuer, time_now())
+        .map_err(|e| anyhow::anyhow!("--trust-root/--issuer-cert/--issuer-key: {e}"))?;
+    Ok(Some((read(root)?, issuer)))
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 pub fn run(args: &IdentityArgs) -> Result<i32> {
     let cfg = IdentityConfig {
         namespace: args.linkerd_namespace.clone(),
@@ -58,6 +91,8 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         webhook_service: args.webhook_service.clone(),
         webhook_lifetime: duration("--webhook-lifetime", &args.webhook_lifetime)?,
         webhook_cert_dir: args.webhook_cert_dir.clone(),
+        provided: provided(args)?,
+        admin_addr: Some(args.admin_addr),
         ..IdentityConfig::default()
     };
     init_logging(&args.log_level, args.log_format)?;

@@ -554,3 +554,30 @@ fn uninject_leaves_foreign_objects_alone() {
     assert_eq!(r.stdout, format!("{input}---\n"));
     assert!(r.stderr.contains("Summary: 0 of 1"));
 }
+
+#[test]
+fn identity_refuses_mismatched_provided_material() {
+    use kinject_identity::ca::{Ca, generate_root};
+    let now = time::OffsetDateTime::now_utc();
+    let day = std::time::Duration::from_secs(86_400);
+    let root = generate_root("root", now, 10 * day).expect("root");
+    let other_root = generate_root("other", now, 10 * day).expect("root");
+    let issuer = Ca::new_issuer(&root, now, day).expect("issuer");
+    let dir = tempfile::tempdir().expect("tmp");
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let other = w("other.crt", &other_root.cert_pem);
+    let crt = w("issuer.crt", &issuer.cert_pem);
+    let key = w("issuer.key", &issuer.key_pem);
+    let r = run(
+        &["identity", "--trust-root", &other, "--issuer-cert", &crt, "--issuer-key", &key],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not signed by the trust root"), "{}", r.stderr);
+    let r = run(&["identity", "--trust-root", &other], None);
+    assert_eq!(r.code, 2, "the issuer files are required with a root");
+}

@@ -463,6 +463,10 @@ fn identity_issues_workload_secrets() {
     }
     assert!(get_secret("disabled-ns", "none-deployment-tls-linkerd-io").is_none());
 
+    assert_eq!(support::admin_get(identity.admin, "/ready").0, 200);
+    assert!(support::metric(identity.admin, "kinject_identity_certificates_issued_total").is_some_and(|n| n >= 3.0));
+    assert!(support::metric(identity.admin, "kinject_identity_issuer_expiry_timestamp_seconds").is_some_and(|t| t > 1.7e9));
+
     // Trust bundles in the control-plane namespace and the meshed namespace.
     let root = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
     let root_pem = secret_text(&root, "ca.crt");

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +24,9 @@ use kube::api::{
 };
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -57,6 +61,11 @@ pub struct IdentityConfig {
     /// Also write the serving certificate (`tls.crt`, `tls.key`) and the trust
     /// bundle (`ca.crt`) here, for an injector running outside the cluster.
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// A user-provided trust root (PEM) and issuer (certificate and key PEM)
+    /// to use instead of the issuer Secret.
+    pub provided: Option<(String, CertAndKey)>,
+    /// Plain-HTTP address of /metrics, /live and /ready.
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for IdentityConfig {
@@ -70,6 +79,8 @@ impl Default for IdentityConfig {
             webhook_service: "linkerd-proxy-injector".into(),
             webhook_lifetime: 30 * DAY,
             webhook_cert_dir: None,
+            provided: None,
+            admin_addr: None,
         }
     }
 }
@@ -81,12 +92,28 @@ fn text(s: &Secret, key: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
 }
 
-/// Loads the CA from the issuer Secret, or generates a root and an issuer and
-/// persists them when there is none. An existing but broken Secret is an
-/// error: it is never overwritten.
-pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> Result<Ca> {
-    let api = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
+/// The CA and the trust bundle to publish (the root, plus any other roots
+/// kept through a rotation's overlap period).
+pub struct LoadedCa {
+    pub ca: Ca,
+    pub bundle: String,
+}
+
+/// Loads the CA: user-provided files, else the issuer Secret, else a newly
+/// generated root and issuer persisted in that Secret. An existing but broken
+/// Secret is an error: it is never overwritten. The Secret may carry
+/// `ca-bundle.crt`, the trust bundle to publish during a root rotation (old and
+/// new roots); it must contain the current root.
+pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> Result<LoadedCa> {
     let now = OffsetDateTime::now_utc();
+    if let Some((root, issuer)) = &cfg.provided {
+        let ca = Ca::load(root, issuer, now).context("the provided trust root and issuer")?;
+        return Ok(LoadedCa {
+            bundle: root.clone(),
+            ca,
+        });
+    }
+    let api = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
     loop {
         if let Some(s) = api.get_opt(ISSUER_SECRET).await? {
             let (Some(root), Some(crt), Some(key)) =
@@ -101,8 +128,16 @@ pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> R
                 cert_pem: crt,
                 key_pem: key,
             };
-            return Ca::load(&root, &issuer, now)
-                .with_context(|| format!("Secret {}/{ISSUER_SECRET}", cfg.namespace));
+            let ca = Ca::load(&root, &issuer, now)
+                .with_context(|| format!("Secret {}/{ISSUER_SECRET}", cfg.namespace))?;
+            let bundle = text(&s, "ca-bundle.crt").unwrap_or_else(|| root.clone());
+            if !bundle.contains(root.trim()) {
+                bail!(
+                    "Secret {}/{ISSUER_SECRET}: ca-bundle.crt does not contain the trust root ca.crt",
+                    cfg.namespace
+                );
+            }
+            return Ok(LoadedCa { ca, bundle });
         }
         let root = ca::generate_root("root.linkerd.cluster.local", now, cfg.root_lifetime)?;
         let issuer = Ca::new_issuer(&root, now, cfg.issuer_lifetime)?;
@@ -251,9 +286,75 @@ fn secret_ok(ca: &Ca, s: &Secret, dns: &[String], now: OffsetDateTime) -> bool {
 }
 
 /// Runs until the process ends.
+/// The controller's metrics.
+#[derive(Clone, Default)]
+pub struct IdentityMetrics {
+    pub issued: Counter,
+    pub renewed: Counter,
+    pub failures: Counter,
+    pub issuer_expiry: Gauge,
+    pub root_expiry: Gauge,
+}
+
+impl IdentityMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self::default();
+        reg.register("certificates_issued", "Certificates issued for new identities", m.issued.clone());
+        reg.register("certificates_renewed", "Certificates re-issued (expiring, edited or from another CA)", m.renewed.clone());
+        reg.register("reconcile_failures", "Reconcile passes that failed", m.failures.clone());
+        reg.register("issuer_expiry_timestamp_seconds", "Unix time at which the issuer expires", m.issuer_expiry.clone());
+        reg.register("root_expiry_timestamp_seconds", "Unix time at which the trust root expires", m.root_expiry.clone());
+        m
+    }
+}
+
+struct Ready {
+    synced: Arc<AtomicBool>,
+    issuer_not_after: OffsetDateTime,
+}
+
+impl kinject_webhook::server::Readiness for Ready {
+    fn not_ready(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.synced.load(Ordering::Acquire) {
+            out.push("caches not synced");
+        }
+        if OffsetDateTime::now_utc() >= self.issuer_not_after {
+            out.push("issuer expired");
+        }
+        out
+    }
+}
+
 pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
-    let ca = Arc::new(load_or_create_ca(&client, &cfg).await?);
+    let loaded = load_or_create_ca(&client, &cfg).await?;
+    let bundle = loaded.bundle;
+    let ca = Arc::new(loaded.ca);
     info!(issuer_not_after = %ca.issuer_not_after, "CA loaded");
+    let mut registry = Registry::with_prefix("kinject_identity");
+    let metrics = IdentityMetrics::register(&mut registry);
+    metrics.issuer_expiry.set(ca.issuer_not_after.unix_timestamp());
+    if let Some((_, root_not_after)) = ca::parse_pem_cert("trust root", &ca.root_pem)
+        .ok()
+        .and_then(|d| ca::validity(&d))
+    {
+        metrics.root_expiry.set(root_not_after.unix_timestamp());
+    }
+    let synced = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = cfg.admin_addr {
+        let listener = kinject_webhook::server::bind(addr, "admin").await?;
+        let ready = Ready {
+            synced: synced.clone(),
+            issuer_not_after: ca.issuer_not_after,
+        };
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let app = kinject_webhook::server::admin_router(registry, ready);
+        tokio::spawn(async move {
+            // Keep the sender alive for the life of the server.
+            let _keep = _stop_tx;
+            kinject_webhook::server::serve_admin(listener, app, stop_rx).await;
+        });
+    }
 
     let (pods, pod_writer) = reflector::store::<PartialObjectMeta<Pod>>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
@@ -290,9 +391,16 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     }
     pods.wait_until_ready().await?;
     secrets.wait_until_ready().await?;
+    synced.store(true, Ordering::Release);
     info!("caches synced");
     loop {
-        if let Err(e) = reconcile(&client, &cfg, &ca, &pods, &secrets).await {
+        if OffsetDateTime::now_utc() >= ca.issuer_not_after {
+            // Issuing from an expired issuer would hand out certificates no
+            // peer accepts: refuse, loudly, until a new issuer is provided.
+            tracing::error!(expired_at = %ca.issuer_not_after, "the issuer has expired; not issuing (provide a new issuer and restart)");
+            metrics.failures.inc();
+        } else if let Err(e) = reconcile(&client, &cfg, &ca, &bundle, &metrics, &pods, &secrets).await {
+            metrics.failures.inc();
             warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
         }
         tokio::select! {
@@ -309,6 +417,8 @@ async fn reconcile(
     client: &kube::Client,
     cfg: &IdentityConfig,
     ca: &Ca,
+    bundle: &str,
+    metrics: &IdentityMetrics,
     pods: &Store<PartialObjectMeta<Pod>>,
     secrets: &Store<Secret>,
 ) -> Result<()> {
@@ -318,7 +428,7 @@ async fn reconcile(
     let mut namespaces: BTreeSet<String> = workloads.iter().map(|w| w.namespace.clone()).collect();
     namespaces.insert(cfg.namespace.clone());
     for ns in &namespaces {
-        apply_bundle(client, ns, &ca.root_pem).await?;
+        apply_bundle(client, ns, bundle).await?;
     }
     webhook_certificate(client, cfg, ca, now).await?;
     for w in &workloads {
@@ -364,6 +474,11 @@ async fn reconcile(
             )
             .await
             .with_context(|| format!("writing Secret {}/{name}", w.namespace))?;
+        if current.is_some() {
+            metrics.renewed.inc();
+        } else {
+            metrics.issued.inc();
+        }
         info!(namespace = %w.namespace, secret = %name, renewed = current.is_some(), "issued workload certificate");
     }
     Ok(())

@@ -266,8 +266,23 @@ impl Injector {
 
     /// GET on the admin server: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
+        admin_get(self.admin, path)
+    }
+
+    pub fn metric(&self, needle: &str) -> Option<f64> {
+        metric(self.admin, needle)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("injector.log")).unwrap_or_default()
+    }
+}
+
+/// GET on an admin server: (status, body).
+pub fn admin_get(port: u16, path: &str) -> (u16, String) {
+    {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.admin)) else {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
             return (0, String::new());
         };
         let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
@@ -281,19 +296,16 @@ impl Injector {
         let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         (status, body)
     }
+}
 
-    pub fn metric(&self, needle: &str) -> Option<f64> {
-        self.get("/metrics")
-            .1
-            .lines()
-            .find(|l| l.starts_with(needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("injector.log")).unwrap_or_default()
-    }
+/// A metric's value from an admin server's /metrics.
+pub fn metric(port: u16, needle: &str) -> Option<f64> {
+    admin_get(port, "/metrics")
+        .1
+        .lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 impl Drop for Injector {
@@ -310,6 +322,7 @@ impl Drop for Injector {
 pub struct Identity {
     child: Child,
     pub log: PathBuf,
+    pub admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -321,6 +334,7 @@ impl Identity {
     pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("identity.log");
+        let admin = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_kinject"))
             .args([
                 "identity",
@@ -331,6 +345,7 @@ impl Identity {
                 "--resync",
                 "1s",
             ])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdout(Stdio::null())
@@ -340,6 +355,7 @@ impl Identity {
         Self {
             child,
             log,
+            admin,
             _dir: dir,
         }
     }
