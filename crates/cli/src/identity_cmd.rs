@@ -66,7 +66,9 @@ fn read(p: &std::path::Path) -> Result<String> {
 }
 
 fn provided(args: &IdentityArgs) -> Result<Option<(String, kinject_identity::ca::CertAndKey)>> {
-    let (Some(root), Some(cert), Some(key)) = (&args.trust_root, &args.issuer_cert, &args.issuer_key) else {
+    let (Some(root), Some(cert), Some(key)) =
+        (&args.trust_root, &args.issuer_cert, &args.issuer_key)
+    else {
         return Ok(None);
     };
     let issuer = kinject_identity::ca::CertAndKey {

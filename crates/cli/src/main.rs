@@ -40,7 +40,7 @@ enum Command {
     /// Run the mesh CA: a persisted trust root, the trust bundle ConfigMaps
     /// (`linkerd-ca-bundle`) and a TLS Secret per meshed workload
     /// (`<name>-<kind>-tls-linkerd-io`), renewed before expiry.
-    Identity(identity_cmd::IdentityArgs),
+    Identity(Box<identity_cmd::IdentityArgs>),
 }
 
 /// Linkerd's Go binaries take single-dash long flags (`-log-level`); accept

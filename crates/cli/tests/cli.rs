@@ -573,11 +573,23 @@ fn identity_refuses_mismatched_provided_material() {
     let crt = w("issuer.crt", &issuer.cert_pem);
     let key = w("issuer.key", &issuer.key_pem);
     let r = run(
-        &["identity", "--trust-root", &other, "--issuer-cert", &crt, "--issuer-key", &key],
+        &[
+            "identity",
+            "--trust-root",
+            &other,
+            "--issuer-cert",
+            &crt,
+            "--issuer-key",
+            &key,
+        ],
         None,
     );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not signed by the trust root"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not signed by the trust root"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["identity", "--trust-root", &other], None);
     assert_eq!(r.code, 2, "the issuer files are required with a root");
 }

@@ -464,8 +464,17 @@ fn identity_issues_workload_secrets() {
     assert!(get_secret("disabled-ns", "none-deployment-tls-linkerd-io").is_none());
 
     assert_eq!(support::admin_get(identity.admin, "/ready").0, 200);
-    assert!(support::metric(identity.admin, "kinject_identity_certificates_issued_total").is_some_and(|n| n >= 3.0));
-    assert!(support::metric(identity.admin, "kinject_identity_issuer_expiry_timestamp_seconds").is_some_and(|t| t > 1.7e9));
+    assert!(
+        support::metric(identity.admin, "kinject_identity_certificates_issued_total")
+            .is_some_and(|n| n >= 3.0)
+    );
+    assert!(
+        support::metric(
+            identity.admin,
+            "kinject_identity_issuer_expiry_timestamp_seconds"
+        )
+        .is_some_and(|t| t > 1.7e9)
+    );
 
     // Trust bundles in the control-plane namespace and the meshed namespace.
     let root = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
@@ -475,10 +484,25 @@ fn identity_issues_workload_secrets() {
         assert_eq!(cm["data"]["trust-anchors.pem"], root_pem.as_str(), "{ns}");
     }
 
-    // A restart keeps the root and the still-valid certificates.
+    // A restart keeps the root and the still-valid certificates; a second
+    // replica stands by (one lease holder).
     drop(identity);
     let identity = Identity::start(&k);
+    let standby = Identity::start(&k);
     std::thread::sleep(Duration::from_secs(3));
+    let holder = k.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "linkerd",
+        "kinject-identity",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(
+        holder.starts_with("kinject-identity-"),
+        "lease holder {holder:?}"
+    );
     let again = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
     assert_eq!(secret_text(&again, "ca.crt"), root_pem);
     let (name, chain) = &issued[0];
@@ -506,6 +530,7 @@ fn identity_issues_workload_secrets() {
         },
     );
 
+    drop(standby);
     // Deleting the workload deletes its Secret (owner reference, GC).
     k.ok(&["delete", "deployment", "-n", "plain-ns", "none"]);
     wait_for(

@@ -66,6 +66,8 @@ pub struct IdentityConfig {
     pub provided: Option<(String, CertAndKey)>,
     /// Plain-HTTP address of /metrics, /live and /ready.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// This replica's name for leader election (pod name in a cluster).
+    pub holder: String,
 }
 
 impl Default for IdentityConfig {
@@ -81,6 +83,8 @@ impl Default for IdentityConfig {
             webhook_cert_dir: None,
             provided: None,
             admin_addr: None,
+            holder: std::env::var("HOSTNAME")
+                .unwrap_or_else(|_| format!("kinject-identity-{}", std::process::id())),
         }
     }
 }
@@ -299,11 +303,31 @@ pub struct IdentityMetrics {
 impl IdentityMetrics {
     pub fn register(reg: &mut Registry) -> Self {
         let m = Self::default();
-        reg.register("certificates_issued", "Certificates issued for new identities", m.issued.clone());
-        reg.register("certificates_renewed", "Certificates re-issued (expiring, edited or from another CA)", m.renewed.clone());
-        reg.register("reconcile_failures", "Reconcile passes that failed", m.failures.clone());
-        reg.register("issuer_expiry_timestamp_seconds", "Unix time at which the issuer expires", m.issuer_expiry.clone());
-        reg.register("root_expiry_timestamp_seconds", "Unix time at which the trust root expires", m.root_expiry.clone());
+        reg.register(
+            "certificates_issued",
+            "Certificates issued for new identities",
+            m.issued.clone(),
+        );
+        reg.register(
+            "certificates_renewed",
+            "Certificates re-issued (expiring, edited or from another CA)",
+            m.renewed.clone(),
+        );
+        reg.register(
+            "reconcile_failures",
+            "Reconcile passes that failed",
+            m.failures.clone(),
+        );
+        reg.register(
+            "issuer_expiry_timestamp_seconds",
+            "Unix time at which the issuer expires",
+            m.issuer_expiry.clone(),
+        );
+        reg.register(
+            "root_expiry_timestamp_seconds",
+            "Unix time at which the trust root expires",
+            m.root_expiry.clone(),
+        );
         m
     }
 }
@@ -333,7 +357,9 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     info!(issuer_not_after = %ca.issuer_not_after, "CA loaded");
     let mut registry = Registry::with_prefix("kinject_identity");
     let metrics = IdentityMetrics::register(&mut registry);
-    metrics.issuer_expiry.set(ca.issuer_not_after.unix_timestamp());
+    metrics
+        .issuer_expiry
+        .set(ca.issuer_not_after.unix_timestamp());
     if let Some((_, root_not_after)) = ca::parse_pem_cert("trust root", &ca.root_pem)
         .ok()
         .and_then(|d| ca::validity(&d))
@@ -393,13 +419,29 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     secrets.wait_until_ready().await?;
     synced.store(true, Ordering::Release);
     info!("caches synced");
+    let leader = Arc::new(AtomicBool::new(false));
+    tokio::spawn(crate::lease::campaign(
+        client.clone(),
+        crate::lease::LeaseConfig {
+            namespace: cfg.namespace.clone(),
+            name: "kinject-identity".into(),
+            holder: cfg.holder.clone(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(2),
+        },
+        leader.clone(),
+    ));
     loop {
-        if OffsetDateTime::now_utc() >= ca.issuer_not_after {
+        if !leader.load(Ordering::Acquire) {
+            // Another replica holds the lease; stay warm and re-check soon.
+        } else if OffsetDateTime::now_utc() >= ca.issuer_not_after {
             // Issuing from an expired issuer would hand out certificates no
             // peer accepts: refuse, loudly, until a new issuer is provided.
             tracing::error!(expired_at = %ca.issuer_not_after, "the issuer has expired; not issuing (provide a new issuer and restart)");
             metrics.failures.inc();
-        } else if let Err(e) = reconcile(&client, &cfg, &ca, &bundle, &metrics, &pods, &secrets).await {
+        } else if let Err(e) =
+            reconcile(&client, &cfg, &ca, &bundle, &metrics, &pods, &secrets).await
+        {
             metrics.failures.inc();
             warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
         }
@@ -408,7 +450,7 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
                 // Coalesce bursts (a Deployment scaling up) into one pass.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ = tokio::time::sleep(cfg.resync) => {}
+            _ = tokio::time::sleep(if leader.load(Ordering::Acquire) { cfg.resync } else { Duration::from_secs(1) }) => {}
         }
     }
 }

@@ -1,9 +1,12 @@
 //! `kinject identity`: the mesh's certificate authority.
 //!
 //! - [`ca`]: pure issuance (root, issuer, leaves) and validation;
-//! - [`names`]: workload identity names and secret names.
+//! - [`names`]: workload identity names and secret names;
+//! - [`controller`]: the Kubernetes controller (`kinject identity`);
+//! - [`lease`]: leader election, so several replicas are safe.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod controller;
+pub mod lease;
 pub mod names;

@@ -347,6 +347,8 @@ impl Identity {
             ])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(extra)
+            // Each replica must have its own leader-election identity.
+            .env_remove("HOSTNAME")
             .env("KUBECONFIG", &cluster.kubeconfig)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))

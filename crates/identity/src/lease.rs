@@ -1,0 +1,131 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so several identity
+//! replicas are safe: only the holder reconciles. Writes use the Lease's
+//! resourceVersion, so two candidates can never both win a round.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use tracing::{info, warn};
+
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    /// This candidate's identity (pod name, or host and pid).
+    pub holder: String,
+    pub duration: Duration,
+    pub renew_every: Duration,
+}
+
+/// Whether `me` may take or keep a lease held by `holder`, last renewed at
+/// `renewed` (None: never), valid for `duration`.
+pub fn may_hold(
+    holder: Option<&str>,
+    renewed: Option<Timestamp>,
+    duration: Duration,
+    me: &str,
+    now: Timestamp,
+) -> bool {
+    match holder {
+        None | Some("") => true,
+        Some(h) if h == me => true,
+        Some(_) => renewed.is_none_or(|r| {
+            let expires =
+                r.as_millisecond() + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+            now.as_millisecond() > expires
+        }),
+    }
+}
+
+async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
+    let now = Timestamp::now();
+    let secs = i32::try_from(cfg.duration.as_secs()).unwrap_or(i32::MAX);
+    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(cfg.name.clone()),
+                namespace: Some(cfg.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(cfg.holder.clone()),
+                lease_duration_seconds: Some(secs),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    let holder = spec.holder_identity.clone();
+    if !may_hold(
+        holder.as_deref(),
+        spec.renew_time.as_ref().map(|t| t.0),
+        cfg.duration,
+        &cfg.holder,
+        now,
+    ) {
+        return Ok(false);
+    }
+    if holder.as_deref() != Some(cfg.holder.as_str()) {
+        spec.holder_identity = Some(cfg.holder.clone());
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.renew_time = Some(MicroTime(now));
+    spec.lease_duration_seconds = Some(secs);
+    // `replace` carries the resourceVersion we read: a concurrent writer wins
+    // and we get 409.
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Campaigns forever; `leader` tells whether this replica holds the lease.
+pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: Arc<AtomicBool>) {
+    let api = Api::<Lease>::namespaced(client, &cfg.namespace);
+    loop {
+        let held = match round(&api, &cfg).await {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(error = %e, "lease round failed");
+                false
+            }
+        };
+        if held != leader.swap(held, Ordering::AcqRel) {
+            info!(holder = %cfg.holder, leader = held, "leadership changed");
+        }
+        tokio::time::sleep(cfg.renew_every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_free_expired_or_own_leases_only() {
+        let now = Timestamp::now();
+        let d = Duration::from_secs(15);
+        let recent = Some(now);
+        let old = Some(Timestamp::from_second(now.as_second() - 60).unwrap());
+        assert!(may_hold(None, None, d, "a", now));
+        assert!(may_hold(Some("a"), recent, d, "a", now));
+        assert!(!may_hold(Some("b"), recent, d, "a", now));
+        assert!(may_hold(Some("b"), old, d, "a", now));
+        assert!(may_hold(Some("b"), None, d, "a", now));
+    }
+}
