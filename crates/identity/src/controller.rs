@@ -473,55 +473,23 @@ async fn reconcile(
         apply_bundle(client, ns, bundle).await?;
     }
     webhook_certificate(client, cfg, ca, now).await?;
-    for w in &workloads {
-        let name = names::secret_name(&w.name, &w.kind);
-        let dns = names::workload_dns_name(&w.name, &w.kind, &w.namespace, &cfg.namespace);
-        let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
-        if current
-            .as_deref()
-            .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), now))
-        {
-            continue;
-        }
-        let Some(owner) = owner_ref(client, w).await? else {
-            continue; // The workload is gone; its pods will follow.
-        };
-        let leaf = ca.issue(std::slice::from_ref(&dns), &[], now, cfg.workload_lifetime)?;
-        let data: BTreeMap<String, ByteString> = [
-            ("tls.crt", leaf.chain_pem.into_bytes()),
-            ("tls.key", leaf.key_pem.into_bytes()),
-            ("ca.crt", ca.root_pem.clone().into_bytes()),
-        ]
+    // Workloads are independent: up to 16 are handled at once (the API
+    // server round trips dominate), and one failure does not stop the others.
+    let results: Vec<Result<()>> = futures::stream::iter(&workloads)
+        .map(|w| ensure_workload(client, cfg, ca, metrics, secrets, w, now))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failures: Vec<String> = results
         .into_iter()
-        .map(|(k, v)| (k.to_string(), ByteString(v)))
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
         .collect();
-        let secret = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": name,
-                "namespace": w.namespace,
-                "labels": {MANAGED_LABEL: "true"},
-                "annotations": {"kinject.io/identity": dns, "kinject.io/not-after": leaf.not_after.to_string()},
-                "ownerReferences": [owner],
-            },
-            "data": data,
-        });
-        Api::<Secret>::namespaced(client.clone(), &w.namespace)
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .with_context(|| format!("writing Secret {}/{name}", w.namespace))?;
-        if current.is_some() {
-            metrics.renewed.inc();
-        } else {
-            metrics.issued.inc();
-        }
-        info!(namespace = %w.namespace, secret = %name, renewed = current.is_some(), "issued workload certificate");
+    if !failures.is_empty() {
+        bail!(
+            "{} workload(s) failed; first: {}",
+            failures.len(),
+            failures[0]
+        );
     }
     Ok(())
 }
@@ -614,5 +582,57 @@ async fn webhook_certificate(
             }
         }
     }
+    Ok(())
+}
+
+async fn ensure_workload(
+    client: &kube::Client,
+    cfg: &IdentityConfig,
+    ca: &Ca,
+    metrics: &IdentityMetrics,
+    secrets: &Store<Secret>,
+    w: &Workload,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let name = names::secret_name(&w.name, &w.kind);
+    let dns = names::workload_dns_name(&w.name, &w.kind, &w.namespace, &cfg.namespace);
+    let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
+    if current
+        .as_deref()
+        .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), now))
+    {
+        return Ok(());
+    }
+    let Some(owner) = owner_ref(client, w).await? else {
+        return Ok(()); // The workload is gone; its pods will follow.
+    };
+    let leaf = ca.issue(std::slice::from_ref(&dns), &[], now, cfg.workload_lifetime)?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": w.namespace,
+            "labels": {MANAGED_LABEL: "true"},
+            "annotations": {"kinject.io/identity": dns, "kinject.io/not-after": leaf.not_after.to_string()},
+            "ownerReferences": [owner],
+        },
+        "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, &ca.root_pem),
+    });
+    Api::<Secret>::namespaced(client.clone(), &w.namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .with_context(|| format!("writing Secret {}/{name}", w.namespace))?;
+    if current.is_some() {
+        metrics.renewed.inc();
+    } else {
+        metrics.issued.inc();
+    }
+    info!(namespace = %w.namespace, secret = %name, renewed = current.is_some(), "issued workload certificate");
     Ok(())
 }
