@@ -628,3 +628,63 @@ fn serving_certificate_renews_under_load() {
             .is_some_and(|r| r >= 2.0)
     );
 }
+
+#[test]
+fn identity_stops_issuing_when_the_issuer_expires() {
+    if !enabled("identity_stops_issuing_when_the_issuer_expires") {
+        return;
+    }
+    use kinject_identity::ca::{Ca, generate_root};
+    use support::Identity;
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    let now = time::OffsetDateTime::now_utc();
+    let root = generate_root("root", now, std::time::Duration::from_secs(86_400)).expect("root");
+    // Back-dated by the CA's clock-skew minute: expires ~8 s from now.
+    let issuer = Ca::new_issuer(&root, now, std::time::Duration::from_secs(8)).expect("issuer");
+    let dir = tempfile::tempdir().expect("tmp");
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let (r, c, key) = (
+        w("root.pem", &root.cert_pem),
+        w("issuer.pem", &issuer.cert_pem),
+        w("issuer.key", &issuer.key_pem),
+    );
+    let id = Identity::start_with(
+        &k,
+        &[
+            "--trust-root",
+            &r,
+            "--issuer-cert",
+            &c,
+            "--issuer-key",
+            &key,
+        ],
+    );
+    wait_for(
+        "ready while the issuer is valid",
+        Duration::from_secs(10),
+        || (support::admin_get(id.admin, "/ready").0 == 200).then_some(()),
+    );
+    let (status, body) = wait_for(
+        "not ready once the issuer expired",
+        Duration::from_secs(20),
+        || {
+            let r = support::admin_get(id.admin, "/ready");
+            (r.0 == 503).then_some(r)
+        },
+    );
+    assert_eq!(status, 503);
+    assert!(body.contains("issuer expired"), "{body}");
+    wait_for("failures counted", Duration::from_secs(10), || {
+        support::metric(id.admin, "kinject_identity_reconcile_failures_total").filter(|n| *n >= 1.0)
+    });
+    assert!(
+        std::fs::read_to_string(&id.log)
+            .unwrap_or_default()
+            .contains("the issuer has expired")
+    );
+}
