@@ -37,7 +37,7 @@ cargo test --workspace
 step "Kubernetes 1.20 control plane for the real-cluster tests (built once, cached)"
 scripts/k8s-build.sh
 
-step "real-cluster tests: proxy-injector against kube-apiserver + kube-controller-manager"
+step "real-cluster tests: proxy-injector and identity against kube-apiserver + kube-controller-manager"
 KINJECT_E2E=1 cargo test -p kinject --test cluster -- --test-threads=1
 
 echo

@@ -348,6 +348,42 @@ mod tests {
         assert!(!chain_verifies(&leaf.chain_pem, &other.root_pem));
     }
 
+    /// The chain as a TLS peer checks it: rustls' webpki verifier, trusting
+    /// only the root, for the workload's DNS name, at the current time.
+    #[test]
+    fn leaves_pass_webpki_path_validation() {
+        use rustls::client::WebPkiServerVerifier;
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+        let now = OffsetDateTime::now_utc();
+        let (_, _, ca) = ca(now);
+        let name = "web.deployment.apps.linkerd-managed.linkerd.svc.cluster.local";
+        let leaf = ca.issue(&[name.to_string()], &[], now, DAY).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.root_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let verify = |dns: &'static str| {
+            verifier.verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &ServerName::try_from(dns).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        verify(name).expect("valid chain for the workload's name");
+        assert!(verify("other.deployment.apps.linkerd-managed.linkerd.svc.cluster.local").is_err());
+    }
+
     #[test]
     fn leaves_never_outlive_the_issuer() {
         let now = OffsetDateTime::now_utc();
