@@ -688,3 +688,57 @@ fn identity_stops_issuing_when_the_issuer_expires() {
             .contains("the issuer has expired")
     );
 }
+
+#[test]
+fn identity_runs_with_least_privilege() {
+    if !enabled("identity_runs_with_least_privilege") {
+        return;
+    }
+    use support::Identity;
+    let k = Cluster::start();
+    let _inj = Injector::start(&k, &[]);
+    k.namespace("linkerd", &[]);
+    k.namespace("apps", &[]);
+    let rbac = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/identity-rbac.yaml"),
+    )
+    .expect("deploy/identity-rbac.yaml");
+    k.apply(&rbac);
+    k.apply(&deployment("apps", "web", None, "nginx"));
+    k.pods("apps", "app=web", 1);
+    let sa = k.service_account_kubeconfig("linkerd", "linkerd-identity");
+    let _id = Identity::start_as(&k, &sa, &[]);
+    wait_for(
+        "a workload Secret written with the restricted account",
+        Duration::from_secs(30),
+        || {
+            k.kubectl(
+                &[
+                    "get",
+                    "secret",
+                    "-n",
+                    "apps",
+                    "web-deployment-tls-linkerd-io",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    );
+    // And nothing more: e.g. it cannot delete pods or read other leases.
+    let who = "--as=system:serviceaccount:linkerd:linkerd-identity";
+    for (verb, what, ns) in [
+        ("delete", "pods", "apps"),
+        ("update", "deployments", "apps"),
+        ("get", "leases", "kube-system"),
+    ] {
+        let out = k.kubectl(&["auth", "can-i", verb, what, "-n", ns, who], None);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "{verb} {what} in {ns}"
+        );
+    }
+}

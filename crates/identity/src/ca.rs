@@ -365,12 +365,14 @@ mod tests {
             .add(CertificateDer::from_pem_slice(ca.root_pem.as_bytes()).unwrap())
             .unwrap();
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
-            .build()
-            .unwrap();
-        let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let chain: Vec<CertificateDer<'_>> =
+            CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
         let verify = |dns: &'static str| {
             verifier.verify_server_cert(
                 &chain[0],

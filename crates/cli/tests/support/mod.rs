@@ -157,6 +157,48 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A kubeconfig that authenticates as `namespace/name`'s ServiceAccount
+    /// token (Kubernetes 1.20 creates a token Secret per ServiceAccount).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = wait_for("the ServiceAccount token", Duration::from_secs(30), || {
+            let secrets = self.json(&["get", "secrets", "-n", namespace]);
+            secrets["items"].as_array()?.iter().find_map(|s| {
+                let annotations = &s["metadata"]["annotations"];
+                (s["type"] == "kubernetes.io/service-account-token"
+                    && annotations["kubernetes.io/service-account.name"] == name)
+                    .then(|| s["data"]["token"].as_str().map(String::from))
+                    .flatten()
+            })
+        });
+        use base64::Engine as _;
+        let token = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .expect("token base64"),
+        )
+        .expect("token utf8");
+        let admin = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let restricted: String = admin
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("token:") {
+                    format!("    token: {token}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, restricted).expect("write kubeconfig");
+        path
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo_root().join("scripts/k8s-env.sh"))
@@ -332,6 +374,12 @@ impl Identity {
     }
 
     pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Self {
+        Self::start_as(cluster, &cluster.kubeconfig, extra)
+    }
+
+    /// Runs with the given kubeconfig (e.g. a ServiceAccount's token).
+    pub fn start_as(cluster: &Cluster, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let _ = cluster;
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("identity.log");
         let admin = free_port();
@@ -349,7 +397,7 @@ impl Identity {
             .args(extra)
             // Each replica must have its own leader-election identity.
             .env_remove("HOSTNAME")
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
