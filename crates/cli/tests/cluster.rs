@@ -742,3 +742,50 @@ fn identity_runs_with_least_privilege() {
         );
     }
 }
+
+#[test]
+fn identity_publishes_the_rotation_bundle() {
+    if !enabled("identity_publishes_the_rotation_bundle") {
+        return;
+    }
+    use kinject_identity::ca::{Ca, generate_root};
+    use support::Identity;
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    let now = time::OffsetDateTime::now_utc();
+    let day = std::time::Duration::from_secs(86_400);
+    let old_root = generate_root("old-root", now, 30 * day).expect("root");
+    let new_root = generate_root("new-root", now, 30 * day).expect("root");
+    let issuer = Ca::new_issuer(&new_root, now, day).expect("issuer");
+    let secret = |bundle: &str| {
+        let indent = |t: &str| t.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: linkerd-identity-issuer, namespace: linkerd}}\nstringData:\n  ca.crt: |\n{}  crt.pem: |\n{}  key.pem: |\n{}  ca-bundle.crt: |\n{}",
+            indent(&new_root.cert_pem),
+            indent(&issuer.cert_pem),
+            indent(&issuer.key_pem),
+            indent(bundle)
+        )
+    };
+    // A bundle that lacks the current root is refused.
+    k.apply(&secret(&old_root.cert_pem));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(["identity", "-l", "linkerd", "--admin-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", &k.kubeconfig)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not contain the trust root"));
+    // Old and new roots through the overlap: both are published.
+    let both = format!("{}{}", old_root.cert_pem, new_root.cert_pem);
+    k.apply(&secret(&both));
+    let _id = Identity::start(&k);
+    let published = wait_for("the trust bundle", Duration::from_secs(20), || {
+        let out = k.kubectl(&["get", "configmap", "-n", "linkerd", "linkerd-ca-bundle", "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).expect("json"))
+            .and_then(|cm| cm["data"]["trust-anchors.pem"].as_str().map(String::from))
+    });
+    assert!(published.contains(old_root.cert_pem.trim()) && published.contains(new_root.cert_pem.trim()));
+}
