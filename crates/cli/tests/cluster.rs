@@ -781,11 +781,25 @@ fn identity_publishes_the_rotation_bundle() {
     k.apply(&secret(&both));
     let _id = Identity::start(&k);
     let published = wait_for("the trust bundle", Duration::from_secs(20), || {
-        let out = k.kubectl(&["get", "configmap", "-n", "linkerd", "linkerd-ca-bundle", "-o", "json"], None);
+        let out = k.kubectl(
+            &[
+                "get",
+                "configmap",
+                "-n",
+                "linkerd",
+                "linkerd-ca-bundle",
+                "-o",
+                "json",
+            ],
+            None,
+        );
         out.status
             .success()
             .then(|| serde_json::from_slice::<Value>(&out.stdout).expect("json"))
             .and_then(|cm| cm["data"]["trust-anchors.pem"].as_str().map(String::from))
     });
-    assert!(published.contains(old_root.cert_pem.trim()) && published.contains(new_root.cert_pem.trim()));
+    assert!(
+        published.contains(old_root.cert_pem.trim())
+            && published.contains(new_root.cert_pem.trim())
+    );
 }

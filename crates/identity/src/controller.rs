@@ -271,13 +271,13 @@ async fn owner_ref(client: &kube::Client, w: &Workload) -> Result<Option<OwnerRe
 
 /// Whether a workload Secret is still good: issued by this CA, for this
 /// identity, not due for renewal, complete.
-fn secret_ok(ca: &Ca, s: &Secret, dns: &[String], now: OffsetDateTime) -> bool {
+fn secret_ok(ca: &Ca, s: &Secret, dns: &[String], ca_pem: &str, now: OffsetDateTime) -> bool {
     let (Some(chain), Some(_key), Some(root)) =
         (text(s, "tls.crt"), text(s, "tls.key"), text(s, "ca.crt"))
     else {
         return false;
     };
-    if root != ca.root_pem || !ca.verifies(&chain) {
+    if root != ca_pem || !ca.verifies(&chain) {
         return false;
     }
     let Ok(der) = ca::parse_pem_cert("workload", &chain) else {
@@ -472,11 +472,11 @@ async fn reconcile(
     for ns in &namespaces {
         apply_bundle(client, ns, bundle).await?;
     }
-    webhook_certificate(client, cfg, ca, now).await?;
+    webhook_certificate(client, cfg, ca, bundle, now).await?;
     // Workloads are independent: up to 16 are handled at once (the API
     // server round trips dominate), and one failure does not stop the others.
     let results: Vec<Result<()>> = futures::stream::iter(&workloads)
-        .map(|w| ensure_workload(client, cfg, ca, metrics, secrets, w, now))
+        .map(|w| ensure_workload(client, cfg, ca, bundle, metrics, secrets, w, now))
         .buffer_unordered(16)
         .collect()
         .await;
@@ -512,8 +512,8 @@ async fn apply_bundle(client: &kube::Client, ns: &str, root_pem: &str) -> Result
     Ok(())
 }
 
-fn tls_secret_data(chain: &str, key: &str, root: &str) -> BTreeMap<String, ByteString> {
-    [("tls.crt", chain), ("tls.key", key), ("ca.crt", root)]
+fn tls_secret_data(chain: &str, key: &str, trust: &str) -> BTreeMap<String, ByteString> {
+    [("tls.crt", chain), ("tls.key", key), ("ca.crt", trust)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
         .collect()
@@ -521,10 +521,13 @@ fn tls_secret_data(chain: &str, key: &str, root: &str) -> BTreeMap<String, ByteS
 
 /// The injector's serving certificate: a Secret in the control-plane
 /// namespace (mounted and hot-reloaded in cluster) and, optionally, files.
+/// Its `ca.crt` is the trust bundle (the injector registers it as caBundle), so
+/// a root rotation's overlap covers admission too.
 async fn webhook_certificate(
     client: &kube::Client,
     cfg: &IdentityConfig,
     ca: &Ca,
+    bundle: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
     let ns = &cfg.namespace;
@@ -537,7 +540,7 @@ async fn webhook_certificate(
     let mut current = api.get_opt(WEBHOOK_SECRET).await?;
     if !current
         .as_ref()
-        .is_some_and(|s| secret_ok(ca, s, &dns, now))
+        .is_some_and(|s| secret_ok(ca, s, &dns, bundle, now))
     {
         let leaf = ca.issue(
             &dns,
@@ -551,7 +554,7 @@ async fn webhook_certificate(
             "type": "kubernetes.io/tls",
             "metadata": {"name": WEBHOOK_SECRET, "namespace": ns,
                          "annotations": {"kinject.io/not-after": leaf.not_after.to_string()}},
-            "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, &ca.root_pem),
+            "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, bundle),
         });
         current = Some(
             api.patch(
@@ -585,10 +588,12 @@ async fn webhook_certificate(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ensure_workload(
     client: &kube::Client,
     cfg: &IdentityConfig,
     ca: &Ca,
+    bundle: &str,
     metrics: &IdentityMetrics,
     secrets: &Store<Secret>,
     w: &Workload,
@@ -599,7 +604,7 @@ async fn ensure_workload(
     let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
     if current
         .as_deref()
-        .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), now))
+        .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), bundle, now))
     {
         return Ok(());
     }
@@ -618,7 +623,7 @@ async fn ensure_workload(
             "annotations": {"kinject.io/identity": dns, "kinject.io/not-after": leaf.not_after.to_string()},
             "ownerReferences": [owner],
         },
-        "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, &ca.root_pem),
+        "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, bundle),
     });
     Api::<Secret>::namespaced(client.clone(), &w.namespace)
         .patch(
