@@ -165,18 +165,6 @@ pub enum InjectSource {
     DefaultPolicy,
 }
 
-impl InjectSource {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::PodAnnotation => "pod annotation \"linkerd.io/inject\"",
-            Self::PodLabel => "pod label \"linkerd.io/auto-inject: enabled\"",
-            Self::NamespaceAnnotation => "namespace annotation \"linkerd.io/inject\"",
-            Self::NamespaceLabel => "namespace label \"linkerd.io/auto-inject: enabled\"",
-            Self::DefaultPolicy => "the default policy (inject unless opted out)",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "decision")]
 pub enum InjectDecision {

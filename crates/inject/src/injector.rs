@@ -152,10 +152,6 @@ impl Injector {
         &self.cfg
     }
 
-    pub fn values(&self) -> &Values {
-        &self.cfg.values
-    }
-
     /// Decides only (used by `explain` and reports).
     pub fn decide(&self, req: &PodRequest<'_>, warnings: &mut Vec<Warning>) -> InjectDecision {
         decide::decide(

@@ -28,11 +28,6 @@ impl PatchOp {
     pub fn path(&self) -> &str {
         &self.path
     }
-
-    /// The value as JSON text.
-    pub fn value_json(&self) -> &str {
-        self.value.get()
-    }
 }
 
 impl PartialEq for PatchOp {
@@ -64,10 +59,6 @@ pub struct PodPatch(Vec<PatchOp>);
 impl PodPatch {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
     }
 
     pub fn operations(&self) -> &[PatchOp] {

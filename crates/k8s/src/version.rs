@@ -34,14 +34,6 @@ impl ServerVersion {
         }
     }
 
-    /// The `kubernetes.io/metadata.name` namespace label exists from 1.21.
-    pub fn has_namespace_name_label(self) -> bool {
-        self >= Self {
-            major: 1,
-            minor: 21,
-        }
-    }
-
     pub async fn detect(client: &kube::Client) -> anyhow::Result<Self> {
         let info = client.apiserver_version().await?;
         Self::parse(&info.major, &info.minor).ok_or_else(|| {
@@ -71,7 +63,6 @@ mod tests {
             }
         );
         assert!(!v.supports_native_sidecars());
-        assert!(!v.has_namespace_name_label());
         assert!(
             ServerVersion::parse("1", "29")
                 .unwrap()
