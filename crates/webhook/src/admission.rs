@@ -27,7 +27,7 @@ use crate::review::{self, Review};
 
 /// Prefix of every admission warning, so users can tell who said it.
 const WARNING_PREFIX: &str = "kinject: ";
-/// Cached answers kept (the cache is cleared when full: simple and bounded).
+/// Cached answers kept (bounded; an arbitrary entry is evicted when full).
 const CACHE_ENTRIES: usize = 512;
 
 /// What the handler decided for one object, reusable for identical requests.
@@ -238,8 +238,12 @@ impl<L: ClusterLookup> Admission<L> {
                 let answer =
                     Arc::new(self.decide(engine, &kind, raw.get(), &ns, &ns_name, owner, &meta));
                 if let Ok(mut c) = self.cache.lock() {
-                    if c.len() >= CACHE_ENTRIES {
-                        c.clear();
+                    // Evict one entry rather than clearing: dropping hundreds
+                    // of answers at once would stall this request.
+                    if c.len() >= CACHE_ENTRIES
+                        && let Some(k) = c.keys().next().copied()
+                    {
+                        c.remove(&k);
                     }
                     c.insert(key, answer.clone());
                 }
