@@ -31,6 +31,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use kinject_inject::annotations::owner_label_kind;
+
 use crate::ca::{self, Ca, CertAndKey};
 use crate::names;
 
@@ -189,20 +191,9 @@ pub fn workload_of(pod: &PartialObjectMeta<Pod>) -> Option<Workload> {
     let md = &pod.metadata;
     let ns = md.namespace.clone()?;
     let labels = md.labels.as_ref()?;
-    let owned = labels.iter().find_map(|(k, v)| {
-        let kind = k.strip_prefix("linkerd.io/proxy-")?;
-        matches!(
-            kind,
-            "deployment"
-                | "replicationcontroller"
-                | "replicaset"
-                | "job"
-                | "daemonset"
-                | "statefulset"
-                | "cronjob"
-        )
-        .then(|| (kind.to_string(), v.clone()))
-    });
+    let owned = labels
+        .iter()
+        .find_map(|(k, v)| owner_label_kind(k).map(|kind| (kind.to_string(), v.clone())));
     let (kind, name) = match owned {
         Some(x) => x,
         None => ("pod".to_string(), md.name.clone()?),

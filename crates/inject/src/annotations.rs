@@ -21,6 +21,23 @@ pub const CONTROL_PLANE_NS_LABEL: &str = "linkerd.io/control-plane-ns";
 pub const WORKLOAD_NS_LABEL: &str = "linkerd.io/workload-ns";
 pub const PROXY_LABEL_PREFIX: &str = "linkerd.io/proxy-";
 pub const CONTROL_PLANE_COMPONENT_LABEL: &str = "linkerd.io/control-plane-component";
+
+/// Owner kinds that get a `linkerd.io/proxy-<kind>: <name>` label.
+pub const LABELLED_OWNER_KINDS: &[&str] = &[
+    "deployment",
+    "replicationcontroller",
+    "replicaset",
+    "job",
+    "daemonset",
+    "statefulset",
+    "cronjob",
+];
+
+/// The owner kind named by a `linkerd.io/proxy-<kind>` label key, if it is one.
+pub fn owner_label_kind(key: &str) -> Option<&str> {
+    key.strip_prefix(PROXY_LABEL_PREFIX)
+        .filter(|kind| LABELLED_OWNER_KINDS.contains(kind))
+}
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 
 const CONFIG_PREFIX: &str = "config.linkerd.io/";
@@ -489,6 +506,20 @@ mod tests {
         assert_eq!(v.proxy.log_level, "debug");
         assert_eq!(v.proxy.uid, 1234);
         assert!(!v.proxy.is_gateway, "enable-gateway is not inherited");
+    }
+
+    #[test]
+    fn owner_label_kinds() {
+        assert_eq!(
+            owner_label_kind("linkerd.io/proxy-deployment"),
+            Some("deployment")
+        );
+        assert_eq!(
+            owner_label_kind("linkerd.io/proxy-cronjob"),
+            Some("cronjob")
+        );
+        assert_eq!(owner_label_kind("linkerd.io/proxy-version"), None);
+        assert_eq!(owner_label_kind("app"), None);
     }
 
     #[test]

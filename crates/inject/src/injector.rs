@@ -28,17 +28,6 @@ use crate::warning::{Warning, WarningCode};
 /// Kubernetes' limit on the total size of an object's annotations.
 pub const ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 
-/// Owner kinds that get a `linkerd.io/proxy-<kind>` label.
-const LABELLED_OWNER_KINDS: &[&str] = &[
-    "deployment",
-    "replicationcontroller",
-    "replicaset",
-    "job",
-    "daemonset",
-    "statefulset",
-    "cronjob",
-];
-
 /// Everything the engine needs; built once, shared by all requests.
 #[derive(Clone, Debug)]
 pub struct InjectorConfig {
@@ -286,7 +275,9 @@ impl Injector {
         if let Some(ns) = workload_ns.filter(|ns| !ns.is_empty()) {
             labels.insert(WORKLOAD_NS_LABEL.into(), ns);
         }
-        if let Some(o) = owner.filter(|o| LABELLED_OWNER_KINDS.contains(&o.kind.as_str())) {
+        if let Some(o) =
+            owner.filter(|o| annotations::LABELLED_OWNER_KINDS.contains(&o.kind.as_str()))
+        {
             labels.insert(format!("{PROXY_LABEL_PREFIX}{}", o.kind), &o.name);
         }
 

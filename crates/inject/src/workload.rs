@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{
-    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION,
-    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL,
+    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, PROXY_VERSION_ANNOTATION,
+    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, owner_label_kind,
 };
 use crate::decide::{InjectDecision, SkipReason, has_existing_sidecar};
 use crate::injector::{Injector, Origin, Owner, PodRequest};
@@ -328,20 +328,7 @@ const INJECTED_VOLUMES: &[&str] = &[
 ];
 
 fn is_injected_label(k: &str) -> bool {
-    k == CONTROL_PLANE_NS_LABEL
-        || k == WORKLOAD_NS_LABEL
-        || k.strip_prefix(PROXY_LABEL_PREFIX).is_some_and(|kind| {
-            matches!(
-                kind,
-                "deployment"
-                    | "replicationcontroller"
-                    | "replicaset"
-                    | "job"
-                    | "daemonset"
-                    | "statefulset"
-                    | "cronjob"
-            )
-        })
+    k == CONTROL_PLANE_NS_LABEL || k == WORKLOAD_NS_LABEL || owner_label_kind(k).is_some()
 }
 
 /// True when the pod carries kinject's (or Linkerd's) proxy: the marker
