@@ -1,13 +1,10 @@
 //! `kinject identity`: flags → `kinject_identity::controller::IdentityConfig`.
 
-use std::time::Duration;
-
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use kinject_identity::controller::IdentityConfig;
-use kinject_inject::parse;
 
-use crate::proxy_injector_cmd::{LogFormat, init_logging};
+use crate::server_args::{LogArgs, positive_duration};
 
 #[derive(Args, Debug)]
 pub struct IdentityArgs {
@@ -47,18 +44,8 @@ pub struct IdentityArgs {
     /// Plain-HTTP address of /metrics, /live and /ready.
     #[arg(long, default_value = "0.0.0.0:9990")]
     pub admin_addr: std::net::SocketAddr,
-    #[arg(long, env = "KINJECT_LOG", default_value = "info")]
-    pub log_level: String,
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
-}
-
-fn duration(flag: &str, v: &str) -> Result<Duration> {
-    let n = parse::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-    if n == 0 {
-        bail!("{flag} must be positive");
-    }
-    Ok(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)))
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 fn read(p: &std::path::Path) -> Result<String> {
@@ -88,16 +75,16 @@ fn time_now() -> time::OffsetDateTime {
 pub fn run(args: &IdentityArgs) -> Result<i32> {
     let cfg = IdentityConfig {
         namespace: args.linkerd_namespace.clone(),
-        workload_lifetime: duration("--workload-lifetime", &args.workload_lifetime)?,
-        resync: duration("--resync", &args.resync)?,
+        workload_lifetime: positive_duration("--workload-lifetime", &args.workload_lifetime)?,
+        resync: positive_duration("--resync", &args.resync)?,
         webhook_service: args.webhook_service.clone(),
-        webhook_lifetime: duration("--webhook-lifetime", &args.webhook_lifetime)?,
+        webhook_lifetime: positive_duration("--webhook-lifetime", &args.webhook_lifetime)?,
         webhook_cert_dir: args.webhook_cert_dir.clone(),
         provided: provided(args)?,
         admin_addr: Some(args.admin_addr),
         ..IdentityConfig::default()
     };
-    init_logging(&args.log_level, args.log_format)?;
+    args.log.init()?;
     kinject_webhook::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

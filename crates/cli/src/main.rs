@@ -13,6 +13,7 @@ mod inject_cmd;
 mod manifest;
 mod proxy_injector_cmd;
 mod report;
+mod server_args;
 
 #[derive(Parser, Debug)]
 #[command(name = "kinject", version, about, propagate_version = true)]

@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use kinject_inject::{DefaultPolicy, Policy, parse};
+use kinject_inject::{DefaultPolicy, Policy};
 use kinject_k8s::webhook_config::ClientTarget;
 use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
+
+use crate::server_args::{LogArgs, positive_duration};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FailurePolicy {
@@ -24,13 +25,6 @@ pub enum NativeMode {
     Auto,
     /// Always classic sidecars.
     Never,
-}
-
-#[derive(Clone, Copy, Debug, Default, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Plain,
-    Json,
 }
 
 #[derive(Args, Debug)]
@@ -102,11 +96,8 @@ pub struct ProxyInjectorArgs {
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
-    /// Log filter (`info`, `debug`, `kinject_webhook=debug,info`, …).
-    #[arg(long, env = "KINJECT_LOG", default_value = "info")]
-    pub log_level: String,
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl ProxyInjectorArgs {
@@ -130,11 +121,7 @@ impl ProxyInjectorArgs {
                 port: self.service_port,
             },
         };
-        let nanos = parse::go_duration_nanos(&self.reload_interval)
-            .map_err(|e| anyhow::anyhow!("--reload-interval: {e}"))?;
-        if nanos == 0 {
-            bail!("--reload-interval must be positive");
-        }
+        let reload_interval = positive_duration("--reload-interval", &self.reload_interval)?;
         Ok(ProxyInjectorConfig {
             addr: self.addr,
             admin_addr: self.admin_addr,
@@ -161,22 +148,9 @@ impl ProxyInjectorArgs {
             },
             register: !self.no_register,
             events: !self.no_events,
-            reload_interval: Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
+            reload_interval,
         })
     }
-}
-
-pub(crate) fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("--log-level {filter:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 /// mimalloc commits its arenas eagerly by default: fine for the batch CLI,
@@ -204,7 +178,7 @@ pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
     let cfg = args.config()?;
     #[cfg(unix)]
     ensure_lazy_commit()?;
-    init_logging(&args.log_level, args.log_format)?;
+    args.log.init()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
