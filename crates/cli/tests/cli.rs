@@ -593,3 +593,49 @@ fn identity_refuses_mismatched_provided_material() {
     let r = run(&["identity", "--trust-root", &other], None);
     assert_eq!(r.code, 2, "the issuer files are required with a root");
 }
+
+#[test]
+fn server_flags_are_validated_before_anything_starts() {
+    let pi = |extra: &[&str]| {
+        let mut a = vec![
+            "proxy-injector",
+            "--tls-cert",
+            "/nonexistent.crt",
+            "--tls-key",
+            "/nonexistent.key",
+        ];
+        a.extend_from_slice(extra);
+        run(&a, None)
+    };
+    for (extra, needle) in [
+        (
+            &["--timeout-seconds", "99"][..],
+            "--timeout-seconds must be between 1 and 30",
+        ),
+        (
+            &["--webhook-url", "http://127.0.0.1/inject"][..],
+            "must be an https:// URL",
+        ),
+        (
+            &["--reload-interval", "0s"][..],
+            "--reload-interval must be positive",
+        ),
+        (&["--reload-interval", "soon"][..], "--reload-interval"),
+        (&["--log-level", "[[["][..], "--log-level"),
+    ] {
+        let r = pi(extra);
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{extra:?}: {}", r.stderr);
+    }
+    // With valid flags, a missing certificate is the (clear) failure.
+    let r = pi(&["--log-level", "error"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("/nonexistent.crt"), "{}", r.stderr);
+    let r = run(&["identity", "--resync", "0s"], None);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("--resync must be positive"),
+        "{}",
+        r.stderr
+    );
+}
