@@ -8,6 +8,8 @@
 # p50, p99, peak RSS) for docs/BENCHMARKS.md. Never part of CI.
 #
 #   scripts/bench-webhook.sh [DURATION_SECONDS]
+#
+# BODIES="typical 100kb" and CONNS="64" narrow a run (default: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}
@@ -56,8 +58,9 @@ python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
 def review(pod):
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    # The API server's layout: compact, kind first, uid first in request.
+    return {"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+            "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                         "resource": {"group": "", "version": "v1", "resource": "pods"},
                         "namespace": "apps", "operation": "CREATE", "object": pod}}
 typical = {"apiVersion": "v1", "kind": "Pod",
@@ -72,7 +75,7 @@ big["spec"]["containers"] = [
      "env": [{"name": f"VAR_{j}", "value": "x" * 40} for j in range(20)],
      "ports": [{"containerPort": 8000 + i}]} for i in range(50)]
 for name, body in [("typical", review(typical)), ("100kb", review(big))]:
-    text = json.dumps(body)
+    text = json.dumps(body, separators=(",", ":"))
     open(f"{work}/{name}.json", "w").write(text)
     with open(f"{work}/{name}.lua", "w") as f:
         f.write('wrk.method = "POST"\n')
@@ -82,7 +85,7 @@ for name, body in [("typical", review(typical)), ("100kb", review(big))]:
 # Every request a different pod (a unique annotation): no answer-cache hits.
 unique = json.loads(json.dumps(typical))
 unique["metadata"]["annotations"]["bench/n"] = "__N__"
-text = json.dumps(review(unique))
+text = json.dumps(review(unique), separators=(",", ":"))
 with open(f"{work}/unique.lua", "w") as f:
     f.write('local id = 0\nlocal n = 0\nlocal counter = 1\n')
     f.write('function setup(thread) thread:set("id", counter); counter = counter + 1 end\n')
@@ -102,8 +105,8 @@ echo "idle RSS: kinject $(rss $inj_pid) MiB, null $(rss $null_pid) MiB"
 echo
 echo "| server | body | conns | requests/s | p50 | p99 | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"
-for body in typical unique 100kb; do
-  for c in 1 8 64; do
+for body in ${BODIES:-typical unique 100kb}; do
+  for c in ${CONNS:-1 8 64}; do
     for server in null kinject; do
       if [[ $server == null ]]; then p=$null_port; pid=$null_pid; else p=$inj_port; pid=$inj_pid; fi
       t=$((c < 2 ? 1 : 2))

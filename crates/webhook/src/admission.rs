@@ -5,9 +5,21 @@
 //! Answers are cached: a ReplicaSet scaling up sends the API server's webhook
 //! call for N identical pods, and the answer depends only on the object's
 //! bytes, the namespace's labels and annotations, the resolved owner and the
-//! engine (configuration) in force. The key is a 128-bit hash of all of these;
-//! a hit skips parsing the object and running the engine.
+//! engine (configuration) in force. Two levels, both bounded:
+//!
+//! - **Reviews** (the fast path): the whole request body except `request.uid`,
+//!   for bodies in the API server's own layout (`"request":{"uid":"…"` first).
+//!   A hit parses nothing: the rest of the body is byte-for-byte one that was
+//!   fully parsed and validated before, and the uid is the only field that
+//!   changes between a ReplicaSet's pods. Only the cluster context is
+//!   re-checked (namespace labels, owner, configuration).
+//! - **Objects**: the request's `object` bytes, for any layout. A hit skips
+//!   parsing the object and running the engine.
+//!
+//! Keys are 128-bit xxh3 hashes with a per-process random seed, so colliding
+//! bodies cannot be prepared offline.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,70 +28,81 @@ use arc_swap::ArcSwap;
 use http::StatusCode;
 use kinject_inject::{InjectDecision, Injector, Origin, Owner, PodRequest};
 use kinject_k8s::NamespaceInfo;
-use kinject_k8s::cache::ClusterLookup;
+use kinject_k8s::cache::{ClusterLookup, owner_ref_from_json};
 use kinject_k8s::events::{EventSink, InjectionEvent, kind_name};
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{ErrorLabels, Metrics, RequestLabels, ResponseLabels};
+use crate::metrics::{CacheLabels, ErrorLabels, Metrics, RequestLabels, ResponseLabels};
 use crate::review::{self, Review};
 
 /// Prefix of every admission warning, so users can tell who said it.
 const WARNING_PREFIX: &str = "kinject: ";
-/// Cached answers kept (bounded; an arbitrary entry is evicted when full).
+/// Cached answers kept per level (bounded; an arbitrary entry is evicted when
+/// full).
 const CACHE_ENTRIES: usize = 512;
+/// How the API server serialises a review: `request.uid` is the request's
+/// first field (Go marshals struct fields in declaration order, compactly).
+const UID_MARKER: &[u8] = br#""request":{"uid":""#;
 
 /// What the handler decided for one object, reusable for identical requests.
 struct Answer {
     /// Keeps the engine alive, so pointer equality identifies it.
     engine: Arc<Injector>,
+    /// Hash of what the answer depends on besides the object: the namespace's
+    /// labels and annotations and the resolved owner.
+    context: u128,
+    /// What was read from the object's metadata, so a hit needs no parse.
+    facts: ObjectFacts,
     decision: &'static str,
     reason: String,
     patch_b64: Option<String>,
     warnings: Vec<String>,
-    /// (namespace, kind, name, injected, note) of the Event to write.
     event: Option<InjectionEvent>,
 }
 
-/// The few metadata fields read before deciding whether the engine must run.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct PeekMeta {
-    #[serde(default)]
+/// The few metadata fields the handler itself reads (the engine reads the rest).
+/// Wrong types count as absent: the engine judges odd metadata.
+struct ObjectFacts {
+    /// `metadata.name`, else `metadata.generateName` (the API server names a
+    /// pod after admission).
     name: Option<String>,
-    #[serde(default)]
-    generate_name: Option<String>,
-    #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
-    owner_references: Vec<PeekOwner>,
+    /// (kind, name) of the controller reference.
+    controller: Option<(String, String)>,
 }
 
-#[derive(Deserialize)]
-struct PeekOwner {
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    controller: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-struct Peek {
-    #[serde(default)]
-    metadata: Option<PeekMeta>,
-}
-
-impl PeekMeta {
-    fn controller(&self) -> Option<(&str, &str)> {
-        let refs = &self.owner_references;
-        refs.iter()
-            .find(|r| r.controller == Some(true))
-            .or_else(|| (refs.len() == 1).then(|| &refs[0]))
-            .map(|r| (r.kind.as_str(), r.name.as_str()))
+impl ObjectFacts {
+    fn of(object: &Value) -> Self {
+        let metadata = object.get("metadata");
+        let field = |k: &str| {
+            metadata
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Self {
+            name: field("name").or_else(|| field("generateName")),
+            namespace: field("namespace"),
+            controller: metadata.and_then(owner_ref_from_json),
+        }
     }
+
+    fn controller(&self) -> Option<(&str, &str)> {
+        self.controller
+            .as_ref()
+            .map(|(k, n)| (k.as_str(), n.as_str()))
+    }
+}
+
+/// A review seen before, up to its uid: everything the fast path needs to
+/// answer without parsing.
+struct Reviewed {
+    api_version: &'static str,
+    kind: String,
+    ns_name: String,
+    dry_run: bool,
+    answer: Arc<Answer>,
 }
 
 pub struct Admission<L> {
@@ -87,25 +110,69 @@ pub struct Admission<L> {
     cluster: L,
     metrics: Metrics,
     events: EventSink,
-    cache: Mutex<HashMap<u128, Arc<Answer>>>,
+    seed: u64,
+    objects: Mutex<HashMap<u128, Arc<Answer>>>,
+    reviews: Mutex<HashMap<u128, Arc<Reviewed>>>,
 }
 
-fn cache_key(
-    engine: &Arc<Injector>,
-    kind: &str,
-    ns: &NamespaceInfo,
-    owner: Option<&Owner>,
-    object: &str,
-) -> u128 {
+/// Inserts, evicting one arbitrary entry when full: clearing hundreds of
+/// answers at once would stall the request that does it.
+fn insert_bounded<V>(map: &Mutex<HashMap<u128, V>>, key: u128, value: V) {
+    if let Ok(mut m) = map.lock() {
+        if m.len() >= CACHE_ENTRIES
+            && !m.contains_key(&key)
+            && let Some(k) = m.keys().next().copied()
+        {
+            m.remove(&k);
+        }
+        m.insert(key, value);
+    }
+}
+
+fn lookup<V: Clone>(map: &Mutex<HashMap<u128, V>>, key: u128) -> Option<V> {
+    map.lock().ok().and_then(|m| m.get(&key).cloned())
+}
+
+/// Where the uid's characters are in a body laid out as the API server lays
+/// it out, if they need no unescaping (a uid is a UUID).
+fn uid_span(body: &[u8]) -> Option<(usize, usize)> {
+    let start = memchr::memmem::find(body, UID_MARKER)? + UID_MARKER.len();
+    let len = memchr::memchr(b'"', &body[start..])?;
+    let uid = &body[start..start + len];
+    (!uid.is_empty() && uid.iter().all(|b| b.is_ascii_graphic() && *b != b'\\'))
+        .then_some((start, start + len))
+}
+
+/// Identifies a body up to its uid.
+fn review_key(seed: u64, body: &[u8], (start, end): (usize, usize)) -> u128 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::with_seed(seed);
+    h.update(&(start as u64).to_le_bytes());
+    h.update(&body[..start]);
+    h.update(&body[end..]);
+    h.digest128()
+}
+
+/// Identifies an object: its kind and exact bytes.
+fn object_key(seed: u64, kind: &str, object: &str) -> u128 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::with_seed(seed);
+    h.update(&(kind.len() as u64).to_le_bytes());
+    h.update(kind.as_bytes());
+    h.update(object.as_bytes());
+    h.digest128()
+}
+
+/// Identifies what an answer depends on besides the object.
+fn context_key(engine: &Arc<Injector>, ns: &NamespaceInfo, owner: Option<&Owner>) -> u128 {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
-    // Separators keep field boundaries unambiguous.
+    // Length prefixes keep field boundaries unambiguous.
     let mut field = |b: &[u8]| {
         h.update(&(b.len() as u64).to_le_bytes());
         h.update(b);
     };
     field(&(Arc::as_ptr(engine) as usize).to_le_bytes());
-    field(kind.as_bytes());
     field(ns.name.as_bytes());
     field(&[u8::from(ns.known)]);
     for map in [&ns.labels, &ns.annotations] {
@@ -122,7 +189,6 @@ fn cache_key(
         }
         None => field(b"-"),
     }
-    field(object.as_bytes());
     h.digest128()
 }
 
@@ -138,7 +204,12 @@ impl<L: ClusterLookup> Admission<L> {
             cluster,
             metrics,
             events,
-            cache: Mutex::new(HashMap::new()),
+            seed: {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(0u8)
+            },
+            objects: Mutex::new(HashMap::new()),
+            reviews: Mutex::new(HashMap::new()),
         }
     }
 
@@ -152,8 +223,63 @@ impl<L: ClusterLookup> Admission<L> {
     pub async fn handle(&self, body: &[u8]) -> (StatusCode, Vec<u8>) {
         let start = Instant::now();
         self.metrics.in_flight.inc();
-        let out = match review::parse(body) {
-            Ok(review) => (StatusCode::OK, self.review(review).await),
+        let fast = match uid_span(body) {
+            Some(span) => self.seen_review(body, span).await,
+            None => None,
+        };
+        let out = match fast {
+            Some(answer) => (StatusCode::OK, answer),
+            None => self.parse_and_review(body).await,
+        };
+        self.metrics.in_flight.dec();
+        self.metrics.latency.observe(start.elapsed().as_secs_f64());
+        out
+    }
+
+    /// The fast path: a body seen before up to its uid, in a cluster context
+    /// that has not changed since.
+    async fn seen_review(&self, body: &[u8], span: (usize, usize)) -> Option<Vec<u8>> {
+        let seen = lookup(&self.reviews, review_key(self.seed, body, span))?;
+        // `uid_span` admits ASCII only.
+        let uid = std::str::from_utf8(&body[span.0..span.1]).ok()?;
+        let answer = &seen.answer;
+        let ns = self.cluster.namespace(&seen.ns_name).await;
+        let owner = if seen.kind == "pod" {
+            self.cluster
+                .owner(&seen.ns_name, answer.facts.controller())
+                .await
+        } else {
+            None
+        };
+        let engine = self.engine.load_full();
+        if !Arc::ptr_eq(&answer.engine, &engine)
+            || context_key(&engine, &ns, owner.as_ref()) != answer.context
+        {
+            return None;
+        }
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                kind: seen.kind.clone(),
+            })
+            .inc();
+        self.metrics
+            .cache_hits
+            .get_or_create(&CacheLabels { level: "review" })
+            .inc();
+        Some(self.answer(
+            seen.api_version,
+            uid,
+            &seen.kind,
+            &seen.ns_name,
+            seen.dry_run,
+            answer,
+        ))
+    }
+
+    async fn parse_and_review(&self, body: &[u8]) -> (StatusCode, Vec<u8>) {
+        match review::parse(body) {
+            Ok(review) => (StatusCode::OK, self.review(body, review).await),
             Err(e) => {
                 debug!(error = %e, "bad admission request");
                 self.metrics
@@ -164,10 +290,33 @@ impl<L: ClusterLookup> Admission<L> {
                     .inc();
                 (StatusCode::BAD_REQUEST, format!("{e}\n").into_bytes())
             }
-        };
-        self.metrics.in_flight.dec();
-        self.metrics.latency.observe(start.elapsed().as_secs_f64());
-        out
+        }
+    }
+
+    /// Counts the decision, queues the Event (not for a dry run) and writes
+    /// the response.
+    fn answer(
+        &self,
+        api_version: &'static str,
+        uid: &str,
+        kind: &str,
+        ns_name: &str,
+        dry_run: bool,
+        answer: &Answer,
+    ) -> Vec<u8> {
+        self.respond(kind, answer.decision, &answer.reason);
+        if let Some(ev) = &answer.event
+            && !dry_run
+        {
+            self.events.send(ev);
+        }
+        debug!(namespace = %ns_name, kind = %kind, decision = answer.decision, dry_run, "answered");
+        review::allow(
+            api_version,
+            uid,
+            answer.patch_b64.as_deref(),
+            &answer.warnings,
+        )
     }
 
     fn respond(&self, kind: &str, decision: &str, reason: &str) {
@@ -181,7 +330,7 @@ impl<L: ClusterLookup> Admission<L> {
             .inc();
     }
 
-    async fn review(&self, review: Review) -> Vec<u8> {
+    async fn review(&self, body: &[u8], review: Review<'_>) -> Vec<u8> {
         let Review {
             api_version,
             request: req,
@@ -195,75 +344,90 @@ impl<L: ClusterLookup> Admission<L> {
             self.respond(&kind, "ignored", "");
             return review::allow(api_version, &req.uid, None, &[]);
         }
-        // Only a JSON object is an object; odd metadata (wrong types) is left
-        // for the engine to judge, with no owner.
-        let peeked = req.object.as_deref().and_then(|raw| {
-            serde_json::from_str::<Peek>(raw.get())
-                .ok()
-                .or_else(|| raw.get().trim_start().starts_with('{').then(Peek::default))
-        });
-        let (Some(raw), Some(peek)) = (req.object.as_deref(), peeked) else {
-            self.respond(&kind, "ignored", "");
+        let no_object = |this: &Self| {
+            this.respond(&kind, "ignored", "");
             let warning = format!("{WARNING_PREFIX}the request has no object; nothing injected");
-            return review::allow(api_version, &req.uid, None, &[warning]);
+            review::allow(api_version, &req.uid, None, &[warning])
         };
-        let meta = peek.metadata.unwrap_or_default();
+        let Some(raw) = req.object else {
+            return no_object(self);
+        };
+        // A hit needs no parse of the object: its facts are in the entry. The
+        // review parse has already validated the object's JSON.
+        let object_key = object_key(self.seed, &kind, raw.get());
+        let entry = lookup(&self.objects, object_key);
+        let (facts, mut parsed) = match &entry {
+            Some(e) => (Facts::Cached(e.clone()), None),
+            None => match serde_json::from_str::<Value>(raw.get()) {
+                // Only a JSON object is an object (not null, a string, …).
+                Ok(v) if v.is_object() => (Facts::Read(ObjectFacts::of(&v)), Some(v)),
+                _ => return no_object(self),
+            },
+        };
+        let facts = facts.get();
         let ns_name = req
             .namespace
             .as_deref()
             .filter(|n| !n.is_empty())
-            .or(meta.namespace.as_deref())
-            .unwrap_or("default")
-            .to_string();
-        let ns = self.cluster.namespace(&ns_name).await;
+            .or(facts.namespace.as_deref())
+            .unwrap_or("default");
+        let ns = self.cluster.namespace(ns_name).await;
         if !ns.known {
             warn!(namespace = %ns_name, "namespace unknown; deciding without its labels");
         }
         let owner = if kind == "pod" {
-            self.cluster.owner(&ns_name, meta.controller()).await
+            self.cluster.owner(ns_name, facts.controller()).await
         } else {
             None
         };
         let engine = self.engine.load_full();
-        let key = cache_key(&engine, &kind, &ns, owner.as_ref(), raw.get());
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|a| Arc::ptr_eq(&a.engine, &engine));
-        let answer = match cached {
-            Some(a) => a,
+        let context = context_key(&engine, &ns, owner.as_ref());
+        let answer = match entry.filter(|a| a.context == context && Arc::ptr_eq(&a.engine, &engine))
+        {
+            Some(a) => {
+                self.metrics
+                    .cache_hits
+                    .get_or_create(&CacheLabels { level: "object" })
+                    .inc();
+                a
+            }
             None => {
-                let answer =
-                    Arc::new(self.decide(engine, &kind, raw.get(), &ns, &ns_name, owner, &meta));
-                if let Ok(mut c) = self.cache.lock() {
-                    // Evict one entry rather than clearing: dropping hundreds
-                    // of answers at once would stall this request.
-                    if c.len() >= CACHE_ENTRIES
-                        && let Some(k) = c.keys().next().copied()
-                    {
-                        c.remove(&k);
-                    }
-                    c.insert(key, answer.clone());
-                }
+                let object = match parsed.take() {
+                    Some(v) => v,
+                    None => match serde_json::from_str::<Value>(raw.get()) {
+                        Ok(v) => v,
+                        Err(_) => return no_object(self),
+                    },
+                };
+                let facts = ObjectFacts::of(&object);
+                let answer = Arc::new(
+                    self.decide(engine, context, facts, &kind, &object, &ns, ns_name, owner),
+                );
+                insert_bounded(&self.objects, object_key, answer.clone());
                 answer
             }
         };
-        self.respond(&kind, answer.decision, &answer.reason);
         let dry_run = req.dry_run == Some(true);
-        if let Some(ev) = &answer.event
-            && !dry_run
+        // The fast path may answer this body's twins only if the span it
+        // would replace is exactly this request's uid.
+        if let (Some(span), Cow::Borrowed(uid)) = (uid_span(body), &req.uid)
+            && uid.as_ptr() as usize == body.as_ptr() as usize + span.0
+            && uid.len() == span.1 - span.0
         {
-            self.events.send(ev);
+            let seen = Reviewed {
+                api_version,
+                kind: kind.clone(),
+                ns_name: ns_name.to_string(),
+                dry_run,
+                answer: answer.clone(),
+            };
+            insert_bounded(
+                &self.reviews,
+                review_key(self.seed, body, span),
+                Arc::new(seen),
+            );
         }
-        debug!(namespace = %ns_name, kind = %kind, decision = answer.decision, dry_run, "answered");
-        review::allow(
-            api_version,
-            &req.uid,
-            answer.patch_b64.as_deref(),
-            &answer.warnings,
-        )
+        self.answer(api_version, &req.uid, &kind, ns_name, dry_run, &answer)
     }
 
     /// Runs the engine for one object (a cache miss).
@@ -271,29 +435,16 @@ impl<L: ClusterLookup> Admission<L> {
     fn decide(
         &self,
         engine: Arc<Injector>,
+        context: u128,
+        facts: ObjectFacts,
         kind: &str,
-        raw: &str,
+        object: &Value,
         ns: &NamespaceInfo,
         ns_name: &str,
         owner: Option<Owner>,
-        meta: &PeekMeta,
     ) -> Answer {
-        let object: Value = match serde_json::from_str(raw) {
-            Ok(v) => v,
-            // Already parsed once as an object, so this cannot fail in practice.
-            Err(e) => {
-                return Answer {
-                    engine,
-                    decision: "ignored",
-                    reason: String::new(),
-                    patch_b64: None,
-                    warnings: vec![format!("{WARNING_PREFIX}cannot read the object: {e}")],
-                    event: None,
-                };
-            }
-        };
         if kind == "service" {
-            let patch = engine.service_patch(&object, Some(&ns.as_meta()));
+            let patch = engine.service_patch(object, Some(&ns.as_meta()));
             return Answer {
                 decision: if patch.is_empty() {
                     "ignored"
@@ -306,10 +457,12 @@ impl<L: ClusterLookup> Admission<L> {
                 warnings: Vec::new(),
                 event: None,
                 engine,
+                context,
+                facts,
             };
         }
         let outcome = engine.inject_pod(&PodRequest {
-            pod: &object,
+            pod: object,
             namespace: Some(ns.as_meta()),
             namespace_name: Some(ns_name),
             owner: owner.as_ref(),
@@ -321,11 +474,7 @@ impl<L: ClusterLookup> Admission<L> {
             .iter()
             .map(|w| format!("{WARNING_PREFIX}{w}"))
             .collect();
-        let pod_name = meta
-            .name
-            .as_deref()
-            .or(meta.generate_name.as_deref())
-            .unwrap_or("");
+        let pod_name = facts.name.as_deref().unwrap_or("");
         let (event_kind, event_name) = match &owner {
             Some(o) => (kind_name(&o.kind), o.name.clone()),
             None => ("Pod".to_string(), pod_name.to_string()),
@@ -369,6 +518,174 @@ impl<L: ClusterLookup> Admission<L> {
                 note,
             }),
             engine,
+            context,
+            facts,
         }
+    }
+}
+
+/// The object's facts, from a cache entry or read from the parsed object.
+enum Facts {
+    Cached(Arc<Answer>),
+    Read(ObjectFacts),
+}
+
+impl Facts {
+    fn get(&self) -> &ObjectFacts {
+        match self {
+            Facts::Cached(a) => &a.facts,
+            Facts::Read(f) => f,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+    use serde_json::json;
+
+    struct Cluster;
+
+    impl ClusterLookup for Cluster {
+        async fn namespace(&self, name: &str) -> NamespaceInfo {
+            NamespaceInfo {
+                known: true,
+                ..NamespaceInfo::unknown(name)
+            }
+        }
+        async fn owner(&self, _ns: &str, c: Option<(&str, &str)>) -> Option<Owner> {
+            c.map(|(kind, name)| Owner {
+                kind: kind.to_ascii_lowercase(),
+                name: name.to_string(),
+            })
+        }
+    }
+
+    fn admission() -> Admission<Cluster> {
+        let engine = Injector::new(kinject_inject::InjectorConfig {
+            trust_anchors_pem: "ANCHORS".into(),
+            native_sidecars_supported: false,
+            ..Default::default()
+        })
+        .expect("default configuration");
+        Admission::new(
+            Arc::new(ArcSwap::from_pointee(engine)),
+            Cluster,
+            Metrics::register(&mut Registry::default()),
+            EventSink::disabled(),
+        )
+    }
+
+    fn pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"generateName": "web-", "namespace": "apps",
+                            "ownerReferences": [{"kind": "ReplicaSet", "name": "web-1", "controller": true}]},
+               "spec": {"containers": [{"name": "app", "image": "nginx"}]}})
+    }
+
+    /// A review in the API server's layout (`uid` first in `request`).
+    fn review(uid: &str, object: Value) -> String {
+        json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+               "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                           "namespace": "apps", "operation": "CREATE", "object": object}})
+        .to_string()
+    }
+
+    fn hits(adm: &Admission<Cluster>, level: &'static str) -> u64 {
+        adm.metrics
+            .cache_hits
+            .get_or_create(&CacheLabels { level })
+            .get()
+    }
+
+    async fn ask(adm: &Admission<Cluster>, body: &str) -> Value {
+        let (status, out) = adm.handle(body.as_bytes()).await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&out).expect("a JSON response")
+    }
+
+    #[tokio::test]
+    async fn twins_are_answered_from_the_review_cache_with_their_own_uid() {
+        let adm = admission();
+        let first = ask(&adm, &review("uid-1", pod())).await;
+        assert_eq!(hits(&adm, "review"), 0);
+        let second = ask(&adm, &review("uid-2", pod())).await;
+        assert_eq!(hits(&adm, "review"), 1);
+        assert_eq!(first["response"]["uid"], "uid-1");
+        assert_eq!(second["response"]["uid"], "uid-2");
+        assert!(first["response"]["patch"].is_string());
+        assert_eq!(first["response"]["patch"], second["response"]["patch"]);
+        // Another field changed: not a twin.
+        let mut other = pod();
+        other["metadata"]["annotations"] = json!({"config.linkerd.io/proxy-log-level": "debug"});
+        let third = ask(&adm, &review("uid-3", other)).await;
+        assert_eq!(hits(&adm, "review"), 1);
+        assert_eq!(third["response"]["uid"], "uid-3");
+        assert_ne!(third["response"]["patch"], first["response"]["patch"]);
+    }
+
+    #[tokio::test]
+    async fn other_layouts_use_the_object_cache() {
+        let adm = admission();
+        let body = |uid: &str| {
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+                   "request": {"operation": "CREATE", "uid": uid, "namespace": "apps",
+                               "kind": {"kind": "Pod"}, "object": pod()}})
+            .to_string()
+        };
+        let first = ask(&adm, &body("a")).await;
+        let second = ask(&adm, &body("b")).await;
+        assert_eq!(hits(&adm, "review"), 0);
+        assert_eq!(hits(&adm, "object"), 1);
+        assert_eq!(second["response"]["uid"], "b");
+        assert_eq!(first["response"]["patch"], second["response"]["patch"]);
+    }
+
+    #[tokio::test]
+    async fn a_decoy_uid_marker_never_replaces_the_real_uid() {
+        // The first `"request":{"uid":"` is not the request's: the fast path
+        // must neither learn this body nor answer with the decoy.
+        let adm = admission();
+        let body = |uid: &str| {
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+                   "decoy": {"request": {"uid": "decoy"}},
+                   "request": {"uid": uid, "kind": {"kind": "Pod"}, "namespace": "apps",
+                               "operation": "CREATE", "object": pod()}})
+            .to_string()
+        };
+        for uid in ["real-1", "real-2", "real-3"] {
+            let out = ask(&adm, &body(uid)).await;
+            assert_eq!(out["response"]["uid"], uid);
+        }
+        assert_eq!(hits(&adm, "review"), 0);
+        assert_eq!(hits(&adm, "object"), 2);
+    }
+
+    #[tokio::test]
+    async fn escaped_uids_take_the_general_path() {
+        let adm = admission();
+        for _ in 0..2 {
+            let body = review("u\\u0031", pod()).replace("u\\\\u0031", "u\\u0031");
+            assert!(body.contains(r#""uid":"u\u0031""#), "{body}");
+            let out = ask(&adm, &body).await;
+            assert_eq!(out["response"]["uid"], "u1");
+        }
+        assert_eq!(hits(&adm, "review"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_twin_with_broken_json_elsewhere_is_not_a_twin() {
+        let adm = admission();
+        ask(&adm, &review("uid-1", pod())).await;
+        let broken = review("uid-2", pod()).replace("\"CREATE\"", "\"CREATE");
+        let (status, _) = adm.handle(broken.as_bytes()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // The uid span ends at the first quote: text spliced in after it is
+        // part of the rest of the body, which then differs.
+        let spliced = review("uid-1", pod()).replace("uid-1", "uid\",\"x\":\"1");
+        let out = ask(&adm, &spliced).await;
+        assert_eq!(out["response"]["uid"], "uid");
+        assert_eq!(hits(&adm, "review"), 0);
     }
 }

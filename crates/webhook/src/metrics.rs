@@ -30,6 +30,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `review` (the whole body but its uid was seen before) or `object`.
+    pub level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FileLabels {
     /// `values`, `trust_anchors`, `serving_cert`.
     pub file: String,
@@ -41,6 +47,7 @@ pub struct Metrics {
     pub responses: Family<ResponseLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub latency: Histogram,
+    pub cache_hits: Family<CacheLabels, Counter>,
     pub in_flight: Gauge,
     pub serving_cert_expiry: Gauge,
     pub reload_failures: Family<FileLabels, Counter>,
@@ -57,6 +64,7 @@ impl Metrics {
             latency: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
             ]),
+            cache_hits: Family::default(),
             in_flight: Gauge::default(),
             serving_cert_expiry: Gauge::default(),
             reload_failures: Family::default(),
@@ -82,6 +90,11 @@ impl Metrics {
             "admission_duration_seconds",
             "Time to answer an AdmissionReview",
             m.latency.clone(),
+        );
+        reg.register(
+            "admission_cache_hits",
+            "Requests answered from the answer cache, by level",
+            m.cache_hits.clone(),
         );
         reg.register(
             "admission_in_flight",

@@ -3,6 +3,8 @@
 //! JSON array of numbers instead of base64 (kube-rs #1781), and would round-trip
 //! the object's metadata through a typed struct.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -39,12 +41,13 @@ pub struct GroupVersionKind {
     pub kind: String,
 }
 
-/// The parts of `request` kinject reads.
+/// The parts of `request` kinject reads, borrowed from the body where JSON
+/// escaping allows.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
-    #[serde(default)]
-    pub uid: String,
+pub struct AdmissionRequest<'a> {
+    #[serde(default, borrow)]
+    pub uid: Cow<'a, str>,
     #[serde(default)]
     pub kind: GroupVersionKind,
     #[serde(default)]
@@ -55,35 +58,36 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    /// Kept as raw JSON: it is hashed for the answer cache and parsed only
-    /// when the engine has to run.
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
+    /// Kept as raw JSON (validated, not copied): it is hashed for the answer
+    /// cache and parsed only when the engine has to run.
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawReview {
+struct RawReview<'a> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<AdmissionRequest>,
+    #[serde(borrow)]
+    request: Option<AdmissionRequest<'a>>,
 }
 
 /// A parsed review: the version to answer in, and the request.
 #[derive(Debug)]
-pub struct Review {
+pub struct Review<'a> {
     pub api_version: &'static str,
-    pub request: AdmissionRequest,
+    pub request: AdmissionRequest<'a>,
 }
 
 /// Parses and validates a request body.
-pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
+pub fn parse(body: &[u8]) -> Result<Review<'_>, ReviewError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
     }
-    let raw: RawReview =
+    let raw: RawReview<'_> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     if raw.kind != "AdmissionReview" {
         return Err(ReviewError::NotAReview(raw.kind));

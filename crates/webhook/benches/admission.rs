@@ -1,0 +1,147 @@
+//! The webhook's hot path without the network: AdmissionReview bytes in,
+//! response bytes out (`Admission::handle`), with an in-memory cluster view.
+//! Cases: the same pod again with a new uid (what a ReplicaSet scale-up
+//! sends: a review-cache hit), the same with the uid not first in `request`
+//! (a layout the API server does not send: an object-cache hit), a different
+//! pod every time (the engine runs); a typical pod and a ~80 KB one.
+//!
+//!     cargo bench -p kinject-webhook --bench admission
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kinject_inject::{Injector, InjectorConfig, Owner};
+use kinject_k8s::cache::{ClusterLookup, NamespaceInfo};
+use kinject_k8s::events::EventSink;
+use kinject_webhook::admission::Admission;
+use kinject_webhook::metrics::Metrics;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+// The allocator `kinject` runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Cluster;
+
+impl ClusterLookup for Cluster {
+    async fn namespace(&self, name: &str) -> NamespaceInfo {
+        let mut info = NamespaceInfo::unknown(name);
+        info.known = true;
+        info.labels
+            .insert("kubernetes.io/metadata.name".into(), name.into());
+        info
+    }
+    async fn owner(&self, _ns: &str, controller: Option<(&str, &str)>) -> Option<Owner> {
+        controller.map(|_| Owner {
+            kind: "deployment".into(),
+            name: "web".into(),
+        })
+    }
+}
+
+/// In the API server's layout: compact, `uid` first in `request`.
+fn review(pod: Value) -> String {
+    json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+           "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                       "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                       "resource": {"group": "", "version": "v1", "resource": "pods"},
+                       "namespace": "apps", "operation": "CREATE", "object": pod}})
+    .to_string()
+}
+
+/// A Deployment's pod as the API server sends it (generateName, owner).
+fn typical_pod(tag: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"generateName": "web-5d9c8b7f6-", "namespace": "apps",
+                        "labels": {"app": "web", "pod-template-hash": "5d9c8b7f6"},
+                        "annotations": {"linkerd.io/inject": "enabled", "bench/tag": tag},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                             "name": "web-5d9c8b7f6", "uid": "0a5c",
+                                             "controller": true, "blockOwnerDeletion": true}]},
+           "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                                    "ports": [{"name": "http", "containerPort": 80}],
+                                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}})
+}
+
+/// The load benchmark's ~80 KB pod: 50 containers × 20 env vars.
+fn big_pod(tag: &str) -> Value {
+    let mut pod = typical_pod(tag);
+    pod["spec"]["containers"] = (0..50)
+        .map(|i| {
+            json!({"name": format!("app-{i}"), "image": format!("example/app-{i}:1"),
+                   "env": (0..20).map(|j| json!({"name": format!("VAR_{j}"), "value": "x".repeat(40)}))
+                                 .collect::<Vec<_>>(),
+                   "ports": [{"containerPort": 8000 + i}]})
+        })
+        .collect();
+    pod
+}
+
+fn admission() -> Admission<Cluster> {
+    let engine = Injector::new(InjectorConfig {
+        trust_anchors_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        native_sidecars_supported: false,
+        ..InjectorConfig::default()
+    })
+    .expect("default configuration");
+    Admission::new(
+        Arc::new(ArcSwap::from_pointee(engine)),
+        Cluster,
+        Metrics::register(&mut Registry::default()),
+        EventSink::disabled(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let adm = admission();
+    let mut g = c.benchmark_group("admission");
+    for (name, make) in [
+        ("typical", typical_pod as fn(&str) -> Value),
+        ("80kb", big_pod),
+    ] {
+        let same = review(make("same"));
+        g.throughput(Throughput::Bytes(same.len() as u64));
+        let mut n = 0u64;
+        g.bench_function(format!("{name}/repeated"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    same.replace("705ab4f5-6393", &format!("{n:013}"))
+                },
+                |body| black_box(rt.block_on(adm.handle(body.as_bytes()))),
+                BatchSize::SmallInput,
+            )
+        });
+        // `uid` moved after `kind`: no review-level match, the object cache answers.
+        let other_layout = same.replace(
+            r#""uid":"705ab4f5-6393-11e8-b7cc-42010a800002","kind":{"group":"","version":"v1","kind":"Pod"}"#,
+            r#""kind":{"group":"","version":"v1","kind":"Pod"},"uid":"705ab4f5-6393-11e8-b7cc-42010a800002""#,
+        );
+        assert_ne!(other_layout, same, "layout rewrite");
+        g.bench_function(format!("{name}/repeated-other-layout"), |b| {
+            b.iter(|| black_box(rt.block_on(adm.handle(black_box(other_layout.as_bytes())))))
+        });
+        let template = review(make("__N__"));
+        let mut n = 0u64;
+        g.bench_function(format!("{name}/unique"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    template.replace("__N__", &n.to_string())
+                },
+                |body| black_box(rt.block_on(adm.handle(body.as_bytes()))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
