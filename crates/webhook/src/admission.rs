@@ -30,6 +30,7 @@ use kinject_inject::{InjectDecision, Injector, Origin, Owner, PodRequest};
 use kinject_k8s::NamespaceInfo;
 use kinject_k8s::cache::{ClusterLookup, owner_ref_from_json};
 use kinject_k8s::events::{EventSink, InjectionEvent, kind_name};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -55,10 +56,11 @@ struct Answer {
     /// What was read from the object's metadata, so a hit needs no parse.
     facts: ObjectFacts,
     decision: &'static str,
-    reason: String,
     patch_b64: Option<String>,
     warnings: Vec<String>,
     event: Option<InjectionEvent>,
+    /// `admission_responses{kind, decision, reason}`, resolved once.
+    counted: Counter,
 }
 
 /// The few metadata fields the handler itself reads (the engine reads the rest).
@@ -103,6 +105,8 @@ struct Reviewed {
     ns_name: String,
     dry_run: bool,
     answer: Arc<Answer>,
+    /// `admission_requests{kind}`, resolved once.
+    requests: Counter,
 }
 
 pub struct Admission<L> {
@@ -257,12 +261,7 @@ impl<L: ClusterLookup> Admission<L> {
         {
             return None;
         }
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                kind: seen.kind.clone(),
-            })
-            .inc();
+        seen.requests.inc();
         self.metrics
             .cache_hits
             .get_or_create(&CacheLabels { level: "review" })
@@ -304,7 +303,7 @@ impl<L: ClusterLookup> Admission<L> {
         dry_run: bool,
         answer: &Answer,
     ) -> Vec<u8> {
-        self.respond(kind, answer.decision, &answer.reason);
+        answer.counted.inc();
         if let Some(ev) = &answer.event
             && !dry_run
         {
@@ -320,6 +319,10 @@ impl<L: ClusterLookup> Admission<L> {
     }
 
     fn respond(&self, kind: &str, decision: &str, reason: &str) {
+        self.response_counter(kind, decision, reason).inc();
+    }
+
+    fn response_counter(&self, kind: &str, decision: &str, reason: &str) -> Counter {
         self.metrics
             .responses
             .get_or_create(&ResponseLabels {
@@ -327,7 +330,7 @@ impl<L: ClusterLookup> Admission<L> {
                 decision: decision.into(),
                 reason: reason.into(),
             })
-            .inc();
+            .clone()
     }
 
     async fn review(&self, body: &[u8], review: Review<'_>) -> Vec<u8> {
@@ -415,6 +418,11 @@ impl<L: ClusterLookup> Admission<L> {
             && uid.len() == span.1 - span.0
         {
             let seen = Reviewed {
+                requests: self
+                    .metrics
+                    .requests
+                    .get_or_create(&RequestLabels { kind: kind.clone() })
+                    .clone(),
                 api_version,
                 kind: kind.clone(),
                 ns_name: ns_name.to_string(),
@@ -445,13 +453,14 @@ impl<L: ClusterLookup> Admission<L> {
     ) -> Answer {
         if kind == "service" {
             let patch = engine.service_patch(object, Some(&ns.as_meta()));
+            let decision = if patch.is_empty() {
+                "ignored"
+            } else {
+                "annotated"
+            };
             return Answer {
-                decision: if patch.is_empty() {
-                    "ignored"
-                } else {
-                    "annotated"
-                },
-                reason: String::new(),
+                decision,
+                counted: self.response_counter(kind, decision, ""),
                 patch_b64: (!patch.is_empty())
                     .then(|| review::encode_patch(&patch.to_json_bytes())),
                 warnings: Vec::new(),
@@ -506,7 +515,7 @@ impl<L: ClusterLookup> Admission<L> {
         };
         Answer {
             decision,
-            reason,
+            counted: self.response_counter(kind, decision, &reason),
             patch_b64: (!outcome.patch.is_empty())
                 .then(|| review::encode_patch(&outcome.patch.to_json_bytes())),
             warnings,

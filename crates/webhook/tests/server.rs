@@ -481,3 +481,42 @@ async fn cached_answers_follow_namespace_and_configuration_changes() {
 fn adm_cluster_label(adm: &Admission<MutableCluster>) -> std::sync::MutexGuard<'_, Option<String>> {
     adm.cluster().0.lock().unwrap()
 }
+
+#[tokio::test]
+async fn server_prefers_aes_128_gcm_in_both_tls_versions() {
+    let srv = start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types_certs(&srv.certs.ca_pem) {
+        roots.add(cert).unwrap();
+    }
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        // A client that lists AES-256 first, as OpenSSL does.
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites.sort_by_key(|s| {
+            !matches!(
+                s.suite(),
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            )
+        });
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert!(
+            matches!(
+                suite,
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            ),
+            "{version:?}: {suite:?}"
+        );
+    }
+}
