@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     let (status, body) = futures::executor::block_on(handler().handle(data));
     match status.as_u16() {
         200 => {
-            let v: Value = serde_json::from_slice(&body).expect("response is JSON");
+            let v: Value = serde_json::from_slice(&body.to_vec()).expect("response is JSON");
             assert_eq!(v["response"]["allowed"], true);
         }
         400 => {}

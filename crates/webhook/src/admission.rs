@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use axum::body::Bytes;
 use http::StatusCode;
 use kinject_inject::{InjectDecision, Injector, Origin, Owner, PodRequest};
 use kinject_k8s::NamespaceInfo;
@@ -35,7 +36,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{CacheLabels, ErrorLabels, Metrics, RequestLabels, ResponseLabels};
-use crate::review::{self, Review};
+use crate::review::{self, Reply, Review};
 
 /// Prefix of every admission warning, so users can tell who said it.
 const WARNING_PREFIX: &str = "kinject: ";
@@ -57,8 +58,8 @@ struct Answer {
     /// What was read from the object's metadata, so a hit needs no parse.
     facts: ObjectFacts,
     decision: &'static str,
-    patch_b64: Option<String>,
-    warnings: Vec<String>,
+    /// The response after the uid: the patch and warnings (shared bytes).
+    tail: Bytes,
     event: Option<InjectionEvent>,
     /// `admission_responses{kind, decision, reason}`, resolved once.
     counted: Counter,
@@ -225,7 +226,7 @@ impl<L: ClusterLookup> Admission<L> {
 
     /// Answers one request body: `200` with an AdmissionReview, or `400` with a
     /// message when the body is not a usable AdmissionReview.
-    pub async fn handle(&self, body: &[u8]) -> (StatusCode, Vec<u8>) {
+    pub async fn handle(&self, body: &[u8]) -> (StatusCode, Reply) {
         let start = Instant::now();
         self.metrics.in_flight.inc();
         let fast = match uid_span(body) {
@@ -243,7 +244,7 @@ impl<L: ClusterLookup> Admission<L> {
 
     /// The fast path: a body seen before up to its uid, in a cluster context
     /// that has not changed since.
-    async fn seen_review(&self, body: &[u8], span: (usize, usize)) -> Option<Vec<u8>> {
+    async fn seen_review(&self, body: &[u8], span: (usize, usize)) -> Option<Reply> {
         let seen = lookup(&self.reviews, review_key(self.seed, body, span))?;
         // `uid_span` admits ASCII only.
         let uid = std::str::from_utf8(&body[span.0..span.1]).ok()?;
@@ -277,7 +278,7 @@ impl<L: ClusterLookup> Admission<L> {
         ))
     }
 
-    async fn parse_and_review(&self, body: &[u8]) -> (StatusCode, Vec<u8>) {
+    async fn parse_and_review(&self, body: &[u8]) -> (StatusCode, Reply) {
         match review::parse(body) {
             Ok(review) => (StatusCode::OK, self.review(body, review).await),
             Err(e) => {
@@ -288,7 +289,7 @@ impl<L: ClusterLookup> Admission<L> {
                         error: "bad_request".into(),
                     })
                     .inc();
-                (StatusCode::BAD_REQUEST, format!("{e}\n").into_bytes())
+                (StatusCode::BAD_REQUEST, Reply::whole(format!("{e}\n")))
             }
         }
     }
@@ -303,7 +304,7 @@ impl<L: ClusterLookup> Admission<L> {
         ns_name: &str,
         dry_run: bool,
         answer: &Answer,
-    ) -> Vec<u8> {
+    ) -> Reply {
         answer.counted.inc();
         if let Some(ev) = &answer.event
             && !dry_run
@@ -311,12 +312,7 @@ impl<L: ClusterLookup> Admission<L> {
             self.events.send(ev);
         }
         debug!(namespace = %ns_name, kind = %kind, decision = answer.decision, dry_run, "answered");
-        review::allow(
-            api_version,
-            uid,
-            answer.patch_b64.as_deref(),
-            &answer.warnings,
-        )
+        review::allow_with(api_version, uid, answer.tail.clone())
     }
 
     fn respond(&self, kind: &str, decision: &str, reason: &str) {
@@ -334,7 +330,7 @@ impl<L: ClusterLookup> Admission<L> {
             .clone()
     }
 
-    async fn review(&self, body: &[u8], review: Review<'_>) -> Vec<u8> {
+    async fn review(&self, body: &[u8], review: Review<'_>) -> Reply {
         let Review {
             api_version,
             request: req,
@@ -462,9 +458,12 @@ impl<L: ClusterLookup> Admission<L> {
             return Answer {
                 decision,
                 counted: self.response_counter(kind, decision, ""),
-                patch_b64: (!patch.is_empty())
-                    .then(|| review::encode_patch(&patch.to_json_bytes())),
-                warnings: Vec::new(),
+                tail: review::allow_tail(
+                    (!patch.is_empty())
+                        .then(|| review::encode_patch(&patch.to_json_bytes()))
+                        .as_deref(),
+                    &[],
+                ),
                 event: None,
                 engine,
                 context,
@@ -483,7 +482,7 @@ impl<L: ClusterLookup> Admission<L> {
             .warnings
             .iter()
             .map(|w| format!("{WARNING_PREFIX}{w}"))
-            .collect();
+            .collect::<Vec<_>>();
         let pod_name = facts.name.as_deref().unwrap_or("");
         let (event_kind, event_name) = match &owner {
             Some(o) => (kind_name(&o.kind), o.name.clone()),
@@ -517,9 +516,12 @@ impl<L: ClusterLookup> Admission<L> {
         Answer {
             decision,
             counted: self.response_counter(kind, decision, &reason),
-            patch_b64: (!outcome.patch.is_empty())
-                .then(|| review::encode_patch(&outcome.patch.to_json_bytes())),
-            warnings,
+            tail: review::allow_tail(
+                (!outcome.patch.is_empty())
+                    .then(|| review::encode_patch(&outcome.patch.to_json_bytes()))
+                    .as_deref(),
+                &warnings,
+            ),
             event: Some(InjectionEvent {
                 namespace: ns_name.to_string(),
                 kind: event_kind,
@@ -612,7 +614,7 @@ mod tests {
     async fn ask(adm: &Admission<Cluster>, body: &str) -> Value {
         let (status, out) = adm.handle(body.as_bytes()).await;
         assert_eq!(status, StatusCode::OK);
-        serde_json::from_slice(&out).expect("a JSON response")
+        serde_json::from_slice(&out.to_vec()).expect("a JSON response")
     }
 
     #[tokio::test]

@@ -4,7 +4,12 @@
 //! the object's metadata through a typed struct.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use axum::body::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -107,20 +112,70 @@ pub fn parse(body: &[u8]) -> Result<Review<'_>, ReviewError> {
     })
 }
 
-/// Writes an allowing response. `patch_b64` is the already base64-encoded
-/// patch; base64 needs no JSON escaping, so it is copied as is.
-pub fn allow(
-    api_version: &'static str,
-    uid: &str,
-    patch_b64: Option<&str>,
-    warnings: &[String],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + patch_b64.map_or(0, str::len) + warnings.len() * 64);
-    out.extend_from_slice(b"{\"apiVersion\":\"");
-    out.extend_from_slice(api_version.as_bytes());
-    out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, uid);
+/// A response body in two parts: a small head written per request (version,
+/// uid) and a tail shared by every request one cached answer serves (the
+/// patch, ~10 KB), so a cache hit neither allocates nor copies the patch.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl Reply {
+    /// A body in one piece (error messages).
+    pub fn whole(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            head: bytes.into(),
+            tail: Bytes::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body as one contiguous buffer (tests, fuzzing).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.tail[..]].concat()
+    }
+}
+
+/// Up to two data frames and an exact length, so HTTP/1 sends a
+/// `Content-Length` and writes both parts in one vectored write.
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let next = [&mut this.head, &mut this.tail]
+            .into_iter()
+            .find(|b| !b.is_empty())
+            .map(std::mem::take);
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len() as u64)
+    }
+}
+
+/// The part of an allowing response that does not depend on the request:
+/// everything after the uid. `patch_b64` is the already base64-encoded patch;
+/// base64 needs no JSON escaping, so it is copied as is.
+pub fn allow_tail(patch_b64: Option<&str>, warnings: &[String]) -> Bytes {
+    let mut out = Vec::with_capacity(96 + patch_b64.map_or(0, str::len) + warnings.len() * 64);
     out.extend_from_slice(b",\"allowed\":true");
     if let Some(p) = patch_b64 {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
@@ -129,10 +184,35 @@ pub fn allow(
     }
     if !warnings.is_empty() {
         out.extend_from_slice(b",\"warnings\":");
+        // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, warnings);
     }
     out.extend_from_slice(b"}}");
-    out
+    out.into()
+}
+
+/// An allowing response for `uid` with a tail from [`allow_tail`].
+pub fn allow_with(api_version: &'static str, uid: &str, tail: Bytes) -> Reply {
+    let mut head = Vec::with_capacity(96 + uid.len());
+    head.extend_from_slice(b"{\"apiVersion\":\"");
+    head.extend_from_slice(api_version.as_bytes());
+    head.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut head, uid);
+    Reply {
+        head: head.into(),
+        tail,
+    }
+}
+
+/// An allowing response, built in one go (answers that are not cached).
+pub fn allow(
+    api_version: &'static str,
+    uid: &str,
+    patch_b64: Option<&str>,
+    warnings: &[String],
+) -> Reply {
+    allow_with(api_version, uid, allow_tail(patch_b64, warnings))
 }
 
 /// Base64 (standard alphabet, padded), as the admission API expects `patch`.
@@ -175,21 +255,39 @@ mod tests {
     fn answers_in_the_version_asked_with_base64_patch() {
         let r = parse(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u1","operation":"CREATE"}}"#).unwrap();
         assert_eq!(r.api_version, V1BETA1);
-        let out: Value = serde_json::from_slice(&allow(
+        let reply = allow(
             r.api_version,
             &r.request.uid,
             Some(&encode_patch(b"[]")),
             &["w \"quoted\"".into()],
-        ))
-        .unwrap();
+        );
+        let out: Value = serde_json::from_slice(&reply.to_vec()).unwrap();
         assert_eq!(out["apiVersion"], V1BETA1);
         assert_eq!(out["response"]["uid"], "u1");
         assert_eq!(out["response"]["patch"], "W10=");
         assert_eq!(out["response"]["patchType"], "JSONPatch");
         assert_eq!(out["response"]["warnings"][0], "w \"quoted\"");
-        let out: Value = serde_json::from_slice(&allow(V1, "u\"2", None, &[])).unwrap();
+        let out: Value = serde_json::from_slice(&allow(V1, "u\"2", None, &[]).to_vec()).unwrap();
         assert_eq!(out["response"]["uid"], "u\"2");
         assert!(out["response"].get("patch").is_none());
         assert!(out["response"].get("warnings").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_its_parts_in_order_with_an_exact_length() {
+        use http_body_util::BodyExt;
+        let tail = allow_tail(Some("W10="), &[]);
+        let reply = allow_with(V1, "u1", tail.clone());
+        assert_eq!(reply.size_hint().exact(), Some(reply.len() as u64));
+        let whole = reply.clone().collect().await.unwrap().to_bytes();
+        assert_eq!(whole, reply.to_vec());
+        assert!(whole.ends_with(&tail));
+        // The tail is shared, not copied.
+        let again = allow_with(V1, "u2", tail.clone());
+        assert_eq!(again.tail.as_ptr(), tail.as_ptr());
+        // Empty parts are skipped; an empty reply ends at once.
+        let text = Reply::whole("bad\n").collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"bad\n");
+        assert!(Reply::default().is_end_stream());
     }
 }

@@ -40,7 +40,12 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: By
     } else {
         "text/plain; charset=utf-8"
     };
-    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(body),
+    )
+        .into_response()
 }
 
 /// `POST /inject` (and `POST /`, the seed's path); other methods get 405,

@@ -447,8 +447,9 @@ async fn cached_answers_follow_namespace_and_configuration_changes() {
         EventSink::disabled(),
     );
     let body = pod_review("admission.k8s.io/v1", "apps", false).to_string();
-    let ask =
-        || async { serde_json::from_slice::<Value>(&adm.handle(body.as_bytes()).await.1).unwrap() };
+    let ask = || async {
+        serde_json::from_slice::<Value>(&adm.handle(body.as_bytes()).await.1.to_vec()).unwrap()
+    };
     let first = ask().await;
     assert_eq!(first, ask().await, "identical requests, identical answers");
     assert!(first["response"]["patch"].is_string());
@@ -518,5 +519,28 @@ async fn server_prefers_aes_128_gcm_in_both_tls_versions() {
             ),
             "{version:?}: {suite:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn answers_carry_a_content_length() {
+    let srv = start().await;
+    let body = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    for _ in 0..2 {
+        // The second answer comes from the cache: a head and a shared tail.
+        let r = srv
+            .client
+            .post(srv.url("/inject"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let len = r.content_length().expect("a Content-Length");
+        let text = r.text().await.unwrap();
+        assert_eq!(len as usize, text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["response"]["uid"], "abc-123");
     }
 }
