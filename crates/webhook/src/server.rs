@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -33,8 +34,44 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// and a review carries the object twice at most).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: Bytes) -> Response {
-    let (status, body) = adm.handle(&body).await;
+async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: Body) -> Response {
+    // Chunks as they arrived: the handler joins them only if it must parse.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut body = Limited::new(body, BODY_LIMIT);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    chunks.push(data);
+                }
+            }
+            Err(e) => {
+                let too_large = e.is::<LengthLimitError>();
+                let (status, error, text) = if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("request body is larger than {BODY_LIMIT} bytes\n"),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        format!("cannot read the request body: {e}\n"),
+                    )
+                };
+                adm.count_error(error);
+                return (
+                    status,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    text,
+                )
+                    .into_response();
+            }
+        }
+    }
+    let parts: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+    let (status, body) = adm.handle_parts(&parts).await;
     let content_type = if status == StatusCode::OK {
         "application/json"
     } else {
@@ -43,7 +80,7 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: By
     (
         status,
         [(header::CONTENT_TYPE, content_type)],
-        axum::body::Body::new(body),
+        Body::new(body),
     )
         .into_response()
 }
@@ -54,7 +91,6 @@ pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>) -> Router {
     Router::new()
         .route("/inject", post(inject::<L>))
         .route("/", post(inject::<L>))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(adm)
 }
 

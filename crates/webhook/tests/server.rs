@@ -289,8 +289,14 @@ async fn bad_requests_get_clear_answers() {
     }
     // Over the body limit.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(server::BODY_LIMIT + 10));
-    let (status, _) = s.post(big).await;
+    let (status, text) = s.post(big).await;
     assert_eq!(status, 413);
+    assert!(text.contains("larger than"), "{text}");
+    assert!(
+        (s.registry_text)().contains(r#"admission_errors_total{error="too_large"} 1"#),
+        "{}",
+        (s.registry_text)()
+    );
     // Wrong method.
     let r = s.client.get(s.url("/inject")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
