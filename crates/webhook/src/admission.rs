@@ -41,9 +41,9 @@ use crate::review::{self, Reply, Review};
 /// Prefix of every admission warning, so users can tell who said it.
 const WARNING_PREFIX: &str = "kinject: ";
 /// Cached answers kept per level (bounded; an arbitrary entry is evicted when
-/// full). An answer is ~10 KB (mostly the patch), so the cache stays under
-/// ~3 MiB; a rollout needs one entry per pod template, not per pod.
-const CACHE_ENTRIES: usize = 128;
+/// full). An answer is ~12 KB (mostly the patch), so the cache stays under
+/// ~1.5 MiB; a rollout needs one entry per pod template, not per pod.
+const CACHE_ENTRIES: usize = 64;
 /// How the API server serialises a review: `request.uid` is the request's
 /// first field (Go marshals struct fields in declaration order, compactly).
 const UID_MARKER: &[u8] = br#""request":{"uid":""#;
