@@ -67,6 +67,7 @@ struct Answer {
 
 /// The few metadata fields the handler itself reads (the engine reads the rest).
 /// Wrong types count as absent: the engine judges odd metadata.
+#[derive(Clone)]
 struct ObjectFacts {
     /// `metadata.name`, else `metadata.generateName` (the API server names a
     /// pod after admission).
@@ -429,10 +430,16 @@ impl<L: ClusterLookup> Admission<L> {
                         Err(_) => return no_object(self),
                     },
                 };
-                let facts = ObjectFacts::of(&object);
-                let answer = Arc::new(
-                    self.decide(engine, context, facts, &kind, &object, &ns, ns_name, owner),
-                );
+                let answer = Arc::new(self.decide(
+                    engine,
+                    context,
+                    facts.clone(),
+                    &kind,
+                    &object,
+                    &ns,
+                    ns_name,
+                    owner,
+                ));
                 insert_bounded(&self.objects, object_key, answer.clone());
                 answer
             }
