@@ -550,3 +550,36 @@ async fn answers_carry_a_content_length() {
         assert_eq!(v["response"]["uid"], "abc-123");
     }
 }
+
+#[tokio::test]
+async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
+    let srv = start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types_certs(&srv.certs.ca_pem) {
+        roots.add(cert).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    // 1000 bytes announced, 10 sent, then the client goes away.
+    tls.write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"kind\":\"")
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    let counted = r#"admission_errors_total{error="bad_body"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(srv.registry_text)().contains(counted) {
+        assert!(Instant::now() < deadline, "{}", (srv.registry_text)());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = srv
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+}
