@@ -332,12 +332,8 @@ async fn hostile_connections_do_not_stop_the_server() {
         let ca = s.certs.ca_pem.clone();
         let addr = s.addr;
         tokio::spawn(async move {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pki_types_certs(&ca) {
-                roots.add(c).unwrap();
-            }
             let cfg = rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
+                .with_root_certificates(root_store(&ca))
                 .with_no_client_auth();
             let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -379,11 +375,14 @@ async fn hostile_connections_do_not_stop_the_server() {
     drop(stalled);
 }
 
-fn rustls_pki_types_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+/// A rustls root store trusting the test CA (`pem`).
+fn root_store(pem: &str) -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    roots
 }
 
 #[tokio::test]
@@ -492,10 +491,7 @@ fn adm_cluster_label(adm: &Admission<MutableCluster>) -> std::sync::MutexGuard<'
 #[tokio::test]
 async fn server_prefers_aes_128_gcm_in_both_tls_versions() {
     let srv = start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types_certs(&srv.certs.ca_pem) {
-        roots.add(cert).unwrap();
-    }
+    let roots = root_store(&srv.certs.ca_pem);
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         // A client that lists AES-256 first, as OpenSSL does.
         let mut provider = rustls::crypto::ring::default_provider();
@@ -554,12 +550,8 @@ async fn answers_carry_a_content_length() {
 #[tokio::test]
 async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
     let srv = start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types_certs(&srv.certs.ca_pem) {
-        roots.add(cert).unwrap();
-    }
     let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(root_store(&srv.certs.ca_pem))
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
