@@ -93,6 +93,11 @@ pub struct ProxyInjectorArgs {
     /// Do not write Kubernetes Events.
     #[arg(long)]
     pub no_events: bool,
+    /// Never gzip responses. By default an answer served again (the pods of
+    /// one template) is gzip-encoded for clients that accept it, as the API
+    /// server does: a patch answer shrinks from ~10.8 KB to ~4.3 KB.
+    #[arg(long)]
+    pub no_gzip: bool,
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
@@ -148,6 +153,7 @@ impl ProxyInjectorArgs {
             },
             register: !self.no_register,
             events: !self.no_events,
+            gzip: !self.no_gzip,
             reload_interval,
         })
     }

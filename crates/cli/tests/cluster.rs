@@ -133,6 +133,29 @@ fn seed_walkthrough() {
     });
     assert!(injected(&rolled));
 
+    // Scaling up: the new pods are twins of the first (the same template), so
+    // their answers come from the cache, gzip-encoded because the API
+    // server's client accepts gzip, and the API server applies them.
+    k.ok(&[
+        "scale",
+        "deployment/ena",
+        "-n",
+        "enabled-ns",
+        "--replicas=3",
+    ]);
+    let scaled = wait_for("3 pods of enabled-ns/ena", Duration::from_secs(60), || {
+        let pods = k.pods("enabled-ns", "app=ena", 1);
+        (pods.len() >= 3).then_some(pods)
+    });
+    for pod in &scaled {
+        assert!(injected(pod), "{:?}", container_names(pod));
+    }
+    assert!(
+        inj.metric("kinject_proxy_injector_admission_gzip_replies_total")
+            .is_some_and(|n| n >= 2.0),
+        "the API server accepted gzip-encoded answers"
+    );
+
     // Every workload kind, not only Deployments.
     k.apply(
         r#"apiVersion: batch/v1

@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
                 },
                 |body| {
                     let parts: Vec<&[u8]> = body.as_bytes().chunks(16 * 1024).collect();
-                    black_box(rt.block_on(adm.handle_parts(&parts)))
+                    black_box(rt.block_on(adm.handle_parts(&parts, false)))
                 },
                 BatchSize::SmallInput,
             )

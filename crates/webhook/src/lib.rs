@@ -59,6 +59,8 @@ pub struct ProxyInjectorConfig {
     pub native_sidecars: NativeSidecars,
     pub register: bool,
     pub events: bool,
+    /// Gzip reused answers for clients that accept it (the API server does).
+    pub gzip: bool,
     /// How often watched files are re-read.
     pub reload_interval: Duration,
 }
@@ -295,12 +297,9 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
 
     let tls_config = Arc::new(tls::server_config(resolver)?);
-    let admission = Arc::new(admission::Admission::new(
-        engine,
-        cluster.clone(),
-        metrics,
-        events,
-    ));
+    let admission = Arc::new(
+        admission::Admission::new(engine, cluster.clone(), metrics, events).with_gzip(cfg.gzip),
+    );
     let https = server::bind(cfg.addr, "webhook").await?;
     let admin = server::bind(cfg.admin_addr, "admin").await?;
     info!(addr = %cfg.addr, admin = %cfg.admin_addr, "serving");

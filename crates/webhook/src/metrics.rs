@@ -48,6 +48,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub latency: Histogram,
     pub cache_hits: Family<CacheLabels, Counter>,
+    pub gzip_replies: Counter,
     pub in_flight: Gauge,
     pub serving_cert_expiry: Gauge,
     pub reload_failures: Family<FileLabels, Counter>,
@@ -65,6 +66,7 @@ impl Metrics {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
             ]),
             cache_hits: Family::default(),
+            gzip_replies: Counter::default(),
             in_flight: Gauge::default(),
             serving_cert_expiry: Gauge::default(),
             reload_failures: Family::default(),
@@ -95,6 +97,11 @@ impl Metrics {
             "admission_cache_hits",
             "Requests answered from the answer cache, by level",
             m.cache_hits.clone(),
+        );
+        reg.register(
+            "admission_gzip_replies",
+            "Responses sent gzip-encoded (reused answers, to clients that accept gzip)",
+            m.gzip_replies.clone(),
         );
         reg.register(
             "admission_in_flight",

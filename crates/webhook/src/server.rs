@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::Admission;
+use crate::review;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +35,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// and a review carries the object twice at most).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: Body) -> Response {
+async fn inject<L: ClusterLookup>(
+    State(adm): State<Arc<Admission<L>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let accepts_gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(review::accepts_gzip);
     // Chunks as they arrived: the handler joins them only if it must parse.
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut body = Limited::new(body, BODY_LIMIT);
@@ -71,18 +81,32 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, body: Bo
         }
     }
     let parts: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
-    let (status, body) = adm.handle_parts(&parts).await;
-    let content_type = if status == StatusCode::OK {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    (
+    let (status, body) = adm.handle_parts(&parts, accepts_gzip).await;
+    if status != StatusCode::OK {
+        return (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Body::new(body),
+        )
+            .into_response();
+    }
+    let gzip = body.is_gzip();
+    let mut response = (
         status,
-        [(header::CONTENT_TYPE, content_type)],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // The representation depends on Accept-Encoding.
+            (header::VARY, "Accept-Encoding"),
+        ],
         Body::new(body),
     )
-        .into_response()
+        .into_response();
+    if gzip {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 /// `POST /inject` (and `POST /`, the seed's path); other methods get 405,

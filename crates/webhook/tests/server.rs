@@ -548,6 +548,64 @@ async fn answers_carry_a_content_length() {
 }
 
 #[tokio::test]
+async fn reused_answers_are_gzipped_when_the_client_accepts_it() {
+    use std::io::Read as _;
+    let srv = start().await;
+    let body = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    let mut encodings = Vec::new();
+    for accept in ["gzip", "gzip", "identity", "deflate, gzip;q=0.5"] {
+        let r = srv
+            .client
+            .post(srv.url("/inject"))
+            .header("content-type", "application/json")
+            .header("accept-encoding", accept)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let encoding = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
+        let len = r.content_length().expect("a Content-Length");
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(len as usize, bytes.len());
+        let text = if encoding.as_deref() == Some("gzip") {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_string(&mut out)
+                .expect("valid gzip");
+            assert!(
+                bytes.len() * 2 < out.len(),
+                "{} -> {}",
+                bytes.len(),
+                out.len()
+            );
+            out
+        } else {
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["response"]["uid"], "abc-123");
+        assert!(
+            decode_patch(&v)
+                .as_array()
+                .is_some_and(|ops| !ops.is_empty())
+        );
+        encodings.push(encoding);
+    }
+    // The first answer is new (plain); later ones are reused and compressed
+    // unless the client did not ask for gzip.
+    let gz = Some("gzip".to_string());
+    assert_eq!(encodings, [None, gz.clone(), None, gz]);
+    assert!(
+        (srv.registry_text)().contains("kinject_proxy_injector_admission_gzip_replies_total 2")
+    );
+}
+
+#[tokio::test]
 async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
     let srv = start().await;
     let cfg = rustls::ClientConfig::builder()
