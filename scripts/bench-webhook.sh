@@ -63,9 +63,16 @@ for _ in $(seq 1 100); do
 done
 
 # Request bodies: a typical pod, and one padded to ~100 KB with env vars.
-python3 - "$work" <<'PY'
+python3 - "$work" "${GZIP:-1}" <<'PY'
 import json, sys
 work = sys.argv[1]
+# The request headers kube-apiserver's webhook client sends (Go's transport
+# adds Accept-Encoding: gzip; it decompresses the answer transparently).
+# GZIP=0 leaves Accept-Encoding out, as a client with compression disabled.
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, */*",
+           "User-Agent": "kube-apiserver-admission"}
+if sys.argv[2] != "0":
+    HEADERS["Accept-Encoding"] = "gzip"
 def review(pod):
     # The API server's layout: compact, kind first, uid first in request.
     return {"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
@@ -88,7 +95,8 @@ for name, body in [("typical", review(typical)), ("100kb", review(big))]:
     open(f"{work}/{name}.json", "w").write(text)
     with open(f"{work}/{name}.lua", "w") as f:
         f.write('wrk.method = "POST"\n')
-        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        for k, v in HEADERS.items():
+            f.write(f'wrk.headers["{k}"] = "{v}"\n')
         f.write("wrk.body = [==[" + text + "]==]\n")
     print(f"{name}: {len(text)} bytes", file=sys.stderr)
 # Every request a different pod (a unique annotation): no answer-cache hits.
@@ -102,7 +110,8 @@ with open(f"{work}/unique.lua", "w") as f:
     f.write('local template = [==[' + text + ']==]\n')
     f.write('function request()\n  n = n + 1\n')
     f.write('  local body = template:gsub("__N__", id .. "-" .. n)\n')
-    f.write('  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\nend\n')
+    headers = ", ".join(f'["{k}"] = "{v}"' for k, v in HEADERS.items())
+    f.write('  return wrk.format("POST", nil, {' + headers + '}, body)\nend\n')
 PY
 
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
