@@ -90,6 +90,7 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        crate::allocator::spawn_periodic_collect();
         let client = kube::Client::try_default().await?;
         tokio::select! {
             r = kinject_identity::controller::run(client, cfg) => r,

@@ -203,6 +203,9 @@ pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(kinject_webhook::run(cfg))?;
+    rt.block_on(async {
+        crate::allocator::spawn_periodic_collect();
+        kinject_webhook::run(cfg).await
+    })?;
     Ok(0)
 }
