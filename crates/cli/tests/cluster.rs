@@ -133,9 +133,11 @@ fn seed_walkthrough() {
     });
     assert!(injected(&rolled));
 
-    // Scaling up: the new pods are twins of the first (the same template), so
-    // their answers come from the cache, gzip-encoded because the API
-    // server's client accepts gzip, and the API server applies them.
+    // Scaling up: the new pods are twins of the first (the same template,
+    // created in other seconds: only managedFields' timestamps differ), as
+    // was the deleted pod's replacement. Their answers come from the cache,
+    // gzip-encoded because the API server's client accepts gzip, and the API
+    // server applies them.
     k.ok(&[
         "scale",
         "deployment/ena",
@@ -150,10 +152,12 @@ fn seed_walkthrough() {
     for pod in &scaled {
         assert!(injected(pod), "{:?}", container_names(pod));
     }
+    let hits = inj.metric("kinject_proxy_injector_admission_cache_hits_total{level=\"review\"}");
+    let gzipped = inj.metric("kinject_proxy_injector_admission_gzip_replies_total");
     assert!(
-        inj.metric("kinject_proxy_injector_admission_gzip_replies_total")
-            .is_some_and(|n| n >= 2.0),
-        "the API server accepted gzip-encoded answers"
+        hits.is_some_and(|n| n >= 3.0) && gzipped.is_some_and(|n| n >= 3.0),
+        "replacement and scaled pods answered from the cache ({hits:?}), gzipped ({gzipped:?})\n{}",
+        support::admin_get(inj.admin, "/metrics").1
     );
 
     // Every workload kind, not only Deployments.

@@ -7,21 +7,30 @@
 //! bytes, the namespace's labels and annotations, the resolved owner and the
 //! engine (configuration) in force. Two levels, both bounded:
 //!
-//! - **Reviews** (the fast path): the whole request body except `request.uid`,
-//!   for bodies in the API server's own layout (`"request":{"uid":"…"` first).
-//!   A hit parses nothing: the rest of the body is byte-for-byte one that was
-//!   fully parsed and validated before, and the uid is the only field that
-//!   changes between a ReplicaSet's pods. Only the cluster context is
-//!   re-checked (namespace labels, owner, configuration).
-//! - **Objects**: the request's `object` bytes, for any layout. A hit skips
-//!   parsing the object and running the engine.
+//! - **Reviews** (the fast path): the whole request body except `request.uid`
+//!   and the pod's `metadata.managedFields`, for bodies in the API server's
+//!   own layout (`"request":{"uid":"…"` first). Those are the only fields that
+//!   change between a ReplicaSet's pods (managedFields carries the second the
+//!   controller created each one) and the engine reads neither. A hit parses
+//!   nothing but the managedFields array (validated JSON): the rest of the
+//!   body is byte-for-byte, offset for offset, one that was fully parsed and
+//!   validated before. Only the cluster context is re-checked (namespace
+//!   labels, owner, configuration).
+//! - **Objects**: the request's `object` bytes, managedFields left out, for
+//!   any layout. A hit skips parsing the object and running the engine.
+//!
+//! A span is left out of a key only if, when the entry was made, it was
+//! proven to be the request's uid / the pod's own managedFields (pointer
+//! equality with the parsed, borrowed values): a look-alike elsewhere in the
+//! body is never learnt.
 //!
 //! Keys are 128-bit xxh3 hashes with a per-process random seed, so colliding
 //! bodies cannot be prepared offline.
 
 use std::borrow::Cow;
+use std::cell::LazyCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -32,7 +41,9 @@ use kinject_k8s::NamespaceInfo;
 use kinject_k8s::cache::{ClusterLookup, owner_ref_from_json};
 use kinject_k8s::events::{EventSink, InjectionEvent, kind_name};
 use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{CacheLabels, ErrorLabels, Metrics, RequestLabels, ResponseLabels};
@@ -47,6 +58,9 @@ const CACHE_ENTRIES: usize = 64;
 /// How the API server serialises a review: `request.uid` is the request's
 /// first field (Go marshals struct fields in declaration order, compactly).
 const UID_MARKER: &[u8] = br#""request":{"uid":""#;
+/// How the API server serialises `metadata.managedFields` (compact).
+static MANAGED_FIELDS: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(br#""managedFields":["#));
 
 /// What the handler decided for one object, reusable for identical requests.
 struct Answer {
@@ -155,30 +169,120 @@ fn uid_span(body: &[u8]) -> Option<(usize, usize)> {
         .then_some((start, start + len))
 }
 
-/// Identifies a body (in parts, the uid in the first) up to its uid: the same
-/// key however the body is split.
-fn review_key(seed: u64, parts: &[&[u8]], (start, end): (usize, usize)) -> u128 {
+/// Where the first `"managedFields":[…]` member lies in `part` from `from`
+/// (key through closing bracket), if the array there is well-formed JSON.
+/// A marker found in a string is impossible (quotes in strings are escaped),
+/// but one may sit in another object than the pod's metadata: callers only
+/// cache a body whose first occurrence is the pod's own (see
+/// [`genuine_managed_fields`]).
+fn managed_fields_span(part: &[u8], from: usize) -> Option<(usize, usize)> {
+    let start = from + MANAGED_FIELDS.find(part.get(from..)?)?;
+    let value = start + MANAGED_FIELDS.needle().len() - 1;
+    let mut de = serde_json::Deserializer::from_slice(&part[value..]);
+    let array = <&RawValue>::deserialize(&mut de).ok()?;
+    Some((start, value + array.get().len()))
+}
+
+/// [`managed_fields_span`] over a body in parts, after offset `from`;
+/// offsets are into the whole body. A span that crosses parts is not
+/// looked for (the body is then keyed without leaving it out).
+fn managed_fields_in_parts(parts: &[&[u8]], from: usize) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    for part in parts {
+        let end = offset + part.len();
+        if end > from
+            && let Some((s, e)) = managed_fields_span(part, from.saturating_sub(offset))
+        {
+            return Some((offset + s, offset + e));
+        }
+        offset = end;
+    }
+    None
+}
+
+/// Where `object.metadata.managedFields` (key through value) lies in the
+/// object's bytes; `Err` if that cannot be told (duplicate keys, …).
+fn genuine_managed_fields(object: &RawValue) -> Result<Option<(usize, usize)>, ()> {
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        metadata: Option<Metadata<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow, rename = "managedFields")]
+        managed_fields: Option<&'a RawValue>,
+    }
+    let text = object.get();
+    let parsed: Object<'_> = serde_json::from_str(text).map_err(|_| ())?;
+    let Some(value) = parsed.metadata.and_then(|m| m.managed_fields) else {
+        return Ok(None);
+    };
+    let start = value.get().as_ptr() as usize - text.as_ptr() as usize;
+    let key = MANAGED_FIELDS.needle().len() - 1;
+    // Only the API server's compact `"managedFields":` directly before it.
+    if start < key || text.as_bytes()[start - key..start] != MANAGED_FIELDS.needle()[..key] {
+        return Ok(None);
+    }
+    Ok(Some((start - key, start + value.get().len())))
+}
+
+/// Hashes a body given in parts, leaving out `excised` (sorted, disjoint,
+/// offsets into the whole body) but hashing their offsets: two bodies with
+/// one key are byte-for-byte the same outside those ranges, at the same
+/// offsets, whatever the parts.
+fn keyed_hash(seed: u64, parts: &[&[u8]], excised: &[(usize, usize)]) -> u128 {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::with_seed(seed);
-    h.update(&(start as u64).to_le_bytes());
-    if let Some((first, rest)) = parts.split_first() {
-        h.update(&first[..start]);
-        h.update(&first[end..]);
-        for part in rest {
-            h.update(part);
+    h.update(&(excised.len() as u64).to_le_bytes());
+    for (s, e) in excised {
+        h.update(&(*s as u64).to_le_bytes());
+        h.update(&(*e as u64).to_le_bytes());
+    }
+    let mut offset = 0;
+    for part in parts {
+        let end = offset + part.len();
+        let mut pos = offset;
+        for &(s, e) in excised {
+            if e <= pos || s >= end {
+                continue;
+            }
+            if s > pos {
+                h.update(&part[pos - offset..s - offset]);
+            }
+            pos = e.min(end);
         }
+        if pos < end {
+            h.update(&part[pos - offset..]);
+        }
+        offset = end;
     }
     h.digest128()
 }
 
-/// Identifies an object: its kind and exact bytes.
-fn object_key(seed: u64, kind: &str, object: &str) -> u128 {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::with_seed(seed);
-    h.update(&(kind.len() as u64).to_le_bytes());
-    h.update(kind.as_bytes());
-    h.update(object.as_bytes());
-    h.digest128()
+/// The ranges of a review body its key leaves out: the uid and, when it is
+/// there, the pod's `metadata.managedFields`, whose timestamps (to the
+/// second) differ between a ReplicaSet's otherwise identical pods and which
+/// the engine never reads.
+fn review_excised(uid: (usize, usize), managed: Option<(usize, usize)>) -> Vec<(usize, usize)> {
+    let mut spans = vec![uid];
+    spans.extend(managed.filter(|m| m.0 >= uid.1));
+    spans
+}
+
+/// Identifies an object: its kind and bytes, `metadata.managedFields` left out.
+fn object_key(seed: u64, kind: &str, object: &str, managed: Option<(usize, usize)>) -> u128 {
+    let kind_len = (kind.len() as u64).to_le_bytes();
+    keyed_hash(
+        seed,
+        &[&kind_len, kind.as_bytes(), object.as_bytes()],
+        &managed
+            .map(|(s, e)| {
+                let at = kind_len.len() + kind.len();
+                vec![(at + s, at + e)]
+            })
+            .unwrap_or_default(),
+    )
 }
 
 /// Identifies what an answer depends on besides the object.
@@ -296,7 +400,9 @@ impl<L: ClusterLookup> Admission<L> {
         span: (usize, usize),
         accepts_gzip: bool,
     ) -> Option<Reply> {
-        let seen = lookup(&self.reviews, review_key(self.seed, parts, span))?;
+        let managed = managed_fields_in_parts(parts, span.1);
+        let key = keyed_hash(self.seed, parts, &review_excised(span, managed));
+        let seen = lookup(&self.reviews, key)?;
         // `uid_span` admits ASCII only.
         let uid = std::str::from_utf8(&parts.first()?[span.0..span.1]).ok()?;
         let answer = &seen.answer;
@@ -426,8 +532,16 @@ impl<L: ClusterLookup> Admission<L> {
         };
         // A hit needs no parse of the object: its facts are in the entry. The
         // review parse has already validated the object's JSON.
-        let object_key = object_key(self.seed, &kind, raw.get());
+        let managed = managed_fields_span(raw.get().as_bytes(), 0);
+        let object_key = object_key(self.seed, &kind, raw.get(), managed);
         let entry = lookup(&self.objects, object_key);
+        // Twins are told apart by all but their managedFields only if the
+        // span left out is the pod's own (not a look-alike elsewhere).
+        // (Looked at only when an entry is made: it scans the whole object.)
+        let keyable = LazyCell::new(|| match genuine_managed_fields(raw) {
+            Ok(genuine) => managed.is_none() || managed == genuine,
+            Err(()) => false,
+        });
         let (facts, mut parsed) = match &entry {
             Some(e) => (Facts::Cached(e.clone()), None),
             None => match serde_json::from_str::<Value>(raw.get()) {
@@ -481,16 +595,23 @@ impl<L: ClusterLookup> Admission<L> {
                         ns_name,
                         owner,
                     ));
-                    insert_bounded(&self.objects, object_key, answer.clone());
+                    if *keyable {
+                        insert_bounded(&self.objects, object_key, answer.clone());
+                    }
                     (answer, false)
                 }
             };
         let dry_run = req.dry_run == Some(true);
-        // The fast path may answer this body's twins only if the span it
-        // would replace is exactly this request's uid.
+        // The fast path may answer this body's twins only if the spans it
+        // leaves out are exactly this request's uid and the pod's
+        // managedFields.
+        let object_at = raw.get().as_ptr() as usize - body.as_ptr() as usize;
         if let (Some(span), Cow::Borrowed(uid)) = (uid_span(body), &req.uid)
             && uid.as_ptr() as usize == body.as_ptr() as usize + span.0
             && uid.len() == span.1 - span.0
+            && *keyable
+            && managed_fields_span(body, span.1)
+                == managed.map(|(s, e)| (object_at + s, object_at + e))
         {
             let seen = Reviewed {
                 requests: self
@@ -504,9 +625,10 @@ impl<L: ClusterLookup> Admission<L> {
                 dry_run,
                 answer: answer.clone(),
             };
+            let managed = managed.map(|(s, e)| (object_at + s, object_at + e));
             insert_bounded(
                 &self.reviews,
-                review_key(self.seed, &[body], span),
+                keyed_hash(self.seed, &[body], &review_excised(span, managed)),
                 Arc::new(seen),
             );
         }
@@ -812,6 +934,134 @@ mod tests {
             assert!(!ask_gzip(&adm, &review(uid, pod())).await.1);
         }
         assert_eq!(adm.metrics.gzip_replies.get(), 0);
+    }
+
+    /// A pod as the API server hands it over: with managedFields stamped to
+    /// the second the controller created it.
+    fn managed_pod(time: &str) -> Value {
+        let mut p = pod();
+        p["metadata"]["managedFields"] = json!([{"manager": "kube-controller-manager",
+            "operation": "Update", "apiVersion": "v1", "time": time, "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:ownerReferences": {".": {}}}}}]);
+        p
+    }
+
+    #[tokio::test]
+    async fn twins_created_in_different_seconds_are_twins() {
+        let adm = admission();
+        let first = ask(&adm, &review("uid-1", managed_pod("2026-11-25T03:15:10Z"))).await;
+        let second = ask(&adm, &review("uid-2", managed_pod("2026-11-25T03:15:12Z"))).await;
+        assert_eq!(hits(&adm, "review"), 1);
+        assert_eq!(second["response"]["uid"], "uid-2");
+        assert_eq!(first["response"]["patch"], second["response"]["patch"]);
+        // Whatever the parts, unless they cut through the managedFields (then
+        // the general path answers, from the object cache).
+        let body = review("uid-3", managed_pod("2026-11-25T03:15:13Z"));
+        let b = body.as_bytes();
+        let inside = body.find("03:15:13").unwrap();
+        let after = body.find("\"spec\"").unwrap();
+        assert!(inside < after);
+        for (cut, review_hits, object_hits) in [(after, 2, 0), (inside, 2, 1)] {
+            let (status, out) = adm.handle_parts(&[&b[..cut], &b[cut..]], false).await;
+            assert_eq!(status, StatusCode::OK);
+            let out: Value = serde_json::from_slice(&out.to_vec()).unwrap();
+            assert_eq!(out["response"]["patch"], first["response"]["patch"]);
+            assert_eq!(hits(&adm, "review"), review_hits, "cut at {cut}");
+            assert_eq!(hits(&adm, "object"), object_hits, "cut at {cut}");
+        }
+        // Other layouts: the object cache leaves managedFields out too.
+        let other = |uid: &str, time: &str| {
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+                   "request": {"operation": "CREATE", "uid": uid, "namespace": "apps",
+                               "kind": {"kind": "Pod"}, "object": managed_pod(time)}})
+            .to_string()
+        };
+        let adm = admission();
+        ask(&adm, &other("a", "2026-11-25T03:15:10Z")).await;
+        let b = ask(&adm, &other("b", "2026-11-25T03:16:00Z")).await;
+        assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 1));
+        assert_eq!(b["response"]["patch"], first["response"]["patch"]);
+    }
+
+    #[tokio::test]
+    async fn only_the_pods_own_managed_fields_are_left_out() {
+        // A look-alike before the object (userInfo.extra is free-form): the
+        // review is not learnt; the object still is.
+        let adm = admission();
+        let with_extra = |uid: &str, time: &str| {
+            json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+                   "request": {"uid": uid, "kind": {"kind": "Pod"}, "namespace": "apps",
+                               "operation": "CREATE",
+                               "userInfo": {"username": "u", "extra": {"managedFields": ["x"]}},
+                               "object": managed_pod(time)}})
+            .to_string()
+        };
+        for (uid, time) in [
+            ("e1", "2026-11-25T03:15:10Z"),
+            ("e2", "2026-11-25T03:15:11Z"),
+        ] {
+            let out = ask(&adm, &with_extra(uid, time)).await;
+            assert_eq!(out["response"]["uid"], uid);
+        }
+        assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 1));
+        // A look-alike inside the object but not its metadata: nothing is
+        // left out, nothing is learnt from it, and differences there count.
+        let adm = admission();
+        let odd = |uid: &str, annotation: &str, x: u32| {
+            let mut p = pod();
+            p["spec"]["managedFields"] = json!([{"x": x}]);
+            p["metadata"]["annotations"] = json!({"linkerd.io/inject": annotation});
+            // spec before metadata, so the look-alike comes first.
+            let p = json!({"apiVersion": "v1", "kind": "Pod", "spec": p["spec"], "metadata": p["metadata"]});
+            review(uid, p)
+        };
+        let on = ask(&adm, &odd("o1", "enabled", 1)).await;
+        let off = ask(&adm, &odd("o2", "disabled", 1)).await;
+        assert!(on["response"]["patch"].is_string());
+        assert!(off["response"].get("patch").is_none());
+        // Differing only inside the look-alike: still not twins.
+        ask(&adm, &odd("o3", "enabled", 2)).await;
+        assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 0));
+        // Such a body is never learnt (the API server never sends one).
+        ask(&adm, &odd("o4", "enabled", 2)).await;
+        assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 0));
+        // Duplicate metadata keys: the pod's own managedFields cannot be told.
+        let dup = review("d1", managed_pod("2026-11-25T03:15:10Z")).replacen(
+            "\"metadata\":{",
+            "\"metadata\":{},\"metadata\":{",
+            1,
+        );
+        assert!(
+            genuine_managed_fields(
+                serde_json::from_str::<&RawValue>(
+                    &dup[dup.find("\"object\":").unwrap() + 9..dup.len() - 2]
+                )
+                .unwrap()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_key_is_the_same_however_the_body_is_cut() {
+        let body = b"0123456789abcdefghij";
+        let spans = [(2, 4), (10, 15)];
+        let whole = keyed_hash(7, &[body], &spans);
+        for cuts in [vec![3], vec![4, 10], vec![1, 12, 19], vec![2, 3, 4, 15]] {
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for c in cuts.iter().copied().chain([body.len()]) {
+                parts.push(&body[at..c]);
+                at = c;
+            }
+            assert_eq!(keyed_hash(7, &parts, &spans), whole, "{cuts:?}");
+        }
+        // Bytes inside the spans do not count; outside, and the offsets, do.
+        assert_eq!(keyed_hash(7, &[b"01XX456789YYYYYfghij"], &spans), whole);
+        assert_ne!(keyed_hash(7, &[b"0123456789abcdefghiZ"], &spans), whole);
+        assert_ne!(keyed_hash(7, &[body], &[(2, 4), (10, 14)]), whole);
+        assert_ne!(keyed_hash(7, &[body], &[(2, 4)]), whole);
+        assert_ne!(keyed_hash(8, &[body], &spans), whole);
     }
 
     #[tokio::test]
