@@ -79,17 +79,41 @@ def review(pod):
             "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                         "resource": {"group": "", "version": "v1", "resource": "pods"},
                         "namespace": "apps", "operation": "CREATE", "object": pod}}
+def with_managed_fields(pod):
+    # As the API server sets it on a pod the ReplicaSet controller creates.
+    def fields(obj):
+        return {f"f:{k}": {} for k in obj}
+    containers = {}
+    for c in pod["spec"]["containers"]:
+        f = fields(c)
+        if "env" in c:
+            f["f:env"] = {".": {}, **{'k:{"name":"%s"}' % v["name"]: {".": {}, "f:name": {}, "f:value": {}}
+                                      for v in c["env"]}}
+        containers['k:{"name":"%s"}' % c["name"]] = f
+    pod["metadata"]["managedFields"] = [{
+        "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+        "time": "2026-11-25T03:15:10Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": fields(pod["metadata"]),
+                     "f:spec": {"f:containers": containers, "f:dnsPolicy": {},
+                                "f:restartPolicy": {}, "f:schedulerName": {}}}}]
+    return pod
 typical = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "nginx", "namespace": "apps", "labels": {"app": "nginx"},
-                        "annotations": {"linkerd.io/inject": "enabled"}},
+           "metadata": {"generateName": "nginx-5d9c8b7f6-", "namespace": "apps",
+                        "labels": {"app": "nginx", "pod-template-hash": "5d9c8b7f6"},
+                        "annotations": {"linkerd.io/inject": "enabled"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                             "name": "nginx-5d9c8b7f6", "uid": "0a5c",
+                                             "controller": True, "blockOwnerDeletion": True}]},
            "spec": {"containers": [{"name": "nginx", "image": "nginx",
                                     "ports": [{"name": "http", "containerPort": 80}],
                                     "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}}
 big = json.loads(json.dumps(typical))
 big["spec"]["containers"] = [
     {"name": f"app-{i}", "image": f"example/app-{i}:1",
-     "env": [{"name": f"VAR_{j}", "value": "x" * 40} for j in range(20)],
+     "env": [{"name": f"VAR_{j}", "value": "x" * 40} for j in range(12)],
      "ports": [{"containerPort": 8000 + i}]} for i in range(50)]
+with_managed_fields(typical)
+with_managed_fields(big)
 for name, body in [("typical", review(typical)), ("100kb", review(big))]:
     text = json.dumps(body, separators=(",", ":"))
     open(f"{work}/{name}.json", "w").write(text)

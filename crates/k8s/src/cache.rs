@@ -3,9 +3,9 @@
 //! request for long: a cache miss does one GET bounded by [`MISS_TIMEOUT`], then
 //! the caller decides with what it has.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -21,6 +21,39 @@ use tracing::{Instrument, debug, info_span, warn};
 
 /// How long a request may wait for a cache miss to be fetched.
 pub const MISS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an object a GET did not find (or could not fetch) is not asked
+/// for again: a pod naming a ReplicaSet that does not exist, sent over and
+/// over, must not turn every request into a GET (nor every GET failure into a
+/// log line). The watches still add the object the moment it appears.
+pub const MISS_MEMORY: Duration = Duration::from_secs(5);
+
+/// Objects recently looked for and not found, each with when that was.
+/// Bounded: when full, expired entries go, then everything.
+#[derive(Debug, Default)]
+struct RecentMisses {
+    seen: std::collections::HashMap<String, Instant>,
+}
+
+impl RecentMisses {
+    const CAPACITY: usize = 4096;
+
+    fn is_recent(&self, key: &str, now: Instant) -> bool {
+        self.seen
+            .get(key)
+            .is_some_and(|at| now.saturating_duration_since(*at) < MISS_MEMORY)
+    }
+
+    fn record(&mut self, key: String, now: Instant) {
+        if self.seen.len() >= Self::CAPACITY {
+            self.seen
+                .retain(|_, at| now.saturating_duration_since(*at) < MISS_MEMORY);
+            if self.seen.len() >= Self::CAPACITY {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(key, now);
+    }
+}
 
 /// A namespace's name, labels and annotations, as the engine reads them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,6 +119,7 @@ pub struct ClusterView {
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
     synced: Arc<AtomicBool>,
+    misses: Arc<Mutex<RecentMisses>>,
 }
 
 impl ClusterView {
@@ -104,6 +138,7 @@ impl ClusterView {
             replicasets,
             jobs,
             synced: Arc::new(AtomicBool::new(false)),
+            misses: Arc::default(),
         };
         let v = view.clone();
         tokio::spawn(async move {
@@ -120,21 +155,38 @@ impl ClusterView {
         self.synced.load(Ordering::Acquire)
     }
 
-    async fn get_meta<K>(&self, api: Api<K>, name: &str) -> Option<PartialObjectMeta<K>>
+    /// One bounded GET for an object the watch has not (yet) delivered,
+    /// unless the same object was missed in the last [`MISS_MEMORY`].
+    async fn get_meta<K>(&self, api: Api<K>, ns: &str, name: &str) -> Option<PartialObjectMeta<K>>
     where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        match tokio::time::timeout(MISS_TIMEOUT, api.get_metadata_opt(name)).await {
+        let key = format!("{}/{ns}/{name}", K::kind(&()));
+        if self
+            .misses
+            .lock()
+            .is_ok_and(|m| m.is_recent(&key, Instant::now()))
+        {
+            debug!(%key, "recently missed; not fetched again");
+            return None;
+        }
+        let found = match tokio::time::timeout(MISS_TIMEOUT, api.get_metadata_opt(name)).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                warn!(%name, error = %e, "cache miss and GET failed");
+                warn!(%key, error = %e, "cache miss and GET failed");
                 None
             }
             Err(_) => {
-                warn!(%name, "cache miss and GET timed out");
+                warn!(%key, "cache miss and GET timed out");
                 None
             }
+        };
+        if found.is_none()
+            && let Ok(mut m) = self.misses.lock()
+        {
+            m.record(key, Instant::now());
         }
+        found
     }
 
     async fn controller_of<K>(
@@ -150,7 +202,7 @@ impl ClusterView {
         let cached = store.get(&ObjectRef::new(name).within(ns));
         let meta = match cached {
             Some(m) => m.metadata.clone(),
-            None => self.get_meta(api, name).await?.metadata,
+            None => self.get_meta(api, ns, name).await?.metadata,
         };
         controller_ref(&meta)
     }
@@ -227,7 +279,7 @@ impl ClusterLookup for ClusterView {
         }
         debug!(%name, "namespace cache miss");
         match self
-            .get_meta(Api::<Namespace>::all(self.client.clone()), name)
+            .get_meta(Api::<Namespace>::all(self.client.clone()), "", name)
             .await
         {
             Some(ns) => NamespaceInfo::from_meta(name, &ns.metadata),
@@ -261,6 +313,34 @@ impl ClusterLookup for ClusterView {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn recent_misses_expire_and_stay_bounded() {
+        let t0 = Instant::now();
+        let mut m = RecentMisses::default();
+        m.record("ReplicaSet/apps/gone".into(), t0);
+        assert!(m.is_recent("ReplicaSet/apps/gone", t0 + Duration::from_secs(1)));
+        assert!(!m.is_recent("ReplicaSet/apps/other", t0));
+        assert!(!m.is_recent("ReplicaSet/apps/gone", t0 + MISS_MEMORY));
+        // Full of fresh entries: cleared rather than grown.
+        let mut m = RecentMisses::default();
+        for i in 0..RecentMisses::CAPACITY {
+            m.record(format!("k{i}"), t0);
+        }
+        assert_eq!(m.seen.len(), RecentMisses::CAPACITY);
+        m.record("one-more".into(), t0);
+        assert_eq!(m.seen.len(), 1);
+        // Full with some expired entries: only those go.
+        let mut m = RecentMisses::default();
+        for i in 0..RecentMisses::CAPACITY - 1 {
+            m.record(format!("k{i}"), t0);
+        }
+        m.record("young".into(), t0 + Duration::from_secs(4));
+        let later = t0 + MISS_MEMORY;
+        m.record("fresh".into(), later);
+        assert_eq!(m.seen.len(), 2);
+        assert!(m.is_recent("young", later) && m.is_recent("fresh", later));
+    }
 
     #[test]
     fn owner_refs_prefer_the_controller() {

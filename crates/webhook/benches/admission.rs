@@ -3,7 +3,8 @@
 //! Cases: the same pod again with a new uid (what a ReplicaSet scale-up
 //! sends: a review-cache hit), the same with the uid not first in `request`
 //! (a layout the API server does not send: an object-cache hit), a different
-//! pod every time (the engine runs); a typical pod and a ~80 KB one.
+//! pod every time (the engine runs); a typical pod and a ~100 KB one, both
+//! with the `managedFields` the API server adds.
 //!
 //!     cargo bench -p kinject-webhook --bench admission
 
@@ -54,7 +55,7 @@ fn review(pod: Value) -> String {
 
 /// A Deployment's pod as the API server sends it (generateName, owner).
 fn typical_pod(tag: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
+    with_managed_fields(json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"generateName": "web-5d9c8b7f6-", "namespace": "apps",
                         "labels": {"app": "web", "pod-template-hash": "5d9c8b7f6"},
                         "annotations": {"linkerd.io/inject": "enabled", "bench/tag": tag},
@@ -63,20 +64,60 @@ fn typical_pod(tag: &str) -> Value {
                                              "controller": true, "blockOwnerDeletion": true}]},
            "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
                                     "ports": [{"name": "http", "containerPort": 80}],
-                                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}})
+                                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}}))
 }
 
-/// The load benchmark's ~80 KB pod: 50 containers × 20 env vars.
+/// The load benchmark's ~100 KB pod: 50 containers × 12 env vars.
 fn big_pod(tag: &str) -> Value {
     let mut pod = typical_pod(tag);
     pod["spec"]["containers"] = (0..50)
         .map(|i| {
             json!({"name": format!("app-{i}"), "image": format!("example/app-{i}:1"),
-                   "env": (0..20).map(|j| json!({"name": format!("VAR_{j}"), "value": "x".repeat(40)}))
+                   "env": (0..12).map(|j| json!({"name": format!("VAR_{j}"), "value": "x".repeat(40)}))
                                  .collect::<Vec<_>>(),
                    "ports": [{"containerPort": 8000 + i}]})
         })
         .collect();
+    with_managed_fields(pod)
+}
+
+/// Adds `metadata.managedFields` as the API server sets it for a pod the
+/// ReplicaSet controller creates: one entry naming every field set.
+fn with_managed_fields(mut pod: Value) -> Value {
+    let fields = |v: &Value| -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(o) = v.as_object() {
+            for k in o.keys() {
+                out.insert(format!("f:{k}"), json!({}));
+            }
+        }
+        Value::Object(out)
+    };
+    let mut containers = serde_json::Map::new();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let mut f = fields(c);
+        if let Some(env) = c["env"].as_array() {
+            let mut e = serde_json::Map::new();
+            e.insert(".".into(), json!({}));
+            for v in env {
+                e.insert(
+                    format!("k:{{\"name\":\"{}\"}}", v["name"].as_str().unwrap_or("")),
+                    json!({".": {}, "f:name": {}, "f:value": {}}),
+                );
+            }
+            f["f:env"] = Value::Object(e);
+        }
+        containers.insert(
+            format!("k:{{\"name\":\"{}\"}}", c["name"].as_str().unwrap_or("")),
+            f,
+        );
+    }
+    let entry = json!({"manager": "kube-controller-manager", "operation": "Update",
+        "apiVersion": "v1", "time": "2026-11-25T03:15:10Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": fields(&pod["metadata"]),
+                     "f:spec": {"f:containers": containers, "f:dnsPolicy": {},
+                                "f:restartPolicy": {}, "f:schedulerName": {}}}});
+    pod["metadata"]["managedFields"] = json!([entry]);
     pod
 }
 
@@ -103,7 +144,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("admission");
     for (name, make) in [
         ("typical", typical_pod as fn(&str) -> Value),
-        ("80kb", big_pod),
+        ("100kb", big_pod),
     ] {
         let same = review(make("same"));
         g.throughput(Throughput::Bytes(same.len() as u64));
