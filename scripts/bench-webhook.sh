@@ -36,6 +36,19 @@ trap cleanup EXIT
 scripts/k8s-env.sh start "$work/k8s" >/dev/null
 export KUBECONFIG=$work/k8s/kubeconfig
 kubectl create namespace apps >/dev/null
+# The ReplicaSet the benchmark's pods name as their controller (scaled to 0:
+# the pods are only ever sent to the webhooks by wrk).
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: nginx-5d9c8b7f6, namespace: apps}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec: {containers: [{name: nginx, image: nginx}]}
+YAML
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" \
   -out "$work/ca.crt" -subj /CN=bench-ca -days 1 2>/dev/null

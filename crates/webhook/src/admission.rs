@@ -8,21 +8,23 @@
 //! engine (configuration) in force. Two levels, both bounded:
 //!
 //! - **Reviews** (the fast path): the whole request body except `request.uid`
-//!   and the pod's `metadata.managedFields`, for bodies in the API server's
-//!   own layout (`"request":{"uid":"…"` first). Those are the only fields that
-//!   change between a ReplicaSet's pods (managedFields carries the second the
-//!   controller created each one) and the engine reads neither. A hit parses
-//!   nothing but the managedFields array (validated JSON): the rest of the
-//!   body is byte-for-byte, offset for offset, one that was fully parsed and
-//!   validated before. Only the cluster context is re-checked (namespace
-//!   labels, owner, configuration).
-//! - **Objects**: the request's `object` bytes, managedFields left out, for
-//!   any layout. A hit skips parsing the object and running the engine.
+//!   and the timestamps of the pod's `metadata.managedFields` entries, for
+//!   bodies in the API server's own layout (`"request":{"uid":"…"` first).
+//!   Those are the only bytes that differ between a ReplicaSet's pods (the
+//!   timestamps carry the second the controller created each one), and the
+//!   engine reads neither. A hit parses nothing: the rest of the body is
+//!   byte-for-byte, offset for offset, one that was fully parsed and
+//!   validated before, and what was left out is a plain string's contents
+//!   (a uid, timestamp characters) that cannot change how the rest parses.
+//!   Only the cluster context is re-checked (namespace labels, owner,
+//!   configuration).
+//! - **Objects**: the request's `object` bytes, timestamps left out, for any
+//!   layout. A hit skips parsing the object and running the engine.
 //!
 //! A span is left out of a key only if, when the entry was made, it was
-//! proven to be the request's uid / the pod's own managedFields (pointer
-//! equality with the parsed, borrowed values): a look-alike elsewhere in the
-//! body is never learnt.
+//! proven to be the request's uid / a timestamp of the pod's own
+//! managedFields (pointer equality with the parsed, borrowed values): a body
+//! with a look-alike elsewhere is never learnt.
 //!
 //! Keys are 128-bit xxh3 hashes with a per-process random seed, so colliding
 //! bodies cannot be prepared offline.
@@ -58,9 +60,12 @@ const CACHE_ENTRIES: usize = 64;
 /// How the API server serialises a review: `request.uid` is the request's
 /// first field (Go marshals struct fields in declaration order, compactly).
 const UID_MARKER: &[u8] = br#""request":{"uid":""#;
-/// How the API server serialises `metadata.managedFields` (compact).
-static MANAGED_FIELDS: LazyLock<memchr::memmem::Finder<'static>> =
-    LazyLock::new(|| memchr::memmem::Finder::new(br#""managedFields":["#));
+/// The key of a managedFields entry's timestamp, as the API server writes it.
+static TIME_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(br#""time":""#));
+/// The longest timestamp left out of a key (RFC 3339 with nanoseconds and an
+/// offset is 35 bytes).
+const MAX_TIME_LEN: usize = 40;
 
 /// What the handler decided for one object, reusable for identical requests.
 struct Answer {
@@ -169,40 +174,50 @@ fn uid_span(body: &[u8]) -> Option<(usize, usize)> {
         .then_some((start, start + len))
 }
 
-/// Where the first `"managedFields":[…]` member lies in `part` from `from`
-/// (key through closing bracket), if the array there is well-formed JSON.
-/// A marker found in a string is impossible (quotes in strings are escaped),
-/// but one may sit in another object than the pod's metadata: callers only
-/// cache a body whose first occurrence is the pod's own (see
-/// [`genuine_managed_fields`]).
-fn managed_fields_span(part: &[u8], from: usize) -> Option<(usize, usize)> {
-    let start = from + MANAGED_FIELDS.find(part.get(from..)?)?;
-    let value = start + MANAGED_FIELDS.needle().len() - 1;
-    let mut de = serde_json::Deserializer::from_slice(&part[value..]);
-    let array = <&RawValue>::deserialize(&mut de).ok()?;
-    Some((start, value + array.get().len()))
+/// The values of every `"time":"…"` member in `part` after `from`, as
+/// (start, end) of the characters between the quotes: the timestamps of the
+/// pod's managedFields entries, which differ (to the second the controller
+/// created each pod) between a ReplicaSet's otherwise identical pods. Only
+/// values of timestamp characters count, so leaving one out can never change
+/// how the rest of the body parses; a value cut by the end of `part` is not
+/// left out. Callers learn a body only if these are exactly its pod's
+/// managedFields timestamps ([`genuine_times`]).
+fn time_spans(part: &[u8], from: usize, offset: usize, out: &mut Vec<(usize, usize)>) {
+    let Some(rest) = part.get(from..) else { return };
+    for at in TIME_KEY.find_iter(rest) {
+        let start = from + at + TIME_KEY.needle().len();
+        let value = &part[start..part.len().min(start + MAX_TIME_LEN + 1)];
+        let Some(len) = memchr::memchr(b'"', value) else {
+            continue;
+        };
+        if value[..len]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'+' | b'-'))
+        {
+            out.push((offset + start, offset + start + len));
+        }
+    }
 }
 
-/// [`managed_fields_span`] over a body in parts, after offset `from`;
-/// offsets are into the whole body. A span that crosses parts is not
-/// looked for (the body is then keyed without leaving it out).
-fn managed_fields_in_parts(parts: &[&[u8]], from: usize) -> Option<(usize, usize)> {
+/// [`time_spans`] over a body in parts, after offset `from` of the whole
+/// body; offsets are into the whole body.
+fn time_spans_in_parts(parts: &[&[u8]], from: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
     let mut offset = 0;
     for part in parts {
         let end = offset + part.len();
-        if end > from
-            && let Some((s, e)) = managed_fields_span(part, from.saturating_sub(offset))
-        {
-            return Some((offset + s, offset + e));
+        if end > from {
+            time_spans(part, from.saturating_sub(offset), offset, &mut out);
         }
         offset = end;
     }
-    None
+    out
 }
 
-/// Where `object.metadata.managedFields` (key through value) lies in the
-/// object's bytes; `Err` if that cannot be told (duplicate keys, …).
-fn genuine_managed_fields(object: &RawValue) -> Result<Option<(usize, usize)>, ()> {
+/// Where the timestamps of `object.metadata.managedFields` lie in the
+/// object's bytes, in order; `Err` if that cannot be told (duplicate keys,
+/// escapes in a timestamp, …).
+fn genuine_times(object: &RawValue) -> Result<Vec<(usize, usize)>, ()> {
     #[derive(Deserialize)]
     struct Object<'a> {
         #[serde(borrow)]
@@ -210,21 +225,29 @@ fn genuine_managed_fields(object: &RawValue) -> Result<Option<(usize, usize)>, (
     }
     #[derive(Deserialize)]
     struct Metadata<'a> {
-        #[serde(borrow, rename = "managedFields")]
-        managed_fields: Option<&'a RawValue>,
+        #[serde(borrow, rename = "managedFields", default)]
+        managed_fields: Vec<Entry<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        time: Option<&'a str>,
     }
     let text = object.get();
     let parsed: Object<'_> = serde_json::from_str(text).map_err(|_| ())?;
-    let Some(value) = parsed.metadata.and_then(|m| m.managed_fields) else {
-        return Ok(None);
-    };
-    let start = value.get().as_ptr() as usize - text.as_ptr() as usize;
-    let key = MANAGED_FIELDS.needle().len() - 1;
-    // Only the API server's compact `"managedFields":` directly before it.
-    if start < key || text.as_bytes()[start - key..start] != MANAGED_FIELDS.needle()[..key] {
-        return Ok(None);
-    }
-    Ok(Some((start - key, start + value.get().len())))
+    let base = text.as_ptr() as usize;
+    Ok(parsed
+        .metadata
+        .map(|m| m.managed_fields)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.time)
+        .map(|t| {
+            (
+                t.as_ptr() as usize - base,
+                t.as_ptr() as usize - base + t.len(),
+            )
+        })
+        .collect())
 }
 
 /// Hashes a body given in parts, leaving out `excised` (sorted, disjoint,
@@ -260,28 +283,15 @@ fn keyed_hash(seed: u64, parts: &[&[u8]], excised: &[(usize, usize)]) -> u128 {
     h.digest128()
 }
 
-/// The ranges of a review body its key leaves out: the uid and, when it is
-/// there, the pod's `metadata.managedFields`, whose timestamps (to the
-/// second) differ between a ReplicaSet's otherwise identical pods and which
-/// the engine never reads.
-fn review_excised(uid: (usize, usize), managed: Option<(usize, usize)>) -> Vec<(usize, usize)> {
-    let mut spans = vec![uid];
-    spans.extend(managed.filter(|m| m.0 >= uid.1));
-    spans
-}
-
-/// Identifies an object: its kind and bytes, `metadata.managedFields` left out.
-fn object_key(seed: u64, kind: &str, object: &str, managed: Option<(usize, usize)>) -> u128 {
+/// Identifies an object: its kind and bytes, the `times` left out.
+fn object_key(seed: u64, kind: &str, object: &str, times: &[(usize, usize)]) -> u128 {
     let kind_len = (kind.len() as u64).to_le_bytes();
+    let at = kind_len.len() + kind.len();
+    let spans: Vec<_> = times.iter().map(|(s, e)| (at + s, at + e)).collect();
     keyed_hash(
         seed,
         &[&kind_len, kind.as_bytes(), object.as_bytes()],
-        &managed
-            .map(|(s, e)| {
-                let at = kind_len.len() + kind.len();
-                vec![(at + s, at + e)]
-            })
-            .unwrap_or_default(),
+        &spans,
     )
 }
 
@@ -400,8 +410,9 @@ impl<L: ClusterLookup> Admission<L> {
         span: (usize, usize),
         accepts_gzip: bool,
     ) -> Option<Reply> {
-        let managed = managed_fields_in_parts(parts, span.1);
-        let key = keyed_hash(self.seed, parts, &review_excised(span, managed));
+        let mut spans = vec![span];
+        spans.extend(time_spans_in_parts(parts, span.1));
+        let key = keyed_hash(self.seed, parts, &spans);
         let seen = lookup(&self.reviews, key)?;
         // `uid_span` admits ASCII only.
         let uid = std::str::from_utf8(&parts.first()?[span.0..span.1]).ok()?;
@@ -532,16 +543,14 @@ impl<L: ClusterLookup> Admission<L> {
         };
         // A hit needs no parse of the object: its facts are in the entry. The
         // review parse has already validated the object's JSON.
-        let managed = managed_fields_span(raw.get().as_bytes(), 0);
-        let object_key = object_key(self.seed, &kind, raw.get(), managed);
+        let mut times = Vec::new();
+        time_spans(raw.get().as_bytes(), 0, 0, &mut times);
+        let object_key = object_key(self.seed, &kind, raw.get(), &times);
         let entry = lookup(&self.objects, object_key);
-        // Twins are told apart by all but their managedFields only if the
-        // span left out is the pod's own (not a look-alike elsewhere).
-        // (Looked at only when an entry is made: it scans the whole object.)
-        let keyable = LazyCell::new(|| match genuine_managed_fields(raw) {
-            Ok(genuine) => managed.is_none() || managed == genuine,
-            Err(()) => false,
-        });
+        // Twins may differ in the spans left out only if those are exactly
+        // the pod's managedFields timestamps (not a look-alike elsewhere).
+        // (Looked at only when an entry is made: it parses the whole object.)
+        let keyable = LazyCell::new(|| genuine_times(raw).is_ok_and(|g| g == times));
         let (facts, mut parsed) = match &entry {
             Some(e) => (Facts::Cached(e.clone()), None),
             None => match serde_json::from_str::<Value>(raw.get()) {
@@ -606,12 +615,15 @@ impl<L: ClusterLookup> Admission<L> {
         // leaves out are exactly this request's uid and the pod's
         // managedFields.
         let object_at = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+        let times_in_body: Vec<_> = times
+            .iter()
+            .map(|(s, e)| (object_at + s, object_at + e))
+            .collect();
         if let (Some(span), Cow::Borrowed(uid)) = (uid_span(body), &req.uid)
             && uid.as_ptr() as usize == body.as_ptr() as usize + span.0
             && uid.len() == span.1 - span.0
             && *keyable
-            && managed_fields_span(body, span.1)
-                == managed.map(|(s, e)| (object_at + s, object_at + e))
+            && time_spans_in_parts(&[body], span.1) == times_in_body
         {
             let seen = Reviewed {
                 requests: self
@@ -625,10 +637,11 @@ impl<L: ClusterLookup> Admission<L> {
                 dry_run,
                 answer: answer.clone(),
             };
-            let managed = managed.map(|(s, e)| (object_at + s, object_at + e));
+            let mut spans = vec![span];
+            spans.extend(times_in_body);
             insert_bounded(
                 &self.reviews,
-                keyed_hash(self.seed, &[body], &review_excised(span, managed)),
+                keyed_hash(self.seed, &[body], &spans),
                 Arc::new(seen),
             );
         }
@@ -984,15 +997,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_pods_own_managed_fields_are_left_out() {
-        // A look-alike before the object (userInfo.extra is free-form): the
-        // review is not learnt; the object still is.
+    async fn only_the_pods_own_timestamps_are_left_out() {
+        // A look-alike before the object (a request field): the review is not
+        // learnt; the object still is.
         let adm = admission();
-        let with_extra = |uid: &str, time: &str| {
+        let with_option = |uid: &str, time: &str| {
             json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
                    "request": {"uid": uid, "kind": {"kind": "Pod"}, "namespace": "apps",
-                               "operation": "CREATE",
-                               "userInfo": {"username": "u", "extra": {"managedFields": ["x"]}},
+                               "operation": "CREATE", "options": {"time": "2026-01-01T00:00:00Z"},
                                "object": managed_pod(time)}})
             .to_string()
         };
@@ -1000,46 +1012,68 @@ mod tests {
             ("e1", "2026-11-25T03:15:10Z"),
             ("e2", "2026-11-25T03:15:11Z"),
         ] {
-            let out = ask(&adm, &with_extra(uid, time)).await;
+            let out = ask(&adm, &with_option(uid, time)).await;
             assert_eq!(out["response"]["uid"], uid);
         }
         assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 1));
-        // A look-alike inside the object but not its metadata: nothing is
-        // left out, nothing is learnt from it, and differences there count.
+        // A look-alike inside the pod but not in its managedFields (a
+        // nodeSelector key named `time`): such a pod is never learnt, so a
+        // difference there always counts.
         let adm = admission();
-        let odd = |uid: &str, annotation: &str, x: u32| {
-            let mut p = pod();
-            p["spec"]["managedFields"] = json!([{"x": x}]);
+        let odd = |uid: &str, annotation: &str, zone: &str| {
+            let mut p = managed_pod("2026-11-25T03:15:10Z");
+            p["spec"]["nodeSelector"] = json!({"time": zone});
             p["metadata"]["annotations"] = json!({"linkerd.io/inject": annotation});
-            // spec before metadata, so the look-alike comes first.
-            let p = json!({"apiVersion": "v1", "kind": "Pod", "spec": p["spec"], "metadata": p["metadata"]});
             review(uid, p)
         };
-        let on = ask(&adm, &odd("o1", "enabled", 1)).await;
-        let off = ask(&adm, &odd("o2", "disabled", 1)).await;
+        let on = ask(&adm, &odd("o1", "enabled", "a")).await;
+        let off = ask(&adm, &odd("o2", "disabled", "a")).await;
         assert!(on["response"]["patch"].is_string());
         assert!(off["response"].get("patch").is_none());
-        // Differing only inside the look-alike: still not twins.
-        ask(&adm, &odd("o3", "enabled", 2)).await;
+        ask(&adm, &odd("o3", "enabled", "b")).await;
+        ask(&adm, &odd("o4", "enabled", "b")).await;
         assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 0));
-        // Such a body is never learnt (the API server never sends one).
-        ask(&adm, &odd("o4", "enabled", 2)).await;
-        assert_eq!((hits(&adm, "review"), hits(&adm, "object")), (0, 0));
-        // Duplicate metadata keys: the pod's own managedFields cannot be told.
+        // Duplicate metadata keys: the pod's own timestamps cannot be told.
         let dup = review("d1", managed_pod("2026-11-25T03:15:10Z")).replacen(
             "\"metadata\":{",
             "\"metadata\":{},\"metadata\":{",
             1,
         );
-        assert!(
-            genuine_managed_fields(
-                serde_json::from_str::<&RawValue>(
-                    &dup[dup.find("\"object\":").unwrap() + 9..dup.len() - 2]
-                )
-                .unwrap()
-            )
-            .is_err()
+        let object = &dup[dup.find("\"object\":").unwrap() + 9..dup.len() - 2];
+        assert!(genuine_times(serde_json::from_str::<&RawValue>(object).unwrap()).is_err());
+    }
+
+    #[test]
+    fn only_timestamp_characters_are_left_out() {
+        let spans = |body: &str| {
+            let mut out = Vec::new();
+            time_spans(body.as_bytes(), 0, 100, &mut out);
+            out
+        };
+        assert_eq!(spans(r#"{"time":"2026-11-25T03:15:10Z"}"#), [(109, 129)]);
+        assert_eq!(
+            spans(r#"{"time":"2026-11-25T03:15:10.123+01:00"}"#).len(),
+            1
         );
+        // An escape, a quote-less end, anything too long or not a timestamp:
+        // kept in the key.
+        for kept in [
+            r#"{"time":"a\"b"}"#,
+            r#"{"time":"2026"#,
+            r#"{"time":"a b"}"#,
+        ] {
+            assert!(spans(kept).is_empty(), "{kept}");
+        }
+        assert!(spans(&format!(r#"{{"time":"{}"}}"#, "1".repeat(MAX_TIME_LEN + 1))).is_empty());
+        // Parts: a value cut by a part's end is kept.
+        let body = br#"{"a":{"time":"2026-11-25T03:15:10Z"},"b":{"time":"2026-11-25T03:15:11Z"}}"#;
+        assert_eq!(time_spans_in_parts(&[body], 0).len(), 2);
+        assert_eq!(time_spans_in_parts(&[&body[..20], &body[20..]], 0).len(), 1);
+        assert_eq!(
+            time_spans_in_parts(&[&body[..40], &body[40..]], 0),
+            time_spans_in_parts(&[body], 0)
+        );
+        assert_eq!(time_spans_in_parts(&[body], 40).len(), 1);
     }
 
     #[test]
