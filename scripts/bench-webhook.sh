@@ -194,4 +194,7 @@ for body in ${BODIES:-typical unique 100kb}; do
   done
 done
 echo
-echo "idle RSS after load: kinject $(rss $inj_pid) MiB"
+echo "RSS right after load: kinject $(rss $inj_pid) MiB"
+# Idle: the injector lets its allocator purge once a second.
+sleep 3
+echo "idle RSS 3 s after load: kinject $(rss $inj_pid) MiB"

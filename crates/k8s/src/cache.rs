@@ -199,12 +199,11 @@ impl ClusterView {
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let cached = store.get(&ObjectRef::new(name).within(ns));
-        let meta = match cached {
-            Some(m) => m.metadata.clone(),
-            None => self.get_meta(api, ns, name).await?.metadata,
-        };
-        controller_ref(&meta)
+        // Read in place: this runs for every pod, cache hits included.
+        if let Some(cached) = store.get(&ObjectRef::new(name).within(ns)) {
+            return controller_ref(&cached.metadata);
+        }
+        controller_ref(&self.get_meta(api, ns, name).await?.metadata)
     }
 }
 
