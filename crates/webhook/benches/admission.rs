@@ -121,6 +121,12 @@ fn with_managed_fields(mut pod: Value) -> Value {
     pod
 }
 
+/// `review` again with the next uid, as each pod of a scale-up comes.
+fn with_new_uid(review: &str, n: &mut u64) -> String {
+    *n += 1;
+    review.replace("705ab4f5-6393", &format!("{n:013}"))
+}
+
 fn admission() -> Admission<Cluster> {
     let engine = Injector::new(InjectorConfig {
         trust_anchors_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
@@ -151,10 +157,7 @@ fn bench(c: &mut Criterion) {
         let mut n = 0u64;
         g.bench_function(format!("{name}/repeated"), |b| {
             b.iter_batched(
-                || {
-                    n += 1;
-                    same.replace("705ab4f5-6393", &format!("{n:013}"))
-                },
+                || with_new_uid(&same, &mut n),
                 |body| black_box(rt.block_on(adm.handle(body.as_bytes()))),
                 BatchSize::SmallInput,
             )
@@ -162,10 +165,7 @@ fn bench(c: &mut Criterion) {
         // As the server receives it: in 16 KB chunks, hashed in place.
         g.bench_function(format!("{name}/repeated-in-chunks"), |b| {
             b.iter_batched(
-                || {
-                    n += 1;
-                    same.replace("705ab4f5-6393", &format!("{n:013}"))
-                },
+                || with_new_uid(&same, &mut n),
                 |body| {
                     let parts: Vec<&[u8]> = body.as_bytes().chunks(16 * 1024).collect();
                     black_box(rt.block_on(adm.handle_parts(&parts, false)))
@@ -177,10 +177,7 @@ fn bench(c: &mut Criterion) {
         // compressed tail, a stored head and a combined CRC.
         g.bench_function(format!("{name}/repeated-gzip"), |b| {
             b.iter_batched(
-                || {
-                    n += 1;
-                    same.replace("705ab4f5-6393", &format!("{n:013}"))
-                },
+                || with_new_uid(&same, &mut n),
                 |body| black_box(rt.block_on(adm.handle_parts(&[body.as_bytes()], true))),
                 BatchSize::SmallInput,
             )

@@ -215,9 +215,9 @@ fn time_spans_in_parts(parts: &[&[u8]], from: usize) -> Vec<(usize, usize)> {
 }
 
 /// Where the timestamps of `object.metadata.managedFields` lie in the
-/// object's bytes, in order; `Err` if that cannot be told (duplicate keys,
+/// object's bytes, in order; `None` if that cannot be told (duplicate keys,
 /// escapes in a timestamp, …).
-fn genuine_times(object: &RawValue) -> Result<Vec<(usize, usize)>, ()> {
+fn genuine_times(object: &RawValue) -> Option<Vec<(usize, usize)>> {
     #[derive(Deserialize)]
     struct Object<'a> {
         #[serde(borrow)]
@@ -233,21 +233,23 @@ fn genuine_times(object: &RawValue) -> Result<Vec<(usize, usize)>, ()> {
         time: Option<&'a str>,
     }
     let text = object.get();
-    let parsed: Object<'_> = serde_json::from_str(text).map_err(|_| ())?;
+    let parsed: Object<'_> = serde_json::from_str(text).ok()?;
     let base = text.as_ptr() as usize;
-    Ok(parsed
-        .metadata
-        .map(|m| m.managed_fields)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| e.time)
-        .map(|t| {
-            (
-                t.as_ptr() as usize - base,
-                t.as_ptr() as usize - base + t.len(),
-            )
-        })
-        .collect())
+    Some(
+        parsed
+            .metadata
+            .map(|m| m.managed_fields)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e.time)
+            .map(|t| {
+                (
+                    t.as_ptr() as usize - base,
+                    t.as_ptr() as usize - base + t.len(),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Hashes a body given in parts, leaving out `excised` (sorted, disjoint,
@@ -550,7 +552,7 @@ impl<L: ClusterLookup> Admission<L> {
         // Twins may differ in the spans left out only if those are exactly
         // the pod's managedFields timestamps (not a look-alike elsewhere).
         // (Looked at only when an entry is made: it parses the whole object.)
-        let keyable = LazyCell::new(|| genuine_times(raw).is_ok_and(|g| g == times));
+        let keyable = LazyCell::new(|| genuine_times(raw).is_some_and(|g| g == times));
         let (facts, mut parsed) = match &entry {
             Some(e) => (Facts::Cached(e.clone()), None),
             None => match serde_json::from_str::<Value>(raw.get()) {
@@ -1040,7 +1042,7 @@ mod tests {
             1,
         );
         let object = &dup[dup.find("\"object\":").unwrap() + 9..dup.len() - 2];
-        assert!(genuine_times(serde_json::from_str::<&RawValue>(object).unwrap()).is_err());
+        assert!(genuine_times(serde_json::from_str::<&RawValue>(object).unwrap()).is_none());
     }
 
     #[test]

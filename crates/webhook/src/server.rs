@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,12 +35,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// and a review carries the object twice at most).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-async fn inject<L: ClusterLookup>(
-    State(adm): State<Arc<Admission<L>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let accepts_gzip = headers
+async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Request) -> Response {
+    // The request taken whole, not as a `HeaderMap` extractor: that would
+    // clone every request's headers.
+    let (parts, body) = req.into_parts();
+    let accepts_gzip = parts
+        .headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
