@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::registry::Registry;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -30,6 +31,16 @@ use crate::review;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may stay silent after its TLS handshake before its
+/// first request starts. hyper's header timer only runs once request bytes
+/// arrive, so without this a client could hold a connection (and its
+/// buffers) open forever by never sending anything.
+pub const FIRST_BYTE_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
+/// How long a request body may take to arrive in full, from the end of its
+/// headers. The API server sends a review at once and stops waiting after
+/// the webhook's `timeoutSeconds` (10 s by default); a body trickling in
+/// slower than that only holds memory.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest AdmissionReview accepted (Kubernetes objects are at most ~1.5 MiB,
 /// and a review carries the object twice at most).
@@ -46,40 +57,26 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Req
         .filter_map(|v| v.to_str().ok())
         .any(review::accepts_gzip);
     // Chunks as they arrived: the handler joins them only if it must parse.
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut body = Limited::new(body, BODY_LIMIT);
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    chunks.push(data);
-                }
+    let chunks = match read_body(body).await {
+        Ok(chunks) => chunks,
+        Err(e) => {
+            adm.count_error(e.metric());
+            let mut response = (
+                e.status(),
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                e.to_string(),
+            )
+                .into_response();
+            if e.status() == StatusCode::REQUEST_TIMEOUT {
+                // The rest of the body may still be on its way: this
+                // connection cannot carry another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Err(e) => {
-                let too_large = e.is::<LengthLimitError>();
-                let (status, error, text) = if too_large {
-                    (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!("request body is larger than {BODY_LIMIT} bytes\n"),
-                    )
-                } else {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        format!("cannot read the request body: {e}\n"),
-                    )
-                };
-                adm.count_error(error);
-                return (
-                    status,
-                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    text,
-                )
-                    .into_response();
-            }
+            return response;
         }
-    }
+    };
     let parts: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
     let (status, body) = adm.handle_parts(&parts, accepts_gzip).await;
     if status != StatusCode::OK {
@@ -107,6 +104,59 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Req
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("request body is larger than {BODY_LIMIT} bytes\n")]
+    TooLarge,
+    #[error("request body did not arrive within {}s\n", BODY_READ_TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("cannot read the request body: {0}\n")]
+    Broken(String),
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Self::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `error` label of `admission_errors_total`.
+    fn metric(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::TimedOut => "body_timeout",
+            Self::Broken(_) => "bad_body",
+        }
+    }
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes within [`BODY_READ_TIMEOUT`],
+/// keeping the chunks as they arrived (no copy).
+async fn read_body(body: Body) -> Result<Vec<Bytes>, BodyError> {
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut body = Limited::new(body, BODY_LIMIT);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| BodyError::TimedOut)?;
+        match frame {
+            None => return Ok(chunks),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    chunks.push(data);
+                }
+            }
+            Some(Err(e)) if e.is::<LengthLimitError>() => return Err(BodyError::TooLarge),
+            Some(Err(e)) => return Err(BodyError::Broken(e.to_string())),
+        }
+    }
 }
 
 /// `POST /inject` (and `POST /`, the seed's path); other methods get 405,
@@ -210,6 +260,20 @@ pub async fn serve_tls(
                                 return;
                             }
                         };
+                        let mut tls = tls;
+                        // Nothing is parsed here: the bytes stay buffered for hyper.
+                        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tls.fill_buf()).await {
+                            Ok(Ok([])) => return,
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                debug!(error = %e, "connection failed before its first request");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!("no request after the TLS handshake; closing");
+                                return;
+                            }
+                        }
                         let mut builder = auto::Builder::new(TokioExecutor::new());
                         builder
                             .http1()

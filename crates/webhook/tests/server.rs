@@ -633,3 +633,93 @@ async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// A raw TLS connection to the server (for clients that misbehave).
+async fn tls_connect(srv: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(root_store(&srv.certs.ca_pem))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed() {
+    let srv = start().await;
+    let mut silent = tls_connect(&srv).await;
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    // The server closes the connection (EOF, or a reset while closing).
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("a silent connection was still open after 20 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= server::FIRST_BYTE_TIMEOUT - Duration::from_millis(500),
+        "closed too early ({elapsed:?})"
+    );
+    // A connection whose request comes at once is served as before.
+    let (status, _) = srv
+        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_others_are_served() {
+    let srv = start().await;
+    let mut tls = tls_connect(&srv).await;
+    let body = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    tls.write_all(
+        format!(
+            "POST /inject HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    // One byte every 200 ms: 60 bytes would take 12 s, past the deadline.
+    let trickle = tokio::spawn(async move {
+        for b in body.as_bytes().iter().take(60) {
+            if tls.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tls.flush().await.ok();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    // Others are served while the slow body holds its connection.
+    for _ in 0..3 {
+        let (status, _) = srv
+            .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+            .await;
+        assert_eq!(status, 200);
+    }
+    let answer = trickle.await.unwrap();
+    let elapsed = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.contains("did not arrive within 10s"), "{answer}");
+    assert!(
+        elapsed >= server::BODY_READ_TIMEOUT - Duration::from_millis(500)
+            && elapsed < server::BODY_READ_TIMEOUT + Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        (srv.registry_text)().contains(r#"admission_errors_total{error="body_timeout"} 1"#),
+        "{}",
+        (srv.registry_text)()
+    );
+}
