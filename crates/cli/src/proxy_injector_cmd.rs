@@ -98,6 +98,11 @@ pub struct ProxyInjectorArgs {
     /// server does: a patch answer shrinks from ~10.8 KB to ~4.3 KB.
     #[arg(long)]
     pub no_gzip: bool,
+    /// Memory (MiB) that request bodies may hold at once, across all
+    /// requests; a request that finds it spent waits, then gets 503. At least
+    /// 8 (one body of the largest accepted size).
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub max_body_memory: u32,
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
@@ -126,6 +131,13 @@ impl ProxyInjectorArgs {
                 port: self.service_port,
             },
         };
+        let min_mib = kinject_webhook::server::BODY_LIMIT / (1024 * 1024);
+        if (self.max_body_memory as usize) < min_mib {
+            bail!(
+                "--max-body-memory must be at least {min_mib} (MiB: one body of the largest accepted size), got {}",
+                self.max_body_memory
+            );
+        }
         let reload_interval = positive_duration("--reload-interval", &self.reload_interval)?;
         Ok(ProxyInjectorConfig {
             addr: self.addr,
@@ -154,6 +166,7 @@ impl ProxyInjectorArgs {
             register: !self.no_register,
             events: !self.no_events,
             gzip: !self.no_gzip,
+            max_body_memory: self.max_body_memory as usize * 1024 * 1024,
             reload_interval,
         })
     }

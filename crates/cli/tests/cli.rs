@@ -622,6 +622,10 @@ fn server_flags_are_validated_before_anything_starts() {
         ),
         (&["--reload-interval", "soon"][..], "--reload-interval"),
         (&["--log-level", "[[["][..], "--log-level"),
+        (
+            &["--max-body-memory", "4"][..],
+            "--max-body-memory must be at least 8",
+        ),
     ] {
         let r = pi(extra);
         assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);

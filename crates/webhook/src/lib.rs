@@ -61,6 +61,9 @@ pub struct ProxyInjectorConfig {
     pub events: bool,
     /// Gzip reused answers for clients that accept it (the API server does).
     pub gzip: bool,
+    /// Request-body bytes held at once across all requests
+    /// ([`server::BodyBudget`]).
+    pub max_body_memory: usize,
     /// How often watched files are re-read.
     pub reload_interval: Duration,
 }
@@ -318,7 +321,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let https_task = tokio::spawn(server::serve_tls(
         https,
         tls_config,
-        server::admission_router(admission),
+        server::admission_router(admission, server::BodyBudget::new(cfg.max_body_memory)),
         stop_rx,
     ));
 

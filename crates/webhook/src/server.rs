@@ -22,7 +22,7 @@ use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::registry::Registry;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -45,8 +45,98 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest AdmissionReview accepted (Kubernetes objects are at most ~1.5 MiB,
 /// and a review carries the object twice at most).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Request-body bytes held at once across all requests, by default (see
+/// [`BodyBudget`]).
+pub const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
 
-async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Request) -> Response {
+/// Bounds the memory held by request bodies across all connections.
+///
+/// [`BODY_LIMIT`] bounds one body; without a global bound, a few hundred
+/// clients sending 8 MiB bodies at once would take gigabytes and get the
+/// injector OOM-killed (and, with `failurePolicy: Fail`, stop pod creation
+/// cluster-wide). Bytes are counted as they arrive, not as announced, so a
+/// client holds budget only for what it really sent; a request that finds the
+/// budget spent waits for it (the rest of its body stays in the kernel's
+/// socket buffer) until its body deadline, then gets `503`. Overshoot is at
+/// most one read per connection (hyper reads at most ~400 KB at a time).
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    /// A budget of `total` bytes (at least 1). Less than [`BODY_LIMIT`] means
+    /// bodies larger than `total` are refused with `503`.
+    pub fn new(total: usize) -> Self {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Request-body bytes currently held.
+    pub fn in_use(&self) -> usize {
+        self.total - self.bytes.available_permits()
+    }
+
+    /// Adds `more` bytes to `held`, waiting for them until `deadline`.
+    async fn take(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        more: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BodyError> {
+        let already = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        if already + more > self.total {
+            return Err(BodyError::Busy);
+        }
+        let Ok(n) = u32::try_from(more) else {
+            return Err(BodyError::Busy);
+        };
+        let permit = match self.bytes.clone().try_acquire_many_owned(n) {
+            Ok(permit) => permit,
+            Err(_) => {
+                debug!(
+                    bytes = more,
+                    in_use = self.in_use(),
+                    "waiting for request-body budget"
+                );
+                match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(n))
+                    .await
+                {
+                    Ok(Ok(permit)) => permit,
+                    // Timed out; the semaphore is never closed.
+                    Ok(Err(_)) | Err(_) => return Err(BodyError::Busy),
+                }
+            }
+        };
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        Self::new(DEFAULT_BODY_MEMORY)
+    }
+}
+
+/// What the `/inject` handler shares between requests.
+struct InjectState<L> {
+    adm: Arc<Admission<L>>,
+    budget: BodyBudget,
+}
+
+async fn inject<L: ClusterLookup>(
+    State(state): State<Arc<InjectState<L>>>,
+    req: Request,
+) -> Response {
+    let adm = &state.adm;
     // The request taken whole, not as a `HeaderMap` extractor: that would
     // clone every request's headers.
     let (parts, body) = req.into_parts();
@@ -57,8 +147,8 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Req
         .filter_map(|v| v.to_str().ok())
         .any(review::accepts_gzip);
     // Chunks as they arrived: the handler joins them only if it must parse.
-    let chunks = match read_body(body).await {
-        Ok(chunks) => chunks,
+    let read = match read_body(body, &state.budget).await {
+        Ok(read) => read,
         Err(e) => {
             adm.count_error(e.metric());
             let mut response = (
@@ -67,7 +157,7 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Req
                 e.to_string(),
             )
                 .into_response();
-            if e.status() == StatusCode::REQUEST_TIMEOUT {
+            if matches!(e, BodyError::TimedOut | BodyError::Busy) {
                 // The rest of the body may still be on its way: this
                 // connection cannot carry another request.
                 response
@@ -77,7 +167,7 @@ async fn inject<L: ClusterLookup>(State(adm): State<Arc<Admission<L>>>, req: Req
             return response;
         }
     };
-    let parts: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+    let parts: Vec<&[u8]> = read.chunks.iter().map(|c| &c[..]).collect();
     let (status, body) = adm.handle_parts(&parts, accepts_gzip).await;
     if status != StatusCode::OK {
         return (
@@ -115,6 +205,8 @@ enum BodyError {
     TimedOut,
     #[error("cannot read the request body: {0}\n")]
     Broken(String),
+    #[error("server busy: request bodies in flight fill the injector's body memory; retry\n")]
+    Busy,
 }
 
 impl BodyError {
@@ -123,6 +215,7 @@ impl BodyError {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
             Self::Broken(_) => StatusCode::BAD_REQUEST,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -132,24 +225,40 @@ impl BodyError {
             Self::TooLarge => "too_large",
             Self::TimedOut => "body_timeout",
             Self::Broken(_) => "bad_body",
+            Self::Busy => "busy",
         }
     }
 }
 
+/// A body as it arrived (chunks, no copy) and the budget its bytes hold until
+/// the request is answered.
+struct ReadBody {
+    chunks: Vec<Bytes>,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
 /// Reads a body of at most [`BODY_LIMIT`] bytes within [`BODY_READ_TIMEOUT`],
-/// keeping the chunks as they arrived (no copy).
-async fn read_body(body: Body) -> Result<Vec<Bytes>, BodyError> {
+/// counting its bytes against `budget`.
+async fn read_body(body: Body, budget: &BodyBudget) -> Result<ReadBody, BodyError> {
     let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
     let mut chunks: Vec<Bytes> = Vec::new();
+    let mut held = None;
     let mut body = Limited::new(body, BODY_LIMIT);
     loop {
         let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
             .map_err(|_| BodyError::TimedOut)?;
         match frame {
-            None => return Ok(chunks),
+            None => {
+                return Ok(ReadBody {
+                    chunks,
+                    _held: held,
+                });
+            }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    // Until the budget admits these bytes, no more are read.
+                    budget.take(&mut held, data.len(), deadline).await?;
                     chunks.push(data);
                 }
             }
@@ -160,12 +269,13 @@ async fn read_body(body: Body) -> Result<Vec<Bytes>, BodyError> {
 }
 
 /// `POST /inject` (and `POST /`, the seed's path); other methods get 405,
-/// bodies over [`BODY_LIMIT`] get 413.
-pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>) -> Router {
+/// bodies over [`BODY_LIMIT`] get 413, and request bodies together hold at
+/// most `budget` (see [`BodyBudget`]).
+pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>, budget: BodyBudget) -> Router {
     Router::new()
         .route("/inject", post(inject::<L>))
         .route("/", post(inject::<L>))
-        .with_state(adm)
+        .with_state(Arc::new(InjectState { adm, budget }))
 }
 
 /// What `/ready` reports on.

@@ -88,6 +88,10 @@ fn client_for(ca_pem: &str) -> reqwest::Client {
 }
 
 async fn start() -> Server {
+    start_with(server::BodyBudget::default()).await
+}
+
+async fn start_with(budget: server::BodyBudget) -> Server {
     tls::install_crypto_provider();
     let certs = certs();
     let (resolver, _) = tls::ReloadingResolver::new(
@@ -117,7 +121,7 @@ async fn start() -> Server {
     let task = tokio::spawn(server::serve_tls(
         listener,
         cfg,
-        server::admission_router(adm),
+        server::admission_router(adm, budget),
         stop_rx,
     ));
     let reg = registry.clone();
@@ -721,5 +725,59 @@ async fn a_body_that_trickles_in_gets_408_and_others_are_served() {
         (srv.registry_text)().contains(r#"admission_errors_total{error="body_timeout"} 1"#),
         "{}",
         (srv.registry_text)()
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_share_a_memory_budget() {
+    const BUDGET: usize = 64 * 1024;
+    let budget = server::BodyBudget::new(BUDGET);
+    let srv = start_with(budget.clone()).await;
+
+    // A body larger than the whole budget can never be held: 503 at once.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(BUDGET + 10));
+    let started = Instant::now();
+    let (status, text) = srv.post(big).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("server busy"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A client holds all but 100 bytes of the budget with a body it has
+    // not finished sending.
+    let mut holder = tls_connect(&srv).await;
+    holder
+        .write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    holder.write_all(&vec![b' '; BUDGET - 100]).await.unwrap();
+    holder.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while budget.in_use() < BUDGET - 100 {
+        assert!(Instant::now() < deadline, "held: {}", budget.in_use());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A review waits for budget instead of being read, and is answered once
+    // the holder goes away (after ~2 s).
+    let review = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    assert!(review.len() > 100);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(holder);
+    });
+    let started = Instant::now();
+    let (status, text) = srv.post(review).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < server::BODY_READ_TIMEOUT,
+        "answered after {waited:?}: the budget did not hold it back"
+    );
+    release.await.unwrap();
+    // Everything is given back.
+    assert_eq!(budget.in_use(), 0);
+    let text = (srv.registry_text)();
+    assert!(
+        text.contains(r#"admission_errors_total{error="busy"} 1"#),
+        "{text}"
     );
 }
