@@ -742,14 +742,19 @@ async fn request_bodies_share_a_memory_budget() {
     assert!(text.contains("server busy"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // A client holds all but 100 bytes of the budget with a body it has
-    // not finished sending.
+    // A client announces all but 100 bytes of the budget and sends 10: what
+    // it announced is reserved before anything is read.
     let mut holder = tls_connect(&srv).await;
     holder
-        .write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .write_all(
+            format!(
+                "POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{\"kind\":\"",
+                BUDGET - 100
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
-    holder.write_all(&vec![b' '; BUDGET - 100]).await.unwrap();
     holder.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while budget.in_use() < BUDGET - 100 {
@@ -773,11 +778,31 @@ async fn request_bodies_share_a_memory_budget() {
         "answered after {waited:?}: the budget did not hold it back"
     );
     release.await.unwrap();
+    // A body of unannounced length (chunked) is counted as it arrives: one
+    // that outgrows the whole budget gets 503 too.
+    let mut chunked = tls_connect(&srv).await;
+    let chunk = vec![b' '; 16 * 1024];
+    chunked
+        .write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..(BUDGET / chunk.len() + 2) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(&chunk);
+        frame.extend_from_slice(b"\r\n");
+        if chunked.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), chunked.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     // Everything is given back.
     assert_eq!(budget.in_use(), 0);
     let text = (srv.registry_text)();
     assert!(
-        text.contains(r#"admission_errors_total{error="busy"} 1"#),
+        text.contains(r#"admission_errors_total{error="busy"} 2"#),
         "{text}"
     );
 }
