@@ -4,7 +4,7 @@
 //! plain-HTTP admin server serves `/metrics`, `/live` and `/ready`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,7 +23,7 @@ use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::registry::Registry;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -51,6 +51,9 @@ pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// windows (otherwise 1 MiB per stream). Bytes beyond it wait in the kernel,
 /// so under a flood of large bodies memory stays near the [`BodyBudget`].
 pub const READ_AHEAD: usize = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection (hyper's default is 200). Go's
+/// client, the API server's, opens another connection beyond it.
+pub const H2_MAX_STREAMS: u32 = 32;
 /// Request-body bytes held at once across all requests, by default (see
 /// [`BodyBudget`]).
 pub const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
@@ -73,62 +76,111 @@ pub const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
 /// handler.
 #[derive(Clone, Debug)]
 pub struct BodyBudget {
-    bytes: Arc<Semaphore>,
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
     total: usize,
+    available: Mutex<usize>,
+    freed: Notify,
+}
+
+/// Budget bytes a request holds; given back when dropped.
+#[derive(Debug)]
+struct Held {
+    budget: Arc<BudgetInner>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            *self.budget.lock() += self.bytes;
+            self.budget.freed.notify_waiters();
+        }
+    }
+}
+
+impl BudgetInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        // A poisoned count is still a count (no code panics while holding it).
+        self.available
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        let mut available = self.lock();
+        let ok = *available >= bytes;
+        if ok {
+            *available -= bytes;
+        }
+        ok
+    }
 }
 
 impl BodyBudget {
     /// A budget of `total` bytes (at least 1). Less than [`BODY_LIMIT`] means
     /// bodies larger than `total` are refused with `503`.
     pub fn new(total: usize) -> Self {
-        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        let total = total.max(1);
         Self {
-            bytes: Arc::new(Semaphore::new(total)),
-            total,
+            inner: Arc::new(BudgetInner {
+                total,
+                available: Mutex::new(total),
+                freed: Notify::new(),
+            }),
         }
     }
 
     /// Request-body bytes currently held.
     pub fn in_use(&self) -> usize {
-        self.total - self.bytes.available_permits()
+        self.inner.total - *self.inner.lock()
+    }
+
+    fn nothing(&self) -> Held {
+        Held {
+            budget: self.inner.clone(),
+            bytes: 0,
+        }
     }
 
     /// Adds `more` bytes to `held`, waiting for them until `deadline`.
+    /// First fit, not first come: a small review that fits goes ahead of a
+    /// large body waiting for room (under a flood of large bodies, the API
+    /// server's ordinary reviews still get through).
     async fn take(
         &self,
-        held: &mut Option<OwnedSemaphorePermit>,
+        held: &mut Held,
         more: usize,
         deadline: tokio::time::Instant,
     ) -> Result<(), BodyError> {
-        let already = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
-        if already + more > self.total {
+        if held.bytes + more > self.inner.total {
             return Err(BodyError::Busy);
         }
-        let Ok(n) = u32::try_from(more) else {
-            return Err(BodyError::Busy);
-        };
-        let permit = match self.bytes.clone().try_acquire_many_owned(n) {
-            Ok(permit) => permit,
-            Err(_) => {
+        let mut waited = false;
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check: a release in between still wakes us.
+            freed.as_mut().enable();
+            if self.inner.try_take(more) {
+                held.bytes += more;
+                return Ok(());
+            }
+            if !waited {
                 debug!(
                     bytes = more,
                     in_use = self.in_use(),
                     "waiting for request-body budget"
                 );
-                match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(n))
-                    .await
-                {
-                    Ok(Ok(permit)) => permit,
-                    // Timed out; the semaphore is never closed.
-                    Ok(Err(_)) | Err(_) => return Err(BodyError::Busy),
-                }
+                waited = true;
             }
-        };
-        match held {
-            Some(h) => h.merge(permit),
-            None => *held = Some(permit),
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(BodyError::Busy);
+            }
         }
-        Ok(())
     }
 }
 
@@ -246,7 +298,7 @@ impl BodyError {
 /// the request is answered.
 struct ReadBody {
     chunks: Vec<Bytes>,
-    _held: Option<OwnedSemaphorePermit>,
+    _held: Held,
 }
 
 /// Reads a body of at most [`BODY_LIMIT`] bytes within [`BODY_READ_TIMEOUT`],
@@ -254,7 +306,7 @@ struct ReadBody {
 async fn read_body(body: Body, budget: &BodyBudget) -> Result<ReadBody, BodyError> {
     let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
     let mut chunks: Vec<Bytes> = Vec::new();
-    let mut held = None;
+    let mut held = budget.nothing();
     if let Some(announced) = body.size_hint().exact() {
         let announced = usize::try_from(announced).map_err(|_| BodyError::TooLarge)?;
         if announced > BODY_LIMIT {
@@ -278,12 +330,10 @@ async fn read_body(body: Body, budget: &BodyBudget) -> Result<ReadBody, BodyErro
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len();
-                    let reserved = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
-                    if received > reserved {
+                    if received > held.bytes {
                         // Until the budget admits these bytes, no more are read.
-                        budget
-                            .take(&mut held, received - reserved, deadline)
-                            .await?;
+                        let more = received - held.bytes;
+                        budget.take(&mut held, more, deadline).await?;
                     }
                     chunks.push(data);
                 }
@@ -416,11 +466,16 @@ pub async fn serve_tls(
                             .timer(TokioTimer::new())
                             .header_read_timeout(HEADER_READ_TIMEOUT)
                             .max_buf_size(READ_AHEAD);
+                        // The connection window fits every stream's window: a
+                        // stream whose handler waits (for body budget) can then
+                        // never starve the connection's other streams (hyper's
+                        // defaults, 1 MiB for both, let one stream take it all).
                         builder
                             .http2()
                             .timer(TokioTimer::new())
+                            .max_concurrent_streams(H2_MAX_STREAMS)
                             .initial_stream_window_size(READ_AHEAD as u32)
-                            .initial_connection_window_size(READ_AHEAD as u32);
+                            .initial_connection_window_size(READ_AHEAD as u32 * H2_MAX_STREAMS);
                         let conn = builder.serve_connection(TokioIo::new(tls), service);
                         if let Err(e) = watcher.watch(conn).await {
                             debug!(error = %e, "connection ended with an error");

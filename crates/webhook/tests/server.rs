@@ -806,3 +806,69 @@ async fn request_bodies_share_a_memory_budget() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_waiting_for_budget_does_not_stall_its_connection() {
+    const MIB: usize = 1024 * 1024;
+    let budget = server::BodyBudget::new(4 * MIB);
+    let srv = start_with(budget.clone()).await;
+    // 3 MiB of the budget is held by a body announced and never sent.
+    let mut holder = tls_connect(&srv).await;
+    holder
+        .write_all(
+            format!(
+                "POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                3 * MIB
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    holder.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while budget.in_use() < 3 * MIB {
+        assert!(Instant::now() < deadline, "held: {}", budget.in_use());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Over one HTTP/2 connection: a 2 MiB body that must wait for budget,
+    // then a review that fits.
+    let r = srv.client.get(srv.url("/live")).send().await.unwrap();
+    assert_eq!(
+        r.version(),
+        reqwest::Version::HTTP_2,
+        "the client must multiplex"
+    );
+    let waiting = {
+        let client = srv.client.clone();
+        let url = srv.url("/inject");
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .body(vec![b' '; 2 * MIB])
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let r = srv
+        .client
+        .post(srv.url("/inject"))
+        .header("content-type", "application/json")
+        .body(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the review waited {:?} behind a stream that waits for budget",
+        started.elapsed()
+    );
+    // The waiting body is read once the holder goes away (and is no review).
+    drop(holder);
+    assert_eq!(waiting.await.unwrap(), 400);
+}
