@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod keepalive;
 pub mod metrics;
 pub mod review;
 pub mod server;

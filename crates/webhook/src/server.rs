@@ -15,8 +15,10 @@ use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use kinject_k8s::cache::ClusterLookup;
@@ -25,9 +27,11 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::Admission;
+use crate::keepalive::{HeadClock, HeadTimed, KEEP_ALIVE_IDLE};
 use crate::review;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -431,7 +435,7 @@ pub async fn serve_tls(
                 };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
+                let app = app.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     async move {
@@ -447,6 +451,8 @@ pub async fn serve_tls(
                             }
                         };
                         let mut tls = tls;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        debug!(h2, "TLS connection");
                         // Nothing is parsed here: the bytes stay buffered for hyper.
                         match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tls.fill_buf()).await {
                             Ok(Ok([])) => return,
@@ -460,24 +466,42 @@ pub async fn serve_tls(
                                 return;
                             }
                         }
-                        let mut builder = auto::Builder::new(TokioExecutor::new());
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
-                            .max_buf_size(READ_AHEAD);
-                        // The connection window fits every stream's window: a
-                        // stream whose handler waits (for body budget) can then
-                        // never starve the connection's other streams (hyper's
-                        // defaults, 1 MiB for both, let one stream take it all).
-                        builder
-                            .http2()
-                            .timer(TokioTimer::new())
-                            .max_concurrent_streams(H2_MAX_STREAMS)
-                            .initial_stream_window_size(READ_AHEAD as u32)
-                            .initial_connection_window_size(READ_AHEAD as u32 * H2_MAX_STREAMS);
-                        let conn = builder.serve_connection(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn).await {
+                        let result = if h2 {
+                            // The connection window fits every stream's window: a
+                            // stream whose handler waits (for body budget) can then
+                            // never starve the connection's other streams (hyper's
+                            // defaults, 1 MiB for both, let one stream take it all).
+                            let mut builder = http2::Builder::new(TokioExecutor::new());
+                            builder
+                                .timer(TokioTimer::new())
+                                .max_concurrent_streams(H2_MAX_STREAMS)
+                                .initial_stream_window_size(READ_AHEAD as u32)
+                                .initial_connection_window_size(READ_AHEAD as u32 * H2_MAX_STREAMS);
+                            let service = TowerToHyperService::new(app);
+                            watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await
+                        } else {
+                            // HTTP/1.1 (TLS without ALPN h2; RFC 9113 requires it
+                            // for h2): keep-alive idle and request-head limits
+                            // kept apart (see `keepalive`).
+                            let clock = HeadClock::new(HEADER_READ_TIMEOUT);
+                            let io = TokioIo::new(HeadTimed::new(tls, clock.clone()));
+                            let service = service_fn(move |req: http::Request<Incoming>| {
+                                let serving = clock.request_started();
+                                let app = app.clone();
+                                async move {
+                                    let response = app.oneshot(req).await;
+                                    drop(serving);
+                                    response
+                                }
+                            });
+                            let mut builder = http1::Builder::new();
+                            builder
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(KEEP_ALIVE_IDLE)
+                                .max_buf_size(READ_AHEAD);
+                            watcher.watch(builder.serve_connection(io, service)).await
+                        };
+                        if let Err(e) = result {
                             debug!(error = %e, "connection ended with an error");
                         }
                     }

@@ -872,3 +872,75 @@ async fn a_stream_waiting_for_budget_does_not_stall_its_connection() {
     drop(holder);
     assert_eq!(waiting.await.unwrap(), 400);
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length: (status, body).
+async fn read_response(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tls.read(&mut byte).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn idle_keep_alive_outlives_the_head_limit_and_slow_heads_do_not() {
+    let srv = start().await;
+    let review = pod_review("admission.k8s.io/v1", "apps", false).to_string();
+    let request = format!(
+        "POST /inject HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{review}",
+        review.len()
+    );
+    // No ALPN: HTTP/1.1, as the API server's webhook client speaks it.
+    let mut tls = tls_connect(&srv).await;
+    tls.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut tls).await.0, 200);
+    // Idle for longer than the head limit: a pooled connection the client
+    // reuses must still be open (closing it here is the race that fails
+    // reviews with EOF).
+    tokio::time::sleep(server::HEADER_READ_TIMEOUT + Duration::from_secs(2)).await;
+    tls.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut tls).await.0, 200);
+    // A head that trickles in on the same connection is still cut off.
+    let started = Instant::now();
+    let mut cut = false;
+    for b in b"POST /inject HTTP/1.1\r\nHost: x\r\nX-Slow: 0123456789abcdefghij" {
+        if tls.write_all(&[*b]).await.is_err() || tls.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if !cut {
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+        cut = matches!(r, Ok(Ok(_)) | Ok(Err(_)));
+    }
+    let elapsed = started.elapsed();
+    assert!(cut, "slow head not cut off");
+    assert!(
+        elapsed < server::HEADER_READ_TIMEOUT + Duration::from_secs(4),
+        "slow head cut off only after {elapsed:?}"
+    );
+}
