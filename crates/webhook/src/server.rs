@@ -1,7 +1,9 @@
-//! The HTTPS accept loop (owned, not hidden in a framework): TLS handshake and
-//! header read are time-bounded so slow or non-TLS clients cannot pin
-//! connections, every connection is tracked for a graceful drain, and the
-//! plain-HTTP admin server serves `/metrics`, `/live` and `/ready`.
+//! The HTTPS accept loop (owned, not hidden in a framework): TLS handshake,
+//! first byte, request head and body are time-bounded so slow, silent or
+//! non-TLS clients cannot pin connections; request bodies share a memory
+//! budget; HTTP/1 keep-alive outlives the API server's idle pool; every
+//! connection is tracked for a graceful drain; and the plain-HTTP admin server
+//! serves `/metrics`, `/live` and `/ready`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,9 @@ use crate::keepalive::{HeadClock, HeadTimed, KEEP_ALIVE_IDLE};
 use crate::review;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request head may take from its first byte (HTTP/1: enforced by
+/// [`crate::keepalive::HeadTimed`]; idle keep-alive connections wait up to
+/// [`KEEP_ALIVE_IDLE`] for that first byte).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may stay silent after its TLS handshake before its
 /// first request starts. hyper's header timer only runs once request bytes
