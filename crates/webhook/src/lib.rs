@@ -301,6 +301,8 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
 
     let tls_config = Arc::new(tls::server_config(resolver)?);
+    let body_budget =
+        server::BodyBudget::with_gauge(cfg.max_body_memory, metrics.request_body_bytes.clone());
     let admission = Arc::new(
         admission::Admission::new(engine, cluster.clone(), metrics, events).with_gzip(cfg.gzip),
     );
@@ -322,7 +324,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let https_task = tokio::spawn(server::serve_tls(
         https,
         tls_config,
-        server::admission_router(admission, server::BodyBudget::new(cfg.max_body_memory)),
+        server::admission_router(admission, body_budget),
         stop_rx,
     ));
 

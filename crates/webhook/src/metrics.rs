@@ -50,6 +50,7 @@ pub struct Metrics {
     pub cache_hits: Family<CacheLabels, Counter>,
     pub gzip_replies: Counter,
     pub in_flight: Gauge,
+    pub request_body_bytes: Gauge,
     pub serving_cert_expiry: Gauge,
     pub reload_failures: Family<FileLabels, Counter>,
     pub reloads: Family<FileLabels, Counter>,
@@ -68,6 +69,7 @@ impl Metrics {
             cache_hits: Family::default(),
             gzip_replies: Counter::default(),
             in_flight: Gauge::default(),
+            request_body_bytes: Gauge::default(),
             serving_cert_expiry: Gauge::default(),
             reload_failures: Family::default(),
             reloads: Family::default(),
@@ -107,6 +109,11 @@ impl Metrics {
             "admission_in_flight",
             "Requests being answered",
             m.in_flight.clone(),
+        );
+        reg.register(
+            "admission_request_body_bytes",
+            "Request-body bytes held against the body-memory budget (--max-body-memory)",
+            m.request_body_bytes.clone(),
         );
         reg.register(
             "serving_cert_expiry_timestamp_seconds",

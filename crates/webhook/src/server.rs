@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use kinject_k8s::cache::ClusterLookup;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
@@ -93,6 +94,8 @@ struct BudgetInner {
     total: usize,
     available: Mutex<usize>,
     freed: Notify,
+    /// `admission_request_body_bytes`, when registered.
+    gauge: Option<Gauge>,
 }
 
 /// Budget bytes a request holds; given back when dropped.
@@ -106,6 +109,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         if self.bytes > 0 {
             *self.budget.lock() += self.bytes;
+            if let Some(gauge) = &self.budget.gauge {
+                gauge.dec_by(self.bytes as i64);
+            }
             self.budget.freed.notify_waiters();
         }
     }
@@ -124,6 +130,9 @@ impl BudgetInner {
         let ok = *available >= bytes;
         if ok {
             *available -= bytes;
+            if let Some(gauge) = &self.gauge {
+                gauge.inc_by(bytes as i64);
+            }
         }
         ok
     }
@@ -133,12 +142,22 @@ impl BodyBudget {
     /// A budget of `total` bytes (at least 1). Less than [`BODY_LIMIT`] means
     /// bodies larger than `total` are refused with `503`.
     pub fn new(total: usize) -> Self {
+        Self::build(total, None)
+    }
+
+    /// [`BodyBudget::new`], reporting the bytes held in `gauge`.
+    pub fn with_gauge(total: usize, gauge: Gauge) -> Self {
+        Self::build(total, Some(gauge))
+    }
+
+    fn build(total: usize, gauge: Option<Gauge>) -> Self {
         let total = total.max(1);
         Self {
             inner: Arc::new(BudgetInner {
                 total,
                 available: Mutex::new(total),
                 freed: Notify::new(),
+                gauge,
             }),
         }
     }

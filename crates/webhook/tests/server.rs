@@ -78,6 +78,7 @@ struct Server {
     registry_text: Arc<dyn Fn() -> String + Send + Sync>,
     resolver: Arc<tls::ReloadingResolver>,
     certs: Certs,
+    budget: server::BodyBudget,
 }
 
 fn client_for(ca_pem: &str) -> reqwest::Client {
@@ -88,10 +89,10 @@ fn client_for(ca_pem: &str) -> reqwest::Client {
 }
 
 async fn start() -> Server {
-    start_with(server::BodyBudget::default()).await
+    start_with(server::DEFAULT_BODY_MEMORY).await
 }
 
-async fn start_with(budget: server::BodyBudget) -> Server {
+async fn start_with(body_memory: usize) -> Server {
     tls::install_crypto_provider();
     let certs = certs();
     let (resolver, _) = tls::ReloadingResolver::new(
@@ -107,6 +108,7 @@ async fn start_with(budget: server::BodyBudget) -> Server {
     .unwrap();
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
+    let budget = server::BodyBudget::with_gauge(body_memory, metrics.request_body_bytes.clone());
     let registry = Arc::new(registry);
     let adm = Arc::new(Admission::new(
         Arc::new(ArcSwap::from_pointee(engine)),
@@ -121,7 +123,7 @@ async fn start_with(budget: server::BodyBudget) -> Server {
     let task = tokio::spawn(server::serve_tls(
         listener,
         cfg,
-        server::admission_router(adm, budget),
+        server::admission_router(adm, budget.clone()),
         stop_rx,
     ));
     let reg = registry.clone();
@@ -137,6 +139,7 @@ async fn start_with(budget: server::BodyBudget) -> Server {
         }),
         resolver,
         certs,
+        budget,
     }
 }
 
@@ -731,8 +734,8 @@ async fn a_body_that_trickles_in_gets_408_and_others_are_served() {
 #[tokio::test]
 async fn request_bodies_share_a_memory_budget() {
     const BUDGET: usize = 64 * 1024;
-    let budget = server::BodyBudget::new(BUDGET);
-    let srv = start_with(budget.clone()).await;
+    let srv = start_with(BUDGET).await;
+    let budget = srv.budget.clone();
 
     // A body larger than the whole budget can never be held: 503 at once.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(BUDGET + 10));
@@ -761,6 +764,12 @@ async fn request_bodies_share_a_memory_budget() {
         assert!(Instant::now() < deadline, "held: {}", budget.in_use());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let held = format!("admission_request_body_bytes {}", BUDGET - 100);
+    assert!(
+        (srv.registry_text)().contains(&held),
+        "{}",
+        (srv.registry_text)()
+    );
     // A review waits for budget instead of being read, and is answered once
     // the holder goes away (after ~2 s).
     let review = pod_review("admission.k8s.io/v1", "apps", false).to_string();
@@ -801,6 +810,7 @@ async fn request_bodies_share_a_memory_budget() {
     // Everything is given back.
     assert_eq!(budget.in_use(), 0);
     let text = (srv.registry_text)();
+    assert!(text.contains("admission_request_body_bytes 0"), "{text}");
     assert!(
         text.contains(r#"admission_errors_total{error="busy"} 2"#),
         "{text}"
@@ -810,8 +820,8 @@ async fn request_bodies_share_a_memory_budget() {
 #[tokio::test]
 async fn a_stream_waiting_for_budget_does_not_stall_its_connection() {
     const MIB: usize = 1024 * 1024;
-    let budget = server::BodyBudget::new(4 * MIB);
-    let srv = start_with(budget.clone()).await;
+    let srv = start_with(4 * MIB).await;
+    let budget = srv.budget.clone();
     // 3 MiB of the budget is held by a body announced and never sent.
     let mut holder = tls_connect(&srv).await;
     holder
