@@ -160,6 +160,23 @@ fn seed_walkthrough() {
         support::admin_get(inj.admin, "/metrics").1
     );
 
+    // The API server speaks HTTP/1.1 to the webhook and keeps idle
+    // connections for 90 s: one idle past the 5 s request-head limit is
+    // reused, not closed under it (a close racing a reuse fails the review
+    // with EOF; linkerd/linkerd2#14096).
+    let conns = r#"kinject_proxy_injector_connections_total{protocol="http/1.1"}"#;
+    let before = inj.metric(conns);
+    assert!(before.is_some_and(|n| n >= 1.0), "{before:?}");
+    std::thread::sleep(Duration::from_secs(7));
+    k.ok(&["run", "after-idle", "-n", "plain-ns", "--image=nginx"]);
+    let pod = k.json(&["get", "pod", "after-idle", "-n", "plain-ns"]);
+    assert!(injected(&pod), "{:?}", container_names(&pod));
+    assert_eq!(
+        inj.metric(conns),
+        before,
+        "the API server had to open a new connection after 7 s idle"
+    );
+
     // Every workload kind, not only Deployments.
     k.apply(
         r#"apiVersion: batch/v1

@@ -27,6 +27,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let listener = server::bind(addr.parse()?, "null webhook").await?;
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    server::serve_tls(listener, cfg, app, stop_rx).await;
+    server::serve_tls(listener, cfg, app, Default::default(), stop_rx).await;
     Ok(())
 }

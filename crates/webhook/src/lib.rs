@@ -301,6 +301,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
 
     let tls_config = Arc::new(tls::server_config(resolver)?);
+    let connections = metrics.connections.clone();
     let body_budget =
         server::BodyBudget::with_gauge(cfg.max_body_memory, metrics.request_body_bytes.clone());
     let admission = Arc::new(
@@ -325,6 +326,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         https,
         tls_config,
         server::admission_router(admission, body_budget),
+        connections,
         stop_rx,
     ));
 

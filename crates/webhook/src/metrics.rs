@@ -30,6 +30,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `http/1.1` or `h2`, as negotiated by ALPN.
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `review` (the whole body but its uid was seen before) or `object`.
     pub level: &'static str,
@@ -51,6 +57,7 @@ pub struct Metrics {
     pub gzip_replies: Counter,
     pub in_flight: Gauge,
     pub request_body_bytes: Gauge,
+    pub connections: Family<ProtocolLabels, Counter>,
     pub serving_cert_expiry: Gauge,
     pub reload_failures: Family<FileLabels, Counter>,
     pub reloads: Family<FileLabels, Counter>,
@@ -70,6 +77,7 @@ impl Metrics {
             gzip_replies: Counter::default(),
             in_flight: Gauge::default(),
             request_body_bytes: Gauge::default(),
+            connections: Family::default(),
             serving_cert_expiry: Gauge::default(),
             reload_failures: Family::default(),
             reloads: Family::default(),
@@ -114,6 +122,11 @@ impl Metrics {
             "admission_request_body_bytes",
             "Request-body bytes held against the body-memory budget (--max-body-memory)",
             m.request_body_bytes.clone(),
+        );
+        reg.register(
+            "connections",
+            "TLS connections accepted, by protocol (the API server keeps HTTP/1.1 ones alive)",
+            m.connections.clone(),
         );
         reg.register(
             "serving_cert_expiry_timestamp_seconds",

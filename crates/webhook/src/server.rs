@@ -24,6 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use kinject_k8s::cache::ClusterLookup;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::AsyncBufReadExt;
@@ -35,6 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::Admission;
 use crate::keepalive::{HeadClock, HeadTimed, KEEP_ALIVE_IDLE};
+use crate::metrics::ProtocolLabels;
 use crate::review;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -439,6 +442,7 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    connections: Family<ProtocolLabels, Counter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -460,6 +464,7 @@ pub async fn serve_tls(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
+                let connections = connections.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(
                     async move {
@@ -476,7 +481,9 @@ pub async fn serve_tls(
                         };
                         let mut tls = tls;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        debug!(h2, "TLS connection");
+                        let protocol = if h2 { "h2" } else { "http/1.1" };
+                        debug!(protocol, "TLS connection");
+                        connections.get_or_create(&ProtocolLabels { protocol }).inc();
                         // Nothing is parsed here: the bytes stay buffered for hyper.
                         match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tls.fill_buf()).await {
                             Ok(Ok([])) => return,

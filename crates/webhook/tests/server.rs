@@ -109,6 +109,7 @@ async fn start_with(body_memory: usize) -> Server {
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
     let budget = server::BodyBudget::with_gauge(body_memory, metrics.request_body_bytes.clone());
+    let connections = metrics.connections.clone();
     let registry = Arc::new(registry);
     let adm = Arc::new(Admission::new(
         Arc::new(ArcSwap::from_pointee(engine)),
@@ -124,6 +125,7 @@ async fn start_with(body_memory: usize) -> Server {
         listener,
         cfg,
         server::admission_router(adm, budget.clone()),
+        connections,
         stop_rx,
     ));
     let reg = registry.clone();
@@ -848,6 +850,11 @@ async fn a_stream_waiting_for_budget_does_not_stall_its_connection() {
         reqwest::Version::HTTP_2,
         "the client must multiplex"
     );
+    let text = (srv.registry_text)();
+    assert!(
+        text.contains(r#"connections_total{protocol="h2"} 1"#),
+        "{text}"
+    );
     let waiting = {
         let client = srv.client.clone();
         let url = srv.url("/inject");
@@ -932,6 +939,11 @@ async fn idle_keep_alive_outlives_the_head_limit_and_slow_heads_do_not() {
     tokio::time::sleep(server::HEADER_READ_TIMEOUT + Duration::from_secs(2)).await;
     tls.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut tls).await.0, 200);
+    let text = (srv.registry_text)();
+    assert!(
+        text.contains(r#"connections_total{protocol="http/1.1"} 1"#),
+        "both requests on one connection: {text}"
+    );
     // A head that trickles in on the same connection is still cut off.
     let started = Instant::now();
     let mut cut = false;
