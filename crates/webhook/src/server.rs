@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::metrics::counter::Counter;
@@ -29,7 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::AsyncBufReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -462,80 +462,14 @@ pub async fn serve_tls(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                let connections = connections.clone();
-                let watcher = graceful.watcher();
                 tokio::spawn(
-                    async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                debug!("TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let mut tls = tls;
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let protocol = if h2 { "h2" } else { "http/1.1" };
-                        debug!(protocol, "TLS connection");
-                        connections.get_or_create(&ProtocolLabels { protocol }).inc();
-                        // Nothing is parsed here: the bytes stay buffered for hyper.
-                        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tls.fill_buf()).await {
-                            Ok(Ok([])) => return,
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "connection failed before its first request");
-                                return;
-                            }
-                            Err(_) => {
-                                debug!("no request after the TLS handshake; closing");
-                                return;
-                            }
-                        }
-                        let result = if h2 {
-                            // The connection window fits every stream's window: a
-                            // stream whose handler waits (for body budget) can then
-                            // never starve the connection's other streams (hyper's
-                            // defaults, 1 MiB for both, let one stream take it all).
-                            let mut builder = http2::Builder::new(TokioExecutor::new());
-                            builder
-                                .timer(TokioTimer::new())
-                                .max_concurrent_streams(H2_MAX_STREAMS)
-                                .initial_stream_window_size(READ_AHEAD as u32)
-                                .initial_connection_window_size(READ_AHEAD as u32 * H2_MAX_STREAMS);
-                            let service = TowerToHyperService::new(app);
-                            watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await
-                        } else {
-                            // HTTP/1.1 (TLS without ALPN h2; RFC 9113 requires it
-                            // for h2): keep-alive idle and request-head limits
-                            // kept apart (see `keepalive`).
-                            let clock = HeadClock::new(HEADER_READ_TIMEOUT);
-                            let io = TokioIo::new(HeadTimed::new(tls, clock.clone()));
-                            let service = service_fn(move |req: http::Request<Incoming>| {
-                                let serving = clock.request_started();
-                                let app = app.clone();
-                                async move {
-                                    let response = app.oneshot(req).await;
-                                    drop(serving);
-                                    response
-                                }
-                            });
-                            let mut builder = http1::Builder::new();
-                            builder
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(KEEP_ALIVE_IDLE)
-                                .max_buf_size(READ_AHEAD);
-                            watcher.watch(builder.serve_connection(io, service)).await
-                        };
-                        if let Err(e) = result {
-                            debug!(error = %e, "connection ended with an error");
-                        }
-                    }
+                    serve_connection(
+                        acceptor.clone(),
+                        tcp,
+                        app.clone(),
+                        connections.clone(),
+                        graceful.watcher(),
+                    )
                     .instrument(info_span!("conn", client.ip = %peer.ip(), client.port = peer.port())),
                 );
             }
@@ -545,6 +479,87 @@ pub async fn serve_tls(
     tokio::select! {
         _ = graceful.shutdown() => info!("all connections drained"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+/// One accepted connection: the TLS handshake, its first byte, then HTTP/2
+/// (ALPN `h2`) or HTTP/1.1, each bounded as the constants above say.
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    app: Router,
+    connections: Family<ProtocolLabels, Counter>,
+    watcher: Watcher,
+) {
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let protocol = if h2 { "h2" } else { "http/1.1" };
+    debug!(protocol, "TLS connection");
+    connections
+        .get_or_create(&ProtocolLabels { protocol })
+        .inc();
+    // Nothing is parsed here: the bytes stay buffered for hyper.
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tls.fill_buf()).await {
+        Ok(Ok([])) => return,
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            debug!(error = %e, "connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            debug!("no request after the TLS handshake; closing");
+            return;
+        }
+    }
+    let result = if h2 {
+        // The connection window fits every stream's window: a
+        // stream whose handler waits (for body budget) can then
+        // never starve the connection's other streams (hyper's
+        // defaults, 1 MiB for both, let one stream take it all).
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .initial_stream_window_size(READ_AHEAD as u32)
+            .initial_connection_window_size(READ_AHEAD as u32 * H2_MAX_STREAMS);
+        let service = TowerToHyperService::new(app);
+        watcher
+            .watch(builder.serve_connection(TokioIo::new(tls), service))
+            .await
+    } else {
+        // HTTP/1.1 (TLS without ALPN h2; RFC 9113 requires it
+        // for h2): keep-alive idle and request-head limits
+        // kept apart (see `keepalive`).
+        let clock = HeadClock::new(HEADER_READ_TIMEOUT);
+        let io = TokioIo::new(HeadTimed::new(tls, clock.clone()));
+        let service = service_fn(move |req: http::Request<Incoming>| {
+            let serving = clock.request_started();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req).await;
+                drop(serving);
+                response
+            }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(KEEP_ALIVE_IDLE)
+            .max_buf_size(READ_AHEAD);
+        watcher.watch(builder.serve_connection(io, service)).await
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "connection ended with an error");
     }
 }
 

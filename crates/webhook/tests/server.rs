@@ -341,18 +341,7 @@ async fn hostile_connections_do_not_stop_the_server() {
         let ca = s.certs.ca_pem.clone();
         let addr = s.addr;
         tokio::spawn(async move {
-            let cfg = rustls::ClientConfig::builder()
-                .with_root_certificates(root_store(&ca))
-                .with_no_client_auth();
-            let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let mut tls = conn
-                .connect(
-                    rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                    tcp,
-                )
-                .await
-                .unwrap();
+            let mut tls = tls_connect_to(addr, &ca).await;
             let start = Instant::now();
             for b in b"POST /inject HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1234567890" {
                 if tls.write_all(&[*b]).await.is_err() {
@@ -382,6 +371,25 @@ async fn hostile_connections_do_not_stop_the_server() {
         .await;
     assert_eq!(status, 200);
     drop(stalled);
+}
+
+type ClientTls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A raw TLS connection (no ALPN: HTTP/1.1) to `addr`, trusting `ca_pem`, for
+/// clients that misbehave.
+async fn tls_connect_to(addr: SocketAddr, ca_pem: &str) -> ClientTls {
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(root_store(ca_pem))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+async fn tls_connect(srv: &Server) -> ClientTls {
+    tls_connect_to(srv.addr, &srv.certs.ca_pem).await
 }
 
 /// A rustls root store trusting the test CA (`pem`).
@@ -617,14 +625,7 @@ async fn reused_answers_are_gzipped_when_the_client_accepts_it() {
 #[tokio::test]
 async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
     let srv = start().await;
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(root_store(&srv.certs.ca_pem))
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(&srv).await;
     // 1000 bytes announced, 10 sent, then the client goes away.
     tls.write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"kind\":\"")
         .await
@@ -641,18 +642,6 @@ async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
         .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
         .await;
     assert_eq!(status, 200);
-}
-
-/// A raw TLS connection to the server (for clients that misbehave).
-async fn tls_connect(srv: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(root_store(&srv.certs.ca_pem))
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -891,9 +880,7 @@ async fn a_stream_waiting_for_budget_does_not_stall_its_connection() {
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
-async fn read_response(
-    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-) -> (u16, String) {
+async fn read_response(tls: &mut ClientTls) -> (u16, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
