@@ -101,7 +101,7 @@ pub struct ProxyInjectorArgs {
     /// Memory (MiB) that request bodies may hold at once, across all
     /// requests; a request that finds it spent waits, then gets 503. At least
     /// 8 (one body of the largest accepted size).
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = (kinject_webhook::server::DEFAULT_BODY_MEMORY >> 20) as u32, value_name = "MIB")]
     pub max_body_memory: u32,
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]

@@ -157,8 +157,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for HeadTimed<IO> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                match this.clock.bytes_arrived(Instant::now()) {
-                    Some(deadline) if Instant::now() >= deadline => {
+                let now = Instant::now();
+                match this.clock.bytes_arrived(now) {
+                    Some(deadline) if now >= deadline => {
                         Poll::Ready(Err(head_timed_out(this.clock.limit)))
                     }
                     _ => Poll::Ready(Ok(())),

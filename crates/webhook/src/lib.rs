@@ -303,7 +303,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let tls_config = Arc::new(tls::server_config(resolver)?);
     let connections = metrics.connections.clone();
     let body_budget =
-        server::BodyBudget::with_gauge(cfg.max_body_memory, metrics.request_body_bytes.clone());
+        server::BodyBudget::new(cfg.max_body_memory, metrics.request_body_bytes.clone());
     let admission = Arc::new(
         admission::Admission::new(engine, cluster.clone(), metrics, events).with_gzip(cfg.gzip),
     );

@@ -97,8 +97,8 @@ struct BudgetInner {
     total: usize,
     available: Mutex<usize>,
     freed: Notify,
-    /// `admission_request_body_bytes`, when registered.
-    gauge: Option<Gauge>,
+    /// `admission_request_body_bytes`.
+    gauge: Gauge,
 }
 
 /// Budget bytes a request holds; given back when dropped.
@@ -112,9 +112,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         if self.bytes > 0 {
             *self.budget.lock() += self.bytes;
-            if let Some(gauge) = &self.budget.gauge {
-                gauge.dec_by(self.bytes as i64);
-            }
+            self.budget.gauge.dec_by(self.bytes as i64);
             self.budget.freed.notify_waiters();
         }
     }
@@ -133,27 +131,17 @@ impl BudgetInner {
         let ok = *available >= bytes;
         if ok {
             *available -= bytes;
-            if let Some(gauge) = &self.gauge {
-                gauge.inc_by(bytes as i64);
-            }
+            self.gauge.inc_by(bytes as i64);
         }
         ok
     }
 }
 
 impl BodyBudget {
-    /// A budget of `total` bytes (at least 1). Less than [`BODY_LIMIT`] means
-    /// bodies larger than `total` are refused with `503`.
-    pub fn new(total: usize) -> Self {
-        Self::build(total, None)
-    }
-
-    /// [`BodyBudget::new`], reporting the bytes held in `gauge`.
-    pub fn with_gauge(total: usize, gauge: Gauge) -> Self {
-        Self::build(total, Some(gauge))
-    }
-
-    fn build(total: usize, gauge: Option<Gauge>) -> Self {
+    /// A budget of `total` bytes (at least 1), reporting the bytes held in
+    /// `gauge` (`admission_request_body_bytes`). Less than [`BODY_LIMIT`]
+    /// means bodies larger than `total` are refused with `503`.
+    pub fn new(total: usize, gauge: Gauge) -> Self {
         let total = total.max(1);
         Self {
             inner: Arc::new(BudgetInner {
@@ -215,12 +203,6 @@ impl BodyBudget {
     }
 }
 
-impl Default for BodyBudget {
-    fn default() -> Self {
-        Self::new(DEFAULT_BODY_MEMORY)
-    }
-}
-
 /// What the `/inject` handler shares between requests.
 struct InjectState<L> {
     adm: Arc<Admission<L>>,
@@ -246,12 +228,7 @@ async fn inject<L: ClusterLookup>(
         Ok(read) => read,
         Err(e) => {
             adm.count_error(e.metric());
-            let mut response = (
-                e.status(),
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                e.to_string(),
-            )
-                .into_response();
+            let mut response = plain_text(e.status(), e.to_string());
             if matches!(e, BodyError::TimedOut | BodyError::Busy) {
                 // The rest of the body may still be on its way: this
                 // connection cannot carry another request.
@@ -265,12 +242,7 @@ async fn inject<L: ClusterLookup>(
     let parts: Vec<&[u8]> = read.chunks.iter().map(|c| &c[..]).collect();
     let (status, body) = adm.handle_parts(&parts, accepts_gzip).await;
     if status != StatusCode::OK {
-        return (
-            status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            Body::new(body),
-        )
-            .into_response();
+        return plain_text(status, Body::new(body));
     }
     let gzip = body.is_gzip();
     let mut response = (
@@ -289,6 +261,16 @@ async fn inject<L: ClusterLookup>(
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+/// An error answer: a status and a one-line message.
+fn plain_text(status: StatusCode, text: impl Into<Body>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.into(),
+    )
+        .into_response()
 }
 
 /// Why a request body could not be read.

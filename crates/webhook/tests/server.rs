@@ -108,7 +108,7 @@ async fn start_with(body_memory: usize) -> Server {
     .unwrap();
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
-    let budget = server::BodyBudget::with_gauge(body_memory, metrics.request_body_bytes.clone());
+    let budget = server::BodyBudget::new(body_memory, metrics.request_body_bytes.clone());
     let connections = metrics.connections.clone();
     let registry = Arc::new(registry);
     let adm = Arc::new(Admission::new(
@@ -146,6 +146,14 @@ async fn start_with(body_memory: usize) -> Server {
 }
 
 impl Server {
+    /// The server still answers an ordinary review.
+    async fn assert_serves_a_review(&self) {
+        let (status, text) = self
+            .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
+            .await;
+        assert_eq!(status, 200, "{text}");
+    }
+
     fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
@@ -310,10 +318,7 @@ async fn bad_requests_get_clear_answers() {
     let r = s.client.get(s.url("/inject")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
     // Still serving.
-    let (status, _) = s
-        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-        .await;
-    assert_eq!(status, 200);
+    s.assert_serves_a_review().await;
 }
 
 #[tokio::test]
@@ -356,20 +361,14 @@ async fn hostile_connections_do_not_stop_the_server() {
         })
     };
     for _ in 0..5 {
-        let (status, _) = s
-            .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-            .await;
-        assert_eq!(status, 200);
+        s.assert_serves_a_review().await;
     }
     let elapsed = slow.await.unwrap();
     assert!(
         elapsed < Duration::from_secs(15),
         "slow client was not cut off ({elapsed:?})"
     );
-    let (status, _) = s
-        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-        .await;
-    assert_eq!(status, 200);
+    s.assert_serves_a_review().await;
     drop(stalled);
 }
 
@@ -405,10 +404,7 @@ fn root_store(pem: &str) -> rustls::RootCertStore {
 #[tokio::test]
 async fn serving_certificate_reloads_without_restart() {
     let s = start().await;
-    let (status, _) = s
-        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-        .await;
-    assert_eq!(status, 200);
+    s.assert_serves_a_review().await;
     // Rotate to a certificate from a new CA.
     let new_ca = issue(s.certs.dir.path(), "gen-2");
     s.resolver.reload().unwrap();
@@ -638,10 +634,7 @@ async fn a_body_cut_short_is_counted_and_the_server_keeps_serving() {
         assert!(Instant::now() < deadline, "{}", (srv.registry_text)());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, _) = srv
-        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-        .await;
-    assert_eq!(status, 200);
+    srv.assert_serves_a_review().await;
 }
 
 #[tokio::test]
@@ -661,10 +654,7 @@ async fn a_connection_that_never_sends_a_request_is_closed() {
         "closed too early ({elapsed:?})"
     );
     // A connection whose request comes at once is served as before.
-    let (status, _) = srv
-        .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-        .await;
-    assert_eq!(status, 200);
+    srv.assert_serves_a_review().await;
 }
 
 #[tokio::test]
@@ -697,10 +687,7 @@ async fn a_body_that_trickles_in_gets_408_and_others_are_served() {
     });
     // Others are served while the slow body holds its connection.
     for _ in 0..3 {
-        let (status, _) = srv
-            .post(pod_review("admission.k8s.io/v1", "apps", false).to_string())
-            .await;
-        assert_eq!(status, 200);
+        srv.assert_serves_a_review().await;
     }
     let answer = trickle.await.unwrap();
     let elapsed = start.elapsed();
