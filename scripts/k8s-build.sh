@@ -19,7 +19,7 @@ log() { echo "k8s-build: $*" >&2; }
 sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for p in etcd-server golang-go rsync jq make dpkg-dev golang-github-modern-go-reflect2-dev; do
+for p in etcd-server golang-1.19-go rsync jq make dpkg-dev golang-github-modern-go-reflect2-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # apt-get source needs a deb-src twin of the Debian entry.
@@ -58,8 +58,17 @@ gopath=$cache/gopath
 mkdir -p "$gopath/src/k8s.io"
 ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
 
-log "building kube-apiserver and kube-controller-manager (about 15 minutes)"
+# The 1.20.2 tree builds with Debian's Go 1.19 only. Machines may put a newer Go
+# (e.g. /usr/local/go 1.26) first on PATH, so select 1.19 explicitly.
+go119=/usr/lib/go-1.19/bin
+if [[ ! -x $go119/go ]]; then
+  echo "k8s-build: $go119/go not found; install Debian's golang-1.19-go" >&2
+  exit 1
+fi
+
+log "building kube-apiserver and kube-controller-manager with $("$go119/go" version) (about 15 minutes)"
 (
+  export PATH=$go119:$PATH GOROOT=/usr/lib/go-1.19 GOTOOLCHAIN=local
   cd "$gopath/src/k8s.io/kubernetes"
   export GOPATH=$gopath GO111MODULE=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE=$cache/gocache
   make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2

@@ -3,7 +3,8 @@
 //! Every front end (the admission webhook, `kinject inject`/`uninject`,
 //! `explain`) calls this crate with the same inputs and gets the same answer.
 //!
-//! - [`Values`]: Linkerd's chart values (the configuration schema).
+//! - [`Values`]: Linkerd's chart values (the configuration schema), loaded in
+//!   layers with Helm's semantics by [`ValuesLoader`].
 //! - [`decide()`](decide::decide): the injection truth table → [`InjectDecision`].
 //! - [`Injector::inject_pod`]: decision + RFC 6902 [`PodPatch`] + [`Warning`]s.
 //! - [`Injector::inject_document`] / [`Injector::uninject_document`]: whole
@@ -12,11 +13,13 @@
 
 pub mod annotations;
 pub mod decide;
+pub mod helm;
 pub mod injector;
 pub mod parse;
 pub mod patch;
 pub mod ports;
 pub mod proxy;
+pub mod schema;
 pub mod values;
 pub mod warning;
 pub mod workload;
@@ -24,6 +27,6 @@ pub mod workload;
 pub use decide::{DefaultPolicy, InjectDecision, InjectSource, NamespaceMeta, Policy, SkipReason};
 pub use injector::{InjectOutcome, Injector, InjectorConfig, Origin, Owner, PodRequest};
 pub use patch::PodPatch;
-pub use values::{Values, ValuesError};
+pub use values::{LoadedValues, UnknownValuesKey, Values, ValuesError, ValuesLoader};
 pub use warning::{Warning, WarningCode};
 pub use workload::{DocumentOutcome, ObjectReport, ObjectStatus, WorkloadKind};

@@ -1,25 +1,64 @@
 //! `Values`: the injection-relevant subset of Linkerd's Helm chart values.
 //!
 //! The schema follows `charts/linkerd-control-plane/values.yaml` so that a real
-//! `linkerd-config` values document can be loaded unchanged; keys kinject does not
-//! use are ignored. The defaults are Linkerd's chart defaults (edge-26.8.3), defined
-//! here in code so nothing is read from disk at run time, except that
-//! `linkerdVersion` defaults to the release whose proxy image kinject targets.
+//! `linkerd-config` values document can be loaded unchanged. The defaults are
+//! Linkerd's chart defaults (edge-26.8.3), defined here in code so nothing is
+//! read from disk at run time, except that `linkerdVersion` defaults to the
+//! release whose proxy image kinject targets.
+//!
+//! [`ValuesLoader`] layers documents and `--set`s over the defaults as Helm
+//! does ([`crate::helm`]), names the source and path of every bad value, and
+//! reports keys that no schema knows ([`crate::schema`]): Linkerd's keys that
+//! the injector does not use are accepted silently.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::helm::{self, Assignment, PathStep, SetKind};
+use crate::schema::{self, UnknownKey};
+
 /// The Linkerd release whose proxy image and behaviour kinject reproduces.
 pub const DEFAULT_LINKERD_VERSION: &str = "edge-26.8.3";
 
-/// Errors loading a values document.
+/// Errors loading values. Each names where the bad input came from (a file,
+/// a `--set`, a ConfigMap key) and the path of the bad key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValuesError {
-    #[error("invalid values YAML: {0}")]
-    Yaml(String),
-    #[error("invalid value for {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    /// YAML that does not parse; the message carries line and column.
+    #[error("{source_name}: invalid YAML: {message}")]
+    Yaml {
+        source_name: String,
+        message: String,
+    },
+    /// A document that is not a map at its top.
+    #[error("{source_name}: a values document must be a map of keys, found {found}")]
+    NotAMap { source_name: String, found: String },
+    /// A value of the wrong type (a string where a number belongs, ...).
+    #[error("{source_name}: {path}: {message}")]
+    Type {
+        source_name: String,
+        path: String,
+        message: String,
+    },
+    /// A malformed `--set`, `--set-string` or `--set-file`.
+    #[error(transparent)]
+    Set(#[from] crate::helm::SetError),
+    /// A well-typed value that is not allowed (an unknown enum value, ...).
+    #[error("{}invalid value for {key}: {message}", source_prefix(.source_name))]
+    Invalid {
+        key: &'static str,
+        message: String,
+        /// Where the value was set; `None` for values built in code.
+        source_name: Option<String>,
+    },
+}
+
+fn source_prefix(source: &Option<String>) -> String {
+    source
+        .as_ref()
+        .map(|s| format!("{s}: "))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -493,54 +532,81 @@ impl Default for ProxyInjectorValues {
 }
 
 impl Values {
-    /// Parses a values document (Linkerd's schema). Missing keys keep their
-    /// defaults; unknown keys are ignored so a full `linkerd-config` works.
+    /// Parses one values document over the defaults (a convenience for a
+    /// single layer; see [`ValuesLoader`] for files and `--set`s together).
+    /// Unknown keys are accepted here; the loader reports them.
     pub fn from_yaml(text: &str) -> Result<Self, ValuesError> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        // YAML `key:` with no value is null; Helm treats null as "use the default",
-        // so nulls are dropped before typed deserialisation.
-        let mut raw: Value =
-            serde_saphyr::from_str(text).map_err(|e| ValuesError::Yaml(e.to_string()))?;
-        if raw.is_null() {
-            return Ok(Self::default());
-        }
-        if !raw.is_object() {
-            return Err(ValuesError::Yaml(
-                "the values document must be a mapping".into(),
-            ));
-        }
-        strip_nulls(&mut raw);
-        let values: Values =
-            serde_json::from_value(raw).map_err(|e| ValuesError::Yaml(e.to_string()))?;
-        values.validate()?;
-        Ok(values)
+        let mut loader = ValuesLoader::new();
+        loader.add_document("values", text)?;
+        Ok(loader.finish()?.values)
     }
 
-    /// Checks the settings whose bad values would otherwise produce a broken pod.
+    /// Checks the settings whose bad values would otherwise produce a broken
+    /// pod: enums, ports, the proxy image, tracing without a collector.
     pub fn validate(&self) -> Result<(), ValuesError> {
+        let invalid = |key: &'static str, message: String| ValuesError::Invalid {
+            key,
+            message,
+            source_name: None,
+        };
+        let one_of = |key: &'static str, v: &str, allowed: &[&str]| {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!("{v:?} is not one of {}", allowed.join(", ")),
+                ))
+            }
+        };
+        const PULL: &[&str] = &["", "Always", "IfNotPresent", "Never"];
         let p = &self.proxy;
-        if !matches!(p.log_http_headers.as_str(), "off" | "insecure") {
-            return Err(ValuesError::Invalid {
-                key: "proxy.logHTTPHeaders",
-                message: format!("{:?} is not one of off, insecure", p.log_http_headers),
-            });
-        }
-        if !matches!(self.proxy_init.iptables_mode.as_str(), "nft" | "legacy") {
-            return Err(ValuesError::Invalid {
-                key: "proxyInit.iptablesMode",
-                message: format!(
-                    "{:?} is not one of nft, legacy",
-                    self.proxy_init.iptables_mode
-                ),
-            });
-        }
+        one_of(
+            "proxy.logHTTPHeaders",
+            &p.log_http_headers,
+            &["off", "insecure"],
+        )?;
+        one_of(
+            "proxyInit.iptablesMode",
+            &self.proxy_init.iptables_mode,
+            &["nft", "legacy"],
+        )?;
+        one_of("proxy.logFormat", &p.log_format, &["plain", "json"])?;
+        one_of("proxy.accessLog", &p.access_log, &["", "apache", "json"])?;
+        one_of(
+            "proxy.defaultInboundPolicy",
+            &p.default_inbound_policy,
+            &[
+                "all-unauthenticated",
+                "all-authenticated",
+                "cluster-unauthenticated",
+                "cluster-authenticated",
+                "deny",
+                "audit",
+            ],
+        )?;
+        one_of(
+            "webhookFailurePolicy",
+            &self.webhook_failure_policy,
+            &["Ignore", "Fail"],
+        )?;
+        one_of("imagePullPolicy", &self.image_pull_policy, PULL)?;
+        one_of("proxy.image.pullPolicy", &p.image.pull_policy, PULL)?;
+        one_of(
+            "proxyInit.image.pullPolicy",
+            &self.proxy_init.image.pull_policy,
+            PULL,
+        )?;
+        one_of(
+            "debugContainer.image.pullPolicy",
+            &self.debug_container.image.pull_policy,
+            PULL,
+        )?;
         if p.tracing.enabled && p.tracing.collector.endpoint.is_empty() {
-            return Err(ValuesError::Invalid {
-                key: "proxy.tracing.collector.endpoint",
-                message: "tracing is enabled but no collector endpoint is set".into(),
-            });
+            return Err(invalid(
+                "proxy.tracing.collector.endpoint",
+                "tracing is enabled but no collector endpoint is set".into(),
+            ));
         }
         for (key, port) in [
             ("proxy.ports.admin", p.ports.admin),
@@ -549,17 +615,11 @@ impl Values {
             ("proxy.ports.outbound", p.ports.outbound),
         ] {
             if port == 0 {
-                return Err(ValuesError::Invalid {
-                    key,
-                    message: "port 0 is not a valid port".into(),
-                });
+                return Err(invalid(key, "port 0 is not a valid port".into()));
             }
         }
         if self.proxy.image.name.is_empty() {
-            return Err(ValuesError::Invalid {
-                key: "proxy.image.name",
-                message: "must not be empty".into(),
-            });
+            return Err(invalid("proxy.image.name", "must not be empty".into()));
         }
         Ok(())
     }
@@ -574,14 +634,180 @@ impl Values {
     }
 }
 
-fn strip_nulls(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|_, v| !v.is_null());
-            m.values_mut().for_each(strip_nulls);
+/// A key no schema knows, and where it was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownValuesKey {
+    /// The file, `--set` or ConfigMap key that set it.
+    pub source_name: String,
+    pub key: UnknownKey,
+}
+
+impl std::fmt::Display for UnknownValuesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.source_name, self.key)
+    }
+}
+
+/// Values loaded from layers, with what the user should hear about.
+#[derive(Clone, Debug)]
+pub struct LoadedValues {
+    pub values: Values,
+    /// Keys that no schema knows (probably typos), in the order given.
+    pub unknown_keys: Vec<UnknownValuesKey>,
+}
+
+/// Builds [`Values`] as Helm does: the chart defaults, then each layer in the
+/// order added (values documents, then `--set`, `--set-string`, `--set-file`
+/// as the caller adds them), merged by [`helm::merge_layer`] and laid over the
+/// defaults by [`helm::coalesce`]. Pure: callers read files and ConfigMaps.
+#[derive(Debug, Default)]
+pub struct ValuesLoader {
+    layers: Vec<(String, Value)>,
+    unknown_keys: Vec<UnknownValuesKey>,
+}
+
+impl ValuesLoader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a YAML (or JSON) values document. `source_name` names it in
+    /// messages (`values file a.yaml`, `ConfigMap linkerd/linkerd-config key values`).
+    /// An empty or all-comment document adds nothing.
+    pub fn add_document(&mut self, source_name: &str, text: &str) -> Result<(), ValuesError> {
+        if text.trim().is_empty() {
+            return Ok(());
         }
-        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
-        _ => {}
+        let tree: Value = serde_saphyr::from_str(text).map_err(|e| ValuesError::Yaml {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
+        match tree {
+            Value::Null => Ok(()),
+            Value::Object(_) => {
+                self.add_tree(source_name, tree);
+                Ok(())
+            }
+            other => Err(ValuesError::NotAMap {
+                source_name: source_name.to_string(),
+                found: describe(&other),
+            }),
+        }
+    }
+
+    /// Adds one `--set` or `--set-string` argument (comma-separated assignments).
+    pub fn add_set(&mut self, kind: SetKind, expr: &str) -> Result<(), ValuesError> {
+        for assignment in helm::parse_set(expr, kind)? {
+            let mut tree = Value::Object(serde_json::Map::new());
+            assignment.apply(&mut tree);
+            self.add_tree(&format!("{} {expr}", kind.flag()), tree);
+        }
+        Ok(())
+    }
+
+    /// Adds one `--set-file path=FILE`, whose file the caller has read.
+    pub fn add_set_file(&mut self, path: Vec<PathStep>, file_name: &str, contents: String) {
+        let source = format!("--set-file {}={file_name}", helm::render_path(&path));
+        let mut tree = Value::Object(serde_json::Map::new());
+        Assignment::file(path, contents).apply(&mut tree);
+        self.add_tree(&source, tree);
+    }
+
+    fn add_tree(&mut self, source_name: &str, tree: Value) {
+        self.unknown_keys
+            .extend(
+                schema::unknown_keys(&tree)
+                    .into_iter()
+                    .map(|key| UnknownValuesKey {
+                        source_name: source_name.to_string(),
+                        key,
+                    }),
+            );
+        self.layers.push((source_name.to_string(), tree));
+    }
+
+    /// The user's layers merged (before the defaults), for messages and tests.
+    pub fn merged_user_values(&self) -> Value {
+        let mut acc = Value::Object(serde_json::Map::new());
+        for (_, tree) in &self.layers {
+            helm::merge_layer(&mut acc, tree.clone());
+        }
+        acc
+    }
+
+    /// Merges everything over the defaults, type-checks and validates.
+    pub fn finish(self) -> Result<LoadedValues, ValuesError> {
+        let mut tree = serde_json::to_value(Values::default()).map_err(|e| ValuesError::Type {
+            source_name: "defaults".into(),
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        helm::coalesce(&mut tree, &self.merged_user_values());
+        let values: Values = serde_path_to_error::deserialize(&tree).map_err(|e| {
+            let path = e.path().to_string();
+            ValuesError::Type {
+                source_name: self.source_of(&path),
+                path,
+                message: e.inner().to_string(),
+            }
+        })?;
+        values.validate().map_err(|e| match e {
+            ValuesError::Invalid { key, message, .. } => ValuesError::Invalid {
+                key,
+                message,
+                source_name: Some(self.source_of(key)),
+            },
+            other => other,
+        })?;
+        Ok(LoadedValues {
+            values,
+            unknown_keys: self.unknown_keys,
+        })
+    }
+
+    /// The last layer that sets `path` (serde's `a.b[0].c`), else "defaults".
+    fn source_of(&self, path: &str) -> String {
+        let steps = serde_path_steps(path);
+        self.layers
+            .iter()
+            .rev()
+            .find(|(_, tree)| lookup(tree, &steps).is_some())
+            .map_or_else(|| "defaults".to_string(), |(s, _)| s.clone())
+    }
+}
+
+/// Splits serde_path_to_error's `a.b[0].c` into steps.
+fn serde_path_steps(path: &str) -> Vec<PathStep> {
+    let mut steps = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty() && *p != "?") {
+        let (key, rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            steps.push(PathStep::Key(key.to_string()));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                steps.push(PathStep::Index(i));
+            }
+        }
+    }
+    steps
+}
+
+fn lookup<'a>(tree: &'a Value, steps: &[PathStep]) -> Option<&'a Value> {
+    steps.iter().try_fold(tree, |v, step| match step {
+        PathStep::Key(k) => v.get(k.as_str()),
+        PathStep::Index(i) => v.get(*i),
+    })
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(_) => "a number".into(),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a map".into(),
     }
 }
 
@@ -606,7 +832,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_ignored() {
+    fn unknown_keys_do_not_fail_the_load() {
         let v = Values::from_yaml("somethingElse: {a: 1}\nproxy: {uid: 7}\n").unwrap();
         assert_eq!(v.proxy.uid, 7);
     }
@@ -614,7 +840,10 @@ mod tests {
     #[test]
     fn wrong_type_is_a_clear_error() {
         let err = Values::from_yaml("proxy:\n  uid: nope\n").unwrap_err();
-        assert!(err.to_string().contains("invalid values YAML"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "values: proxy.uid: invalid type: string \"nope\", expected i64"
+        );
     }
 
     #[test]
@@ -628,6 +857,130 @@ mod tests {
         assert!(err.to_string().contains("proxy.logHTTPHeaders"), "{err}");
         let err = Values::from_yaml("proxyInit:\n  iptablesMode: magic\n").unwrap_err();
         assert!(err.to_string().contains("iptablesMode"), "{err}");
+    }
+
+    fn load(layers: &[(&str, &str)]) -> Result<LoadedValues, ValuesError> {
+        let mut l = ValuesLoader::new();
+        for (source, text) in layers {
+            match source.strip_prefix("--set-string ") {
+                Some(_) => l.add_set(SetKind::String, text)?,
+                None if *source == "--set" => l.add_set(SetKind::Typed, text)?,
+                None => l.add_document(source, text)?,
+            }
+        }
+        l.finish()
+    }
+
+    #[test]
+    fn partial_image_merges_into_the_default_image() {
+        let v = load(&[("a.yaml", "proxy: {image: {version: edge-26.9.1}}")]).unwrap();
+        assert_eq!(v.values.proxy.image.name, "cr.l5d.io/linkerd/proxy");
+        assert_eq!(v.values.proxy.image.version, "edge-26.9.1");
+        assert!(v.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn layers_merge_in_order_lists_replace_nulls_restore_defaults() {
+        let v = load(&[
+            (
+                "a.yaml",
+                "proxy:\n  logLevel: debug\n  uid: 7\n  additionalEnv: [{name: A}, {name: B}]\n",
+            ),
+            (
+                "b.yaml",
+                "proxy:\n  uid: null\n  additionalEnv: [{name: C}]\n",
+            ),
+            ("--set", "proxy.ports.admin=5000,proxy.image.version=v2"),
+            ("--set-string x", "linkerdVersion=123"),
+        ])
+        .unwrap();
+        let p = &v.values.proxy;
+        assert_eq!(p.log_level, "debug");
+        assert_eq!(p.uid, 2102, "null means the default");
+        assert_eq!(p.additional_env, vec![serde_json::json!({"name": "C"})]);
+        assert_eq!(p.ports.admin, 5000);
+        assert_eq!(p.ports.control, 4190);
+        assert_eq!(p.image.version, "v2");
+        assert_eq!(v.values.linkerd_version, "123");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_source() {
+        let v = load(&[
+            (
+                "values file a.yaml",
+                "proxy: {logLevl: debug}\nproxyy: {}\n",
+            ),
+            ("--set", "proxy.uidd=3"),
+        ])
+        .unwrap();
+        let shown: Vec<String> = v.unknown_keys.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "values file a.yaml: proxy.logLevl: unknown key, did you mean proxy.logLevel?",
+                "values file a.yaml: proxyy: unknown key, did you mean proxy?",
+                "--set proxy.uidd=3: proxy.uidd: unknown key, did you mean proxy.uid?",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_names_source_and_path() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("f.yaml", "- a\n- b\n")],
+                "f.yaml: a values document must be a map of keys, found a list",
+            ),
+            (
+                &[("f.yaml", "just a string")],
+                "f.yaml: a values document must be a map of keys, found a string",
+            ),
+            (
+                &[
+                    ("f.yaml", "proxy: {uid: 7}"),
+                    ("g.yaml", "proxy:\n  ports:\n    admin: lots\n"),
+                ],
+                "g.yaml: proxy.ports.admin: invalid type: string \"lots\", expected u16",
+            ),
+            (
+                &[("f.yaml", "proxy:\n  logLevel: {a: 1}\n")],
+                "f.yaml: proxy.logLevel: invalid type: map, expected a string",
+            ),
+            (
+                &[("f.yaml", "proxy: nope\n")],
+                "f.yaml: proxy: invalid type: string \"nope\", expected struct ProxyValues",
+            ),
+            (
+                &[("f.yaml", "proxy: {logFormat: xml}")],
+                "f.yaml: invalid value for proxy.logFormat: \"xml\" is not one of plain, json",
+            ),
+            (
+                &[("--set", "webhookFailurePolicy=Sometimes")],
+                "--set webhookFailurePolicy=Sometimes: invalid value for webhookFailurePolicy: \"Sometimes\" is not one of Ignore, Fail",
+            ),
+            (
+                &[("--set", "proxy..uid=1")],
+                "--set \"proxy..uid=1\": empty key before '.' at character 7",
+            ),
+            (
+                &[("--set", "a[x]=1")],
+                "--set \"a[x]=1\": list index [x] is not a number",
+            ),
+        ];
+        for (layers, want) in cases {
+            let err = load(layers).unwrap_err().to_string();
+            assert_eq!(&err, want);
+        }
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_the_line() {
+        let err = load(&[("f.yaml", "proxy:\n  logLevel: debug\n    uid: [1\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f.yaml: invalid YAML: "), "{err}");
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]

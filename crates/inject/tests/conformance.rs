@@ -333,3 +333,25 @@ fn seed_admission_reviews() {
         }
     }
 }
+
+/// Linkerd's complete chart defaults load with no unknown key, and give the
+/// same values as kinject's built-in defaults (only `linkerdVersion`, a
+/// placeholder in the chart, and the empty trust anchors differ).
+#[test]
+fn linkerd_values_yaml_loads_with_zero_warnings() {
+    let Some(dir) = fixtures("linkerd-edge-26.8.3") else {
+        return;
+    };
+    let text = std::fs::read_to_string(dir.join("values.yaml")).expect("values.yaml");
+    let mut loader = kinject_inject::ValuesLoader::new();
+    loader
+        .add_document("values.yaml", &text)
+        .expect("values.yaml parses");
+    let loaded = loader.finish().expect("values.yaml loads");
+    let unknown: Vec<String> = loaded.unknown_keys.iter().map(|u| u.to_string()).collect();
+    assert_eq!(unknown, Vec::<String>::new());
+    let mut expected = Values::default();
+    expected.linkerd_version = "linkerdVersionValue".into();
+    expected.identity_trust_anchors_pem = loaded.values.identity_trust_anchors_pem.clone();
+    assert_eq!(loaded.values, expected);
+}
