@@ -350,8 +350,10 @@ fn linkerd_values_yaml_loads_with_zero_warnings() {
     let loaded = loader.finish().expect("values.yaml loads");
     let unknown: Vec<String> = loaded.unknown_keys.iter().map(|u| u.to_string()).collect();
     assert_eq!(unknown, Vec::<String>::new());
-    let mut expected = Values::default();
-    expected.linkerd_version = "linkerdVersionValue".into();
-    expected.identity_trust_anchors_pem = loaded.values.identity_trust_anchors_pem.clone();
+    let expected = Values {
+        linkerd_version: "linkerdVersionValue".into(),
+        identity_trust_anchors_pem: loaded.values.identity_trust_anchors_pem.clone(),
+        ..Values::default()
+    };
     assert_eq!(loaded.values, expected);
 }
