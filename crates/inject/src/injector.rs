@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::annotations::{
     self, AnnotationSettings, CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, EffectiveAnnotations,
-    NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION,
-    PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION, TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL,
-    scalar_str,
+    INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
+    OPAQUE_PORTS_ANNOTATION, PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION,
+    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, scalar_str,
 };
 use crate::decide::{self, InjectDecision, NamespaceMeta, Policy};
 use crate::patch::{PatchBuilder, PodPatch};
@@ -195,6 +195,12 @@ impl Injector {
         }
         if !self.cfg.created_by.is_empty() {
             added.insert(CREATED_BY_ANNOTATION.into(), self.cfg.created_by.clone());
+        }
+        // Ingress mode from the values (`proxy.isIngress`, `--ingress`) is
+        // written on the pod as Linkerd's CLI does, so re-injection and every
+        // tool that reads the annotation see an ingress proxy.
+        if self.cfg.values.proxy.is_ingress {
+            added.insert(INJECT_ANNOTATION.into(), "ingress".into());
         }
         let workload_ns = req.namespace_name.or_else(|| {
             metadata
@@ -513,4 +519,55 @@ fn finish(b: PatchBuilder, warnings: &mut Vec<Warning>) -> PodPatch {
         ));
         PodPatch::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inject(is_ingress: bool, pod: &Value) -> Value {
+        let mut values = Values::default();
+        values.proxy.is_ingress = is_ingress;
+        let injector = Injector::new(InjectorConfig {
+            values,
+            ..InjectorConfig::default()
+        })
+        .expect("injector");
+        let outcome = injector.inject_pod(&PodRequest::pod(pod));
+        assert!(outcome.decision.is_inject());
+        let mut out = pod.clone();
+        outcome.patch.apply(&mut out).expect("patch applies");
+        out
+    }
+
+    fn proxy_env(pod: &Value, name: &str) -> Option<Value> {
+        let containers = pod.pointer("/spec/initContainers")?.as_array()?;
+        let proxy = containers.iter().find(|c| c["name"] == "linkerd-proxy")?;
+        let env = proxy["env"].as_array()?;
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    }
+
+    #[test]
+    fn is_ingress_marks_the_pod_and_configures_the_proxy() {
+        let pod = json!({"metadata": {"annotations": {"linkerd.io/inject": "enabled"}},
+                         "spec": {"containers": [{"name": "app", "image": "app"}]}});
+        let out = inject(true, &pod);
+        assert_eq!(
+            out["metadata"]["annotations"]["linkerd.io/inject"],
+            "ingress"
+        );
+        assert_eq!(
+            proxy_env(&out, "LINKERD2_PROXY_INGRESS_MODE"),
+            Some(json!("true"))
+        );
+        let out = inject(false, &pod);
+        assert_eq!(
+            out["metadata"]["annotations"]["linkerd.io/inject"],
+            "enabled"
+        );
+        assert_eq!(proxy_env(&out, "LINKERD2_PROXY_INGRESS_MODE"), None);
+    }
 }
