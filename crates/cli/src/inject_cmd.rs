@@ -10,12 +10,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, Values, parse};
+use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, parse};
 use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::manifest::{self, Source};
 use crate::report;
+use crate::values_cmd::{self, ValuesArgs};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -42,9 +43,20 @@ pub struct InjectArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
-    /// Linkerd values file (chart schema; a `linkerd-config` values document works).
-    #[arg(long, value_name = "FILE")]
-    pub values: Option<PathBuf>,
+    #[command(flatten)]
+    pub values: ValuesArgs,
+
+    /// Start from the values and trust roots of the Linkerd running in the
+    /// -l namespace (ConfigMaps `linkerd-config` and
+    /// `linkerd-identity-trust-roots`), so the output matches what that
+    /// cluster's injector would produce. Files and sets apply on top.
+    #[arg(long)]
+    pub values_from_cluster: bool,
+
+    /// Inject ingress-mode proxies (`proxy.isIngress`): the templates are
+    /// marked `linkerd.io/inject: ingress`.
+    #[arg(long)]
+    pub ingress: bool,
 
     /// PEM file with the identity trust anchors (overrides identityTrustAnchorsPEM).
     #[arg(long, value_name = "FILE")]
@@ -111,15 +123,17 @@ pub struct UninjectArgs {
 impl InjectArgs {
     /// Builds the engine from the values file and flags, validating every flag.
     pub fn injector(&self) -> Result<Injector> {
-        let mut values = match &self.values {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read values file {}", path.display()))?;
-                Values::from_yaml(&text)
-                    .with_context(|| format!("values file {}", path.display()))?
-            }
-            None => Values::default(),
+        let cluster = if self.values_from_cluster {
+            Some(values_cmd::fetch_cluster_config(&self.linkerd_namespace)?)
+        } else {
+            None
         };
+        let loaded = values_cmd::load(&self.values, cluster.as_ref(), &self.linkerd_namespace)?;
+        values_cmd::warn_unknown(&loaded)?;
+        let mut values = loaded.values;
+        if self.ingress {
+            values.proxy.is_ingress = true;
+        }
         let p = &mut values.proxy;
         if let Some(v) = &self.proxy_image {
             p.image.name = non_empty("--proxy-image", v)?;
@@ -158,7 +172,7 @@ impl InjectArgs {
         let trust_anchors_pem = match &self.trust_anchors {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read trust anchors {}", path.display()))?,
-            None => String::new(),
+            None => cluster.and_then(|c| c.trust_roots).unwrap_or_default(),
         };
         let injector = Injector::new(InjectorConfig {
             values,

@@ -15,6 +15,7 @@ mod manifest;
 mod proxy_injector_cmd;
 mod report;
 mod server_args;
+mod values_cmd;
 
 #[derive(Parser, Debug)]
 #[command(name = "kinject", version, about, propagate_version = true)]
@@ -31,6 +32,9 @@ enum Command {
     /// report on stderr. Documents that cannot be injected pass through
     /// unchanged. On any error nothing is printed to stdout and the exit code is 1.
     Inject(Box<inject_cmd::InjectArgs>),
+    /// Print the values the engine will use: the defaults, then the cluster's
+    /// (`--values-from-cluster`), then `--values` files, then `--set`s.
+    Values(Box<values_cmd::ValuesCmdArgs>),
     /// Remove what `kinject inject` added (offline).
     Uninject(inject_cmd::UninjectArgs),
     /// Run the mutating admission webhook that injects pods as they are created.
@@ -69,6 +73,7 @@ fn main() {
     let result = match &cli.command {
         Command::Inject(args) => inject_cmd::inject(args),
         Command::Uninject(args) => inject_cmd::uninject(args),
+        Command::Values(args) => values_cmd::run(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),
     };

@@ -10,6 +10,7 @@ use kinject_k8s::webhook_config::ClientTarget;
 use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
 
 use crate::server_args::{LogArgs, positive_duration};
+use crate::values_cmd::ValuesArgs;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FailurePolicy {
@@ -45,9 +46,16 @@ pub struct ProxyInjectorArgs {
     /// defaults to the serving certificate file. Hot-reloaded.
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
-    /// Linkerd values file (e.g. the `values` key of `linkerd-config`); hot-reloaded.
-    #[arg(long, value_name = "FILE")]
-    pub values: Option<PathBuf>,
+    /// Values files (hot-reloaded) and sets, as for `kinject inject`.
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    /// Take the base values from the running Linkerd's ConfigMap
+    /// `linkerd-config` (key `values`) in the -l namespace, and the trust
+    /// anchors from `linkerd-identity-trust-roots` unless --trust-anchors is
+    /// given. Both are watched: a change applies at once, a broken one is
+    /// refused and the last good values stay. Not ready until they load.
+    #[arg(long)]
+    pub values_from_cluster: bool,
     /// Identity trust anchors (PEM); hot-reloaded.
     #[arg(long, value_name = "FILE")]
     pub trust_anchors: Option<PathBuf>,
@@ -145,7 +153,8 @@ impl ProxyInjectorArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             ca_bundle: self.ca_bundle.clone(),
-            values: self.values.clone(),
+            values: self.values.sources(),
+            values_from_cluster: self.values_from_cluster,
             trust_anchors: self.trust_anchors.clone(),
             linkerd_namespace: self.linkerd_namespace.clone(),
             target,

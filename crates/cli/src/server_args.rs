@@ -31,8 +31,11 @@ impl LogArgs {
     /// Installs the tracing subscriber (stderr, plain or JSON lines).
     pub fn init(&self) -> Result<()> {
         let filter = log_filter(&self.log_level)?;
+        // Colour only on a terminal: in a pod stderr is a pipe that
+        // `kubectl logs` and log collectors read.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Plain => builder.try_init(),

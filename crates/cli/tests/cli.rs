@@ -626,6 +626,18 @@ fn server_flags_are_validated_before_anything_starts() {
             &["--max-body-memory", "4"][..],
             "--max-body-memory must be at least 8",
         ),
+        (
+            &["--set", "proxy..uid=1"][..],
+            "--set \"proxy..uid=1\": empty key before '.' at character 7",
+        ),
+        (
+            &["--values", "/nonexistent/v.yaml"][..],
+            "cannot read values file /nonexistent/v.yaml",
+        ),
+        (
+            &["--set", "proxy.uid=x"][..],
+            "--set proxy.uid=x: proxy.uid: invalid type: string \"x\", expected i64",
+        ),
     ] {
         let r = pi(extra);
         assert_eq!(r.code, 1, "{extra:?}: {}", r.stderr);
@@ -641,5 +653,289 @@ fn server_flags_are_validated_before_anything_starts() {
         r.stderr.contains("--resync must be positive"),
         "{}",
         r.stderr
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+fn proxy_of(doc: &Value) -> Value {
+    let spec = &doc["spec"]["template"]["spec"];
+    spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["containers"].as_array())
+        .flatten()
+        .find(|c| c["name"] == "linkerd-proxy")
+        .cloned()
+        .expect("a proxy")
+}
+
+fn env_of(proxy: &Value, name: &str) -> Option<String> {
+    proxy["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn values_layers_merge_as_helm_does() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // The most common override: only the version. Helm merges it into the
+    // default image; it must not empty the image name.
+    let a = write(
+        dir.path(),
+        "a.yaml",
+        "proxy:\n  image: {version: edge-26.9.1}\n  logLevel: info\n  uid: 1000\n",
+    );
+    let b = write(dir.path(), "b.yaml", "proxy:\n  logLevel: debug\n");
+    let pem = write(
+        dir.path(),
+        "ca.pem",
+        &std::fs::read_to_string(anchors()).expect("pem"),
+    );
+    let r = run(
+        &[
+            "inject",
+            "--values",
+            &a,
+            "--values",
+            &b,
+            "--set",
+            "proxy.uid=2000",
+            "--set-string",
+            "proxy.logFormat=json",
+            "--set-file",
+            &format!("identityTrustAnchorsPEM={pem}"),
+            &example(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("Warning"), "{}", r.stderr);
+    let docs = docs(&r.stdout);
+    let proxy = proxy_of(find(&docs, "Deployment"));
+    assert_eq!(proxy["image"], "cr.l5d.io/linkerd/proxy:edge-26.9.1");
+    assert!(
+        env_of(&proxy, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")),
+        "log level from the later file"
+    );
+    assert_eq!(
+        env_of(&proxy, "LINKERD2_PROXY_LOG_FORMAT").as_deref(),
+        Some("json")
+    );
+    assert_eq!(proxy["securityContext"]["runAsUser"], 2000);
+    assert!(
+        env_of(&proxy, "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS")
+            .is_some_and(|a| a.contains("BEGIN CERTIFICATE")),
+        "trust anchors from --set-file"
+    );
+}
+
+#[test]
+fn unknown_values_keys_are_warned_and_the_rest_applies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = write(
+        dir.path(),
+        "a.yaml",
+        "proxy: {logLevl: debug}\nproxyy: {}\n",
+    );
+    let r = run(
+        &[
+            "inject",
+            "--values",
+            &a,
+            "--set",
+            "proxy.imag.version=x",
+            &example(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for line in [
+        format!(
+            "Warning: values file {a}: proxy.logLevl: unknown key, did you mean proxy.logLevel?"
+        ),
+        format!("Warning: values file {a}: proxyy: unknown key, did you mean proxy?"),
+        "Warning: --set proxy.imag.version=x: proxy.imag: unknown key, did you mean proxy.image?"
+            .into(),
+    ] {
+        assert!(
+            r.stderr.contains(&line),
+            "missing {line:?} in\n{}",
+            r.stderr
+        );
+    }
+    assert!(!r.stdout.is_empty());
+}
+
+#[test]
+fn bad_values_are_precise_errors_and_print_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "- a\n- b\n",
+            "a values document must be a map of keys, found a list".to_string(),
+        ),
+        (
+            "proxy:\n  uid: lots\n",
+            "proxy.uid: invalid type: string \"lots\", expected i64".into(),
+        ),
+        (
+            "proxy:\n  image: registry/proxy\n",
+            "proxy.image: invalid type: string \"registry/proxy\", expected struct ImageValues"
+                .into(),
+        ),
+        (
+            "proxy:\n  logLevel: {a: b}\n",
+            "proxy.logLevel: invalid type: map, expected a string".into(),
+        ),
+        (
+            "proxyInit:\n  iptablesMode: magic\n",
+            "invalid value for proxyInit.iptablesMode: \"magic\" is not one of nft, legacy".into(),
+        ),
+        (
+            "proxy:\n  logLevel: debug\n   uid: 1\n",
+            "invalid YAML".into(),
+        ),
+    ];
+    for (text, want) in cases {
+        let f = write(dir.path(), "v.yaml", text);
+        let r = run(&["inject", "--values", &f, &example()], None);
+        assert_eq!(r.code, 1, "{text:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{text:?}: printed output");
+        let want = format!("values file {f}: {want}");
+        assert!(
+            r.stderr.contains(&want),
+            "{text:?}: want {want:?} in {}",
+            r.stderr
+        );
+    }
+    // A YAML syntax error names the line.
+    let f = write(
+        dir.path(),
+        "v.yaml",
+        "proxy:\n  logLevel: debug\n    uid: [1\n",
+    );
+    let r = run(&["inject", "--values", &f, &example()], None);
+    assert!(r.stderr.contains("line 3"), "{}", r.stderr);
+    for (set, want) in [
+        ("a[0", "unclosed '['"),
+        ("a[-2]=1", "negative list index [-2] is not allowed"),
+        ("a", "key \"a\" has no value"),
+        (
+            "proxy.ports.admin=0",
+            "invalid value for proxy.ports.admin: port 0 is not a valid port",
+        ),
+    ] {
+        let r = run(&["inject", "--set", set, &example()], None);
+        assert_eq!(r.code, 1, "{set}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+        assert!(
+            r.stderr.contains(want),
+            "{set}: want {want:?} in {}",
+            r.stderr
+        );
+    }
+    let r = run(
+        &["inject", "--set-file", "a=/nonexistent/pem", &example()],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("--set-file a=/nonexistent/pem: cannot read /nonexistent/pem"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn ingress_marks_injected_templates() {
+    for args in [&["--ingress"][..], &["--set", "proxy.isIngress=true"][..]] {
+        let mut a = vec!["inject", "--trust-anchors"];
+        let anchors = anchors();
+        let example = example();
+        a.push(&anchors);
+        a.extend_from_slice(args);
+        a.push(&example);
+        let r = run(&a, None);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let docs = docs(&r.stdout);
+        let deploy = find(&docs, "Deployment");
+        assert_eq!(
+            deploy["spec"]["template"]["metadata"]["annotations"]["linkerd.io/inject"], "ingress",
+            "{args:?}"
+        );
+        assert_eq!(
+            env_of(&proxy_of(deploy), "LINKERD2_PROXY_INGRESS_MODE").as_deref(),
+            Some("true")
+        );
+        // Re-injecting the output keeps ingress mode and changes nothing.
+        let mut again = vec!["inject", "--trust-anchors", &anchors];
+        again.extend_from_slice(args);
+        again.push("-");
+        let again = run(&again, Some(&r.stdout));
+        assert!(again.stdout == r.stdout, "re-injection changed the output");
+    }
+}
+
+#[test]
+fn values_command_prints_the_effective_values() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = write(
+        dir.path(),
+        "a.yaml",
+        "proxy: {image: {version: v1}, cores: 2}\nproxyy: 1\n",
+    );
+    let r = run(
+        &[
+            "values",
+            "--values",
+            &a,
+            "--set",
+            "proxy.cores=null",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["proxy"]["image"]["name"], "cr.l5d.io/linkerd/proxy");
+    assert_eq!(v["proxy"]["image"]["version"], "v1");
+    assert_eq!(v["proxy"]["cores"], Value::Null, "null means the default");
+    assert_eq!(v["proxy"]["ports"]["admin"], 4191);
+    assert!(v.get("proxyy").is_none(), "unknown keys are not used");
+    assert!(r.stderr.contains("proxyy: unknown key"), "{}", r.stderr);
+    let r = run(&["values", "--set", "proxy.logLevel=debug"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let y: Value = serde_saphyr::from_str(&r.stdout).expect("yaml");
+    assert_eq!(y["proxy"]["logLevel"], "debug");
+    // Its output is a values file that reproduces itself.
+    let f = write(dir.path(), "eff.yaml", &r.stdout);
+    let again = run(&["values", "--values", &f], None);
+    assert_eq!(again.stdout, r.stdout);
+    assert!(again.stderr.is_empty(), "{}", again.stderr);
+}
+
+#[test]
+fn values_from_cluster_without_a_cluster_is_a_clear_error() {
+    let r = kinject()
+        .args(["values", "--values-from-cluster"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run");
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("--values-from-cluster needs a cluster: set KUBECONFIG"),
+        "{err}"
     );
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{
-    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, PROXY_VERSION_ANNOTATION,
+    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION,
     TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, owner_label_kind,
 };
 use crate::decide::{InjectDecision, SkipReason, has_existing_sidecar};
@@ -235,6 +235,12 @@ impl Injector {
         let base: Cow<'_, Value> = if carries_proxy(pod) {
             let mut base = obj.clone();
             uninject_at(&mut base, pointer);
+            if self.config().values.proxy.is_ingress {
+                // Ingress mode from the values writes this annotation again;
+                // removing it first keeps the output a fixed point (same
+                // annotation order on every run).
+                forget_ingress_annotation(&mut base, pointer);
+            }
             Cow::Owned(base)
         } else {
             Cow::Borrowed(obj)
@@ -288,6 +294,17 @@ impl Injector {
                 (None, report)
             }
         }
+    }
+}
+
+fn forget_ingress_annotation(obj: &mut Value, pointer: &str) {
+    let annotations = obj
+        .pointer_mut(&format!("{pointer}/metadata/annotations"))
+        .and_then(Value::as_object_mut);
+    if let Some(a) = annotations
+        && a.get(INJECT_ANNOTATION).and_then(Value::as_str) == Some("ingress")
+    {
+        a.shift_remove(INJECT_ANNOTATION);
     }
 }
 

@@ -4,11 +4,14 @@
 //! - [`webhook_config`]: the MutatingWebhookConfiguration kinject registers and
 //!   keeps true (drift is healed within seconds);
 //! - [`version`]: what the API server supports (native sidecars);
+//! - [`linkerd_config`]: a running Linkerd's `linkerd-config` values and trust
+//!   roots, read once or watched;
 //! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod events;
+pub mod linkerd_config;
 pub mod version;
 pub mod webhook_config;
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod review;
 pub mod server;
 pub mod tls;
+pub mod values_source;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,17 +21,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
-use kinject_inject::{Injector, InjectorConfig, Policy, Values};
+use kinject_inject::{Injector, InjectorConfig, Policy, UnknownValuesKey};
 use kinject_k8s::ClusterView;
 use kinject_k8s::events::EventSink;
+use kinject_k8s::linkerd_config::{self, LinkerdConfig};
 use kinject_k8s::webhook_config::{self, ClientTarget, WebhookConfigSpec};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
+pub use crate::values_source::ValuesSources;
 
 /// Whether the proxy runs as a native sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +53,11 @@ pub struct ProxyInjectorConfig {
     pub tls_key: PathBuf,
     /// PEM the API server verifies the webhook with; default: the serving chain's last certificate.
     pub ca_bundle: Option<PathBuf>,
-    pub values: Option<PathBuf>,
+    /// Values files and `--set*`s (re-read when a file changes).
+    pub values: ValuesSources,
+    /// Take the base values (and trust roots, unless `trust_anchors` is set)
+    /// from a running Linkerd's ConfigMaps in `linkerd_namespace`, watched.
+    pub values_from_cluster: bool,
     pub trust_anchors: Option<PathBuf>,
     pub linkerd_namespace: String,
     pub target: ClientTarget,
@@ -69,28 +76,119 @@ pub struct ProxyInjectorConfig {
     pub reload_interval: Duration,
 }
 
-/// Builds the engine from the files; any error is reported with the file name.
+/// Builds the engine from every values source: the cluster's `linkerd-config`
+/// (when asked for), the files and the `--set`s; trust anchors from
+/// `--trust-anchors`, else the cluster's trust roots, else the values. Any
+/// error names its source.
 fn build_engine(
     cfg: &ProxyInjectorConfig,
     native_supported: bool,
-    values_text: Option<&str>,
-    anchors: Option<&str>,
-) -> Result<Injector> {
-    let values = match (values_text, &cfg.values) {
-        (Some(text), Some(path)) => {
-            Values::from_yaml(text).with_context(|| format!("values file {}", path.display()))?
+    cluster: Option<&LinkerdConfig>,
+) -> Result<(Injector, Vec<UnknownValuesKey>)> {
+    let ns = &cfg.linkerd_namespace;
+    let base = if cfg.values_from_cluster {
+        match cluster.map(|c| &c.values) {
+            None => bail!("the cluster's ConfigMaps have not been read yet"),
+            Some(None) => bail!("{}", linkerd_config::missing_message(ns)),
+            Some(Some(Err(e))) => bail!("{e}"),
+            Some(Some(Ok(text))) => Some(text.as_str()),
         }
-        _ => Values::default(),
+    } else {
+        None
+    };
+    let source = linkerd_config::values_source_name(ns);
+    let loaded = cfg.values.load(base.map(|t| (source.as_str(), t)))?;
+    let anchors = match read(&cfg.trust_anchors)? {
+        Some(a) => a,
+        None => cluster
+            .and_then(|c| c.trust_roots.clone())
+            .unwrap_or_default(),
     };
     let injector = Injector::new(InjectorConfig {
-        values,
+        values: loaded.values,
         linkerd_namespace: cfg.linkerd_namespace.clone(),
-        trust_anchors_pem: anchors.unwrap_or_default().to_string(),
+        trust_anchors_pem: anchors,
         created_by: format!("kinject/proxy-injector {}", env!("CARGO_PKG_VERSION")),
         policy: cfg.policy.clone(),
         native_sidecars_supported: native_supported,
     })?;
-    Ok(injector)
+    Ok((injector, loaded.unknown_keys))
+}
+
+/// Rebuilds and swaps the engine when any of its inputs changes; on failure
+/// the last good engine stays in force.
+#[derive(Clone)]
+struct EngineReloader {
+    cfg: Arc<ProxyInjectorConfig>,
+    native_supported: bool,
+    cluster: Option<watch::Receiver<Option<LinkerdConfig>>>,
+    engine: Arc<ArcSwap<Injector>>,
+    metrics: Metrics,
+    /// True once an engine has been built from the configured sources.
+    loaded: Arc<watch::Sender<bool>>,
+}
+
+impl EngineReloader {
+    fn reload(&self) -> Result<()> {
+        let cluster = self.cluster.as_ref().map(|rx| rx.borrow().clone());
+        let (injector, unknown) = build_engine(
+            &self.cfg,
+            self.native_supported,
+            cluster.as_ref().and_then(|c| c.as_ref()),
+        )?;
+        // Unknown keys do not stop the injector; they are said once per load.
+        for key in &unknown {
+            warn!(source = %key.source_name, key = %key.key.path, "{key}");
+        }
+        self.metrics
+            .values_unknown_keys
+            .set(i64::try_from(unknown.len()).unwrap_or(i64::MAX));
+        self.engine.store(Arc::new(injector));
+        self.loaded.send_replace(true);
+        Ok(())
+    }
+
+    /// Follows the cluster's ConfigMaps.
+    fn spawn_cluster_watch(self) {
+        let Some(mut rx) = self.cluster.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let what = "linkerd_config";
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                if rx.borrow().is_none() {
+                    continue;
+                }
+                match self.reload() {
+                    Ok(()) => {
+                        info!(
+                            configmap = linkerd_config::CONFIG_MAP,
+                            "values loaded from the cluster"
+                        );
+                        self.metrics
+                            .reloads
+                            .get_or_create(&Metrics::file(what))
+                            .inc();
+                    }
+                    Err(e) => {
+                        let kept = if *self.loaded.borrow() {
+                            "keeping the last good values"
+                        } else {
+                            "not ready until they load"
+                        };
+                        error!(configmap = linkerd_config::CONFIG_MAP, error = %format!("{e:#}"), "cannot use the cluster's values; {kept}");
+                        self.metrics
+                            .reload_failures
+                            .get_or_create(&Metrics::file(what))
+                            .inc();
+                    }
+                }
+            }
+        });
+    }
 }
 
 fn read(path: &Option<PathBuf>) -> Result<Option<String>> {
@@ -146,6 +244,7 @@ struct Ready {
     cluster: ClusterView,
     registered: Arc<AtomicBool>,
     cert_ok: Arc<AtomicBool>,
+    values_loaded: watch::Receiver<bool>,
 }
 
 impl server::Readiness for Ready {
@@ -159,6 +258,9 @@ impl server::Readiness for Ready {
         }
         if !self.cert_ok.load(Ordering::Acquire) {
             out.push("serving certificate not loaded");
+        }
+        if !*self.values_loaded.borrow() {
+            out.push("values not loaded");
         }
         out
     }
@@ -180,10 +282,12 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
 
-    // Fail fast, before binding anything, on bad files.
-    let values_text = read(&cfg.values)?;
-    let anchors = read(&cfg.trust_anchors)?;
-    build_engine(&cfg, false, values_text.as_deref(), anchors.as_deref())?;
+    // Fail fast, before binding anything, on bad files. Values from the
+    // cluster are checked once they are read.
+    cfg.values.check_syntax()?;
+    if !cfg.values_from_cluster {
+        build_engine(&cfg, false, None)?;
+    }
     let (resolver, expiry) =
         tls::ReloadingResolver::new(cfg.tls_cert.clone(), cfg.tls_key.clone())?;
     metrics.serving_cert_expiry.set(expiry);
@@ -199,12 +303,29 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let native_supported =
         cfg.native_sidecars == NativeSidecars::Auto && version.supports_native_sidecars();
     info!(%version, native_sidecars = native_supported, "connected to the API server");
-    let engine = Arc::new(ArcSwap::from_pointee(build_engine(
-        &cfg,
-        native_supported,
-        values_text.as_deref(),
-        anchors.as_deref(),
+
+    // Until values from the cluster load, the engine holds the defaults but
+    // the injector is neither ready nor registered.
+    let engine = Arc::new(ArcSwap::from_pointee(Injector::new(
+        InjectorConfig::default(),
     )?));
+    let (loaded_tx, loaded_rx) = watch::channel(false);
+    let reloader = EngineReloader {
+        cfg: Arc::new(cfg.clone()),
+        native_supported,
+        cluster: cfg
+            .values_from_cluster
+            .then(|| linkerd_config::watch(client.clone(), cfg.linkerd_namespace.clone())),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        loaded: Arc::new(loaded_tx),
+    };
+    if cfg.values_from_cluster {
+        info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
+        reloader.clone().spawn_cluster_watch();
+    } else {
+        reloader.reload()?;
+    }
 
     let cluster = ClusterView::spawn(client.clone());
     let events = if cfg.events {
@@ -227,43 +348,36 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let (spec_tx, spec_rx) = watch::channel(spec);
     if cfg.register {
         let repairs = metrics.webhook_repairs.clone();
-        tokio::spawn(webhook_config::keep_registered(
-            client.clone(),
-            spec_rx,
-            registered.clone(),
-            move |_| {
+        let client = client.clone();
+        let registered = registered.clone();
+        let mut loaded = loaded_rx.clone();
+        tokio::spawn(async move {
+            // Never register an injector that would inject with the wrong values.
+            if loaded.wait_for(|ok| *ok).await.is_err() {
+                return;
+            }
+            webhook_config::keep_registered(client, spec_rx, registered, move |_| {
                 repairs.inc();
-            },
-        ));
+            })
+            .await
+        });
     }
 
     // Hot reloads: engine inputs, serving certificate, CA bundle.
     let engine_paths: Vec<PathBuf> = cfg
         .values
-        .iter()
-        .chain(cfg.trust_anchors.iter())
-        .cloned()
+        .watched_files()
+        .into_iter()
+        .chain(cfg.trust_anchors.iter().cloned())
         .collect();
     if !engine_paths.is_empty() {
-        let cfg2 = cfg.clone();
-        let engine2 = engine.clone();
+        let reloader = reloader.clone();
         spawn_reloader(
             "engine",
             engine_paths,
             cfg.reload_interval,
             metrics.clone(),
-            move |_| {
-                let values = read(&cfg2.values)?;
-                let anchors = read(&cfg2.trust_anchors)?;
-                let new = build_engine(
-                    &cfg2,
-                    native_supported,
-                    values.as_deref(),
-                    anchors.as_deref(),
-                )?;
-                engine2.store(Arc::new(new));
-                Ok(())
-            },
+            move |_| reloader.reload(),
         );
     }
     {
@@ -316,6 +430,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         cluster,
         registered,
         cert_ok,
+        values_loaded: loaded_rx,
     };
     let admin_task = tokio::spawn(server::serve_admin(
         admin,

@@ -43,7 +43,8 @@ pub struct CacheLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FileLabels {
-    /// `values`, `trust_anchors`, `serving_cert`.
+    /// `engine` (values files, trust anchors), `linkerd_config` (the
+    /// cluster's ConfigMaps), `serving_cert`, `ca_bundle`.
     pub file: String,
 }
 
@@ -62,6 +63,7 @@ pub struct Metrics {
     pub reload_failures: Family<FileLabels, Counter>,
     pub reloads: Family<FileLabels, Counter>,
     pub webhook_repairs: Counter,
+    pub values_unknown_keys: Gauge,
 }
 
 impl Metrics {
@@ -82,6 +84,7 @@ impl Metrics {
             reload_failures: Family::default(),
             reloads: Family::default(),
             webhook_repairs: Counter::default(),
+            values_unknown_keys: Gauge::default(),
         };
         reg.register(
             "admission_requests",
@@ -143,6 +146,11 @@ impl Metrics {
             "webhook_configuration_repairs",
             "Times the MutatingWebhookConfiguration was found drifted and repaired",
             m.webhook_repairs.clone(),
+        );
+        reg.register(
+            "values_unknown_keys",
+            "Keys in the values in force that no schema knows (likely typos; each is logged at load)",
+            m.values_unknown_keys.clone(),
         );
         m
     }
