@@ -443,6 +443,200 @@ fn values_hot_reload_keeps_last_good() {
     assert!(inj.log().contains("reload failed"));
 }
 
+/// Runs the kinject CLI against the test cluster: (exit code, stdout, stderr).
+fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(args)
+        .env("KUBECONFIG", &k.kubeconfig)
+        .env_remove("LINKERD_NAMESPACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinject");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("kinject output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn linkerd_config(values: &str) -> String {
+    let mut indented = String::new();
+    for line in values.lines() {
+        indented.push_str("    ");
+        indented.push_str(line);
+        indented.push('\n');
+    }
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: linkerd-config\n  namespace: linkerd\ndata:\n  values: |\n{indented}"
+    )
+}
+
+/// `--values-from-cluster`: the CLI reads a running Linkerd's ConfigMaps
+/// once; the injector watches them, is neither ready nor registered before
+/// they exist, follows changes, and keeps its last good values when they
+/// break or disappear.
+#[test]
+fn values_from_a_running_linkerd() {
+    if !enabled("values_from_a_running_linkerd") {
+        return;
+    }
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    k.namespace("apps", &[]);
+
+    // Nothing installed yet: a clear error, and an injector that waits.
+    let (code, _, err) = kinject_cli(&k, &["values", "--values-from-cluster"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ConfigMap linkerd/linkerd-config not found: is Linkerd installed in namespace \"linkerd\"?"),
+        "{err}"
+    );
+    let inj = Injector::start_unready(
+        &k,
+        &["--values-from-cluster", "--default-policy", "disabled"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = inj.get("/ready");
+    assert_eq!(status, 503);
+    assert!(body.contains("values not loaded"), "{body}");
+    let mwc = k.kubectl(
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "linkerd-proxy-injector-webhook-config",
+        ],
+        None,
+    );
+    assert!(!mwc.status.success(), "registered before its values loaded");
+
+    // Linkerd's ConfigMaps appear: the injector loads them and registers.
+    let anchors = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/trust-anchors.pem"),
+    )
+    .expect("anchors");
+    let mut roots = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: linkerd-identity-trust-roots\n  namespace: linkerd\ndata:\n  ca-bundle.crt: |\n",
+    );
+    for line in anchors.lines() {
+        roots.push_str("    ");
+        roots.push_str(line);
+        roots.push('\n');
+    }
+    k.apply(&roots);
+    k.apply(&linkerd_config(
+        "controllerLogLevel: info\nproxy:\n  logLevel: info\n  logLevl: x\n",
+    ));
+    wait_for("the injector to be ready", Duration::from_secs(20), || {
+        (inj.get("/ready").0 == 200).then_some(())
+    });
+    assert_eq!(
+        inj.metric("kinject_proxy_injector_values_unknown_keys"),
+        Some(1.0)
+    );
+    assert!(
+        inj.log().contains("ConfigMap linkerd/linkerd-config key values: proxy.logLevl: unknown key, did you mean proxy.logLevel?"),
+        "{}",
+        inj.log()
+    );
+    k.apply(&deployment("apps", "first", Some("enabled"), "nginx"));
+    let first = &k.pods("apps", "app=first", 1)[0];
+    assert!(pod_env(first, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("info,")));
+    assert_eq!(
+        pod_env(first, "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS").map(str::trim),
+        Some(anchors.trim()),
+        "trust anchors from linkerd-identity-trust-roots"
+    );
+
+    // The CLI produces what that cluster's injector produces; files and
+    // sets still apply on top.
+    let (code, out, err) = kinject_cli(
+        &k,
+        &[
+            "inject",
+            "--values-from-cluster",
+            "--set",
+            "proxy.uid=3000",
+            "-",
+        ],
+        Some(&deployment("apps", "cli", None, "nginx")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("proxy.logLevl: unknown key"), "{err}");
+    assert!(out.contains("value: info,"), "log level from the cluster");
+    assert!(out.contains("runAsUser: 3000"), "--set on top");
+    assert!(
+        out.contains(anchors.lines().nth(1).expect("pem line")),
+        "cluster trust roots"
+    );
+    let (code, out, err) =
+        kinject_cli(&k, &["values", "--values-from-cluster", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["proxy"]["logLevel"], "info");
+    assert_eq!(v["proxy"]["image"]["name"], "cr.l5d.io/linkerd/proxy");
+
+    // A change applies without a restart (watched, not polled).
+    k.apply(&linkerd_config("proxy:\n  logLevel: debug\n"));
+    wait_for("cluster values reloaded", Duration::from_secs(10), || {
+        inj.metric("kinject_proxy_injector_reloads_total{file=\"linkerd_config\"}")
+            .filter(|n| *n >= 2.0)
+    });
+    assert_eq!(
+        inj.metric("kinject_proxy_injector_values_unknown_keys"),
+        Some(0.0)
+    );
+    k.apply(&deployment("apps", "second", Some("enabled"), "nginx"));
+    let second = &k.pods("apps", "app=second", 1)[0];
+    assert!(pod_env(second, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
+
+    // Broken values are refused; the last good ones stay in force.
+    k.apply(&linkerd_config("proxy: [unclosed\n"));
+    wait_for("broken values refused", Duration::from_secs(10), || {
+        inj.metric("kinject_proxy_injector_reload_failures_total{file=\"linkerd_config\"}")
+            .filter(|n| *n >= 1.0)
+    });
+    assert!(
+        inj.log().contains("keeping the last good values"),
+        "{}",
+        inj.log()
+    );
+    let (code, _, err) = kinject_cli(&k, &["values", "--values-from-cluster"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ConfigMap linkerd/linkerd-config key values: invalid YAML"),
+        "{err}"
+    );
+    // Deleted: still the last good values, still ready.
+    k.ok(&["delete", "configmap", "-n", "linkerd", "linkerd-config"]);
+    wait_for("missing values refused", Duration::from_secs(10), || {
+        inj.metric("kinject_proxy_injector_reload_failures_total{file=\"linkerd_config\"}")
+            .filter(|n| *n >= 2.0)
+    });
+    assert!(
+        inj.log().contains("linkerd-config not found"),
+        "{}",
+        inj.log()
+    );
+    k.apply(&deployment("apps", "third", Some("enabled"), "nginx"));
+    let third = &k.pods("apps", "app=third", 1)[0];
+    assert!(pod_env(third, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
+    assert_eq!(inj.get("/ready").0, 200);
+}
+
 #[test]
 fn identity_issues_workload_secrets() {
     if !enabled("identity_issues_workload_secrets") {

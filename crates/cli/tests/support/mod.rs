@@ -267,6 +267,26 @@ impl Injector {
     /// `certs/ca.crt` (e.g. written by `kinject identity`); otherwise a
     /// test CA is generated.
     pub fn start_with(cluster: &Cluster, certs: Option<&Path>, extra: &[&str]) -> Self {
+        let inj = Self::spawn(cluster, certs, true, extra);
+        wait_for("the injector to be ready", Duration::from_secs(30), || {
+            (inj.get("/ready").0 == 200).then_some(())
+        });
+        inj
+    }
+
+    /// Starts the injector without `--trust-anchors` and without waiting
+    /// for it to be ready (e.g. `--values-from-cluster` before the ConfigMap exists).
+    pub fn start_unready(cluster: &Cluster, extra: &[&str]) -> Self {
+        let inj = Self::spawn(cluster, None, false, extra);
+        wait_for(
+            "the injector's admin server",
+            Duration::from_secs(30),
+            || (inj.get("/live").0 == 200).then_some(()),
+        );
+        inj
+    }
+
+    fn spawn(cluster: &Cluster, certs: Option<&Path>, anchors_flag: bool, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_pem = match certs {
             Some(d) => std::fs::read_to_string(d.join("ca.crt")).expect("ca.crt"),
@@ -285,7 +305,11 @@ impl Injector {
             .args(["--tls-cert", &p("tls.crt"), "--tls-key", &p("tls.key")])
             .args(["--ca-bundle", &p("ca.crt")])
             .args(["--webhook-url", &format!("https://127.0.0.1:{port}/inject")])
-            .args(["--trust-anchors", &anchors.display().to_string()])
+            .args(if anchors_flag {
+                vec!["--trust-anchors".to_string(), anchors.display().to_string()]
+            } else {
+                vec![]
+            })
             .args(["--reload-interval", "500ms"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
@@ -293,17 +317,13 @@ impl Injector {
             .stderr(log)
             .spawn()
             .expect("start kinject proxy-injector");
-        let inj = Self {
+        Self {
             child,
             dir,
             port,
             admin,
             ca_pem,
-        };
-        wait_for("the injector to be ready", Duration::from_secs(30), || {
-            (inj.get("/ready").0 == 200).then_some(())
-        });
-        inj
+        }
     }
 
     /// GET on the admin server: (status, body).
