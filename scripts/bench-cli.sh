@@ -40,5 +40,26 @@ spec:
 """)
 open(sys.argv[1], "w").write("---\n".join(docs))
 PY
-hyperfine --warmup 1 --runs 5 \
-  "./target/release/kinject inject --trust-anchors examples/trust-anchors.pem $manifest > /dev/null 2>&1"
+# With Linkerd's complete chart values.yaml too (from ../shared/conformance or
+# $KINJECT_CONFORMANCE_DIR): loading and merging a full values file must not
+# show on this run.
+values=""
+for d in "${KINJECT_CONFORMANCE_DIR:-}" ../shared/conformance /work/shared/conformance; do
+  if [[ -n $d && -f $d/linkerd-edge-26.8.3/values.yaml ]]; then
+    values=$d/linkerd-edge-26.8.3/values.yaml
+    break
+  fi
+done
+cmd="./target/release/kinject inject --trust-anchors examples/trust-anchors.pem"
+if [[ -n $values ]]; then
+  hyperfine --warmup 1 --runs "${RUNS:-5}" \
+    -n defaults "$cmd $manifest > /dev/null 2>&1" \
+    -n "full values.yaml" "$cmd --values $values $manifest > /dev/null 2>&1"
+  echo "values file alone (no manifest):"
+  hyperfine --warmup 3 --runs 30 -N \
+    -n "values defaults" "./target/release/kinject values" \
+    -n "values values.yaml" "./target/release/kinject values --values $values"
+else
+  echo "Linkerd's values.yaml not found: timing the defaults only" >&2
+  hyperfine --warmup 1 --runs "${RUNS:-5}" "$cmd $manifest > /dev/null 2>&1"
+fi
