@@ -96,3 +96,37 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any `--set` text either parses or is an error naming the flag;
+    /// applying what parses never panics, and the result loads or is an error.
+    #[test]
+    fn arbitrary_set_expressions_never_panic(expr in r"[a-zA-Z0-9.\[\]{}=,\\ -]{0,24}") {
+        use kinject_inject::helm::{SetKind, parse_set};
+        for kind in [SetKind::Typed, SetKind::String] {
+            match parse_set(&expr, kind) {
+                Ok(assignments) => {
+                    let mut tree = Value::Object(Map::new());
+                    for a in assignments {
+                        a.apply(&mut tree);
+                    }
+                    let mut loader = kinject_inject::ValuesLoader::new();
+                    prop_assert!(loader.add_set(kind, &expr).is_ok());
+                    let _ = loader.finish();
+                }
+                Err(e) => prop_assert!(e.to_string().starts_with(kind.flag())),
+            }
+        }
+    }
+
+    /// Arbitrary YAML-ish documents never panic the loader.
+    #[test]
+    fn arbitrary_values_documents_never_panic(text in r"[a-zA-Z:\{\}\[\], \n-]{0,64}") {
+        let mut loader = kinject_inject::ValuesLoader::new();
+        if loader.add_document("f", &text).is_ok() {
+            let _ = loader.finish();
+        }
+    }
+}
