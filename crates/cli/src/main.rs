@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod allocator;
 mod identity_cmd;
 mod inject_cmd;
+mod install;
 mod manifest;
 mod proxy_injector_cmd;
 mod report;
@@ -32,6 +33,14 @@ enum Command {
     /// report on stderr. Documents that cannot be injected pass through
     /// unchanged. On any error nothing is printed to stdout and the exit code is 1.
     Inject(Box<inject_cmd::InjectArgs>),
+    /// Print the control plane's manifests, for `| kubectl apply -f -`.
+    ///
+    /// The same flags always give the same bytes (no certificates or random
+    /// values). Applying the output of other flags is an upgrade.
+    Install(Box<install::InstallArgs>),
+    /// Print what to delete (every cluster-scoped object, including the
+    /// webhook configuration the injector registered), for `| kubectl delete -f -`.
+    Uninstall(install::UninstallArgs),
     /// Print the values the engine will use: the defaults, then the cluster's
     /// (`--values-from-cluster`), then `--values` files, then `--set`s.
     Values(Box<values_cmd::ValuesCmdArgs>),
@@ -74,6 +83,8 @@ fn main() {
         Command::Inject(args) => inject_cmd::inject(args),
         Command::Uninject(args) => inject_cmd::uninject(args),
         Command::Values(args) => values_cmd::run(args),
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),
     };

@@ -111,6 +111,11 @@ pub struct ProxyInjectorArgs {
     /// 8 (one body of the largest accepted size).
     #[arg(long, default_value_t = (kinject_webhook::server::DEFAULT_BODY_MEMORY >> 20) as u32, value_name = "MIB")]
     pub max_body_memory: u32,
+    /// Start even if the certificate files (and a --trust-anchors file) do
+    /// not exist yet: wait for them, not ready and not registered. In a
+    /// cluster they come from the Secret `kinject identity` writes.
+    #[arg(long)]
+    pub wait_for_cert: bool,
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
@@ -177,6 +182,7 @@ impl ProxyInjectorArgs {
             gzip: !self.no_gzip,
             max_body_memory: self.max_body_memory as usize * 1024 * 1024,
             reload_interval,
+            wait_for_cert: self.wait_for_cert,
         })
     }
 }

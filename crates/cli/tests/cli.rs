@@ -939,3 +939,235 @@ fn values_from_cluster_without_a_cluster_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn install_is_deterministic_and_validates_its_flags() {
+    let a = run(&["install"], None);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = run(&["install"], None);
+    assert!(a.stdout == b.stdout, "same flags, different bytes");
+    let objects = docs(&a.stdout);
+    let kinds: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "Namespace/linkerd",
+        "ServiceAccount/linkerd-identity",
+        "ServiceAccount/linkerd-proxy-injector",
+        "ClusterRole/linkerd-linkerd-proxy-injector",
+        "ClusterRole/linkerd-linkerd-identity",
+        "ClusterRoleBinding/linkerd-linkerd-proxy-injector",
+        "ConfigMap/linkerd-config",
+        "Service/linkerd-proxy-injector",
+        "Deployment/linkerd-identity",
+        "Deployment/linkerd-proxy-injector",
+    ] {
+        assert!(
+            kinds.contains(&want.to_string()),
+            "{want} missing from {kinds:?}"
+        );
+    }
+    assert!(
+        !a.stdout.contains("MutatingWebhookConfiguration"),
+        "the injector owns it"
+    );
+    assert!(
+        !a.stdout.contains("BEGIN"),
+        "no certificates in the manifest"
+    );
+    let ns = find(&objects, "Namespace");
+    assert_eq!(
+        ns["metadata"]["labels"]["linkerd.io/auto-inject"],
+        "disabled"
+    );
+    for d in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/live");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+        assert!(c["resources"]["requests"]["memory"].is_string());
+        assert_eq!(
+            c["image"],
+            format!("ghcr.io/kinject/kinject:{}", env!("CARGO_PKG_VERSION"))
+        );
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            args.windows(2).any(|w| w == ["--log-format", "json"]),
+            "{args:?}"
+        );
+        assert_eq!(d["spec"]["replicas"], 1);
+    }
+
+    // Flags reach the objects.
+    let r = run(
+        &[
+            "install",
+            "-l",
+            "mesh",
+            "--ha",
+            "--registry",
+            "localhost:5000/me",
+            "--failure-policy",
+            "Fail",
+            "--default-inject",
+            "disabled",
+            "--set",
+            "proxy.logLevel=debug",
+            "--proxy-version",
+            "edge-26.9.1",
+            "--controller-log-level",
+            "debug",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let objects = docs(&r.stdout);
+    let inj = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "linkerd-proxy-injector")
+        .expect("injector");
+    assert_eq!(inj["metadata"]["namespace"], "mesh");
+    assert_eq!(inj["spec"]["replicas"], 3);
+    assert!(inj["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
+    let c = &inj["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"],
+        format!("localhost:5000/me/kinject:{}", env!("CARGO_PKG_VERSION"))
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for pair in [
+        ["--failure-policy", "Fail"],
+        ["--default-policy", "disabled"],
+        ["--log-level", "debug"],
+        ["--linkerd-namespace", "mesh"],
+    ] {
+        assert!(
+            args.windows(2).any(|w| w == pair),
+            "{pair:?} not in {args:?}"
+        );
+    }
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "PodDisruptionBudget")
+            .count(),
+        2
+    );
+    assert!(
+        objects.iter().any(|o| o["kind"] == "ClusterRole"
+            && o["metadata"]["name"] == "linkerd-mesh-proxy-injector")
+    );
+    let values = find(&objects, "ConfigMap")["data"]["values"]
+        .as_str()
+        .expect("values")
+        .to_string();
+    let values: Value = serde_saphyr::from_str(&values).expect("values yaml");
+    assert_eq!(values["proxy"]["logLevel"], "debug");
+    assert_eq!(values["proxy"]["image"]["version"], "edge-26.9.1");
+    assert_eq!(values["webhookFailurePolicy"], "Fail");
+    let image = run(&["install", "--image", "localhost/kinject:dev"], None);
+    assert!(image.stdout.contains("image: localhost/kinject:dev"));
+
+    // Contradictions and bad references are errors, with nothing printed.
+    for (args, want) in [
+        (
+            &["install", "--ha", "--replicas", "1"][..],
+            "--ha with --replicas 1 is contradictory",
+        ),
+        (
+            &["install", "--image", "Kinject:latest"][..],
+            "--image \"Kinject:latest\" is not an image reference",
+        ),
+        (
+            &["install", "--registry", "bad host:1"][..],
+            "--registry \"bad host:1/kinject:",
+        ),
+        (
+            &["install", "--proxy-version", "a b"][..],
+            "--proxy-version \"a b\" is not an image reference",
+        ),
+        (
+            &["install", "-l", "Not_A_Namespace"][..],
+            "is not a valid namespace name",
+        ),
+        (
+            &["install", "--replicas", "0"][..],
+            "--replicas must be at least 1",
+        ),
+        (
+            &["install", "--set", "proxy.uid=x"][..],
+            "proxy.uid: invalid type",
+        ),
+    ] {
+        let r = run(args, None);
+        assert_eq!(r.code, 1, "{args:?}");
+        assert!(r.stdout.is_empty(), "{args:?} printed output");
+        assert!(
+            r.stderr.contains(want),
+            "{args:?}: want {want:?} in {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn uninstall_lists_every_cluster_scoped_object() {
+    let r = run(&["uninstall", "-l", "mesh"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let objects = docs(&r.stdout);
+    let names: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "MutatingWebhookConfiguration/linkerd-proxy-injector-webhook-config",
+            "ClusterRoleBinding/linkerd-mesh-proxy-injector",
+            "ClusterRole/linkerd-mesh-proxy-injector",
+            "ClusterRoleBinding/linkerd-mesh-identity",
+            "ClusterRole/linkerd-mesh-identity",
+            "Namespace/mesh",
+        ]
+    );
+    // Every cluster-scoped object install creates is in the list.
+    let installed = docs(&run(&["install", "-l", "mesh"], None).stdout);
+    for o in installed
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].is_null())
+    {
+        let n = format!(
+            "{}/{}",
+            o["kind"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        );
+        assert!(names.contains(&n), "{n} would be left behind");
+    }
+}

@@ -1041,3 +1041,130 @@ fn identity_publishes_the_rotation_bundle() {
             && published.contains(new_root.cert_pem.trim())
     );
 }
+
+/// `kinject install` passes the API server's validation and applies; a
+/// re-install with other flags applies over it (an upgrade); `uninstall`
+/// removes everything, including the webhook configuration the injector
+/// registered at run time.
+#[test]
+fn install_applies_and_uninstall_removes_everything() {
+    if !enabled("install_applies_and_uninstall_removes_everything") {
+        return;
+    }
+    let k = Cluster::start();
+    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
+    assert_eq!(code, 0, "{err}");
+    // A server-side dry run cannot create the namespace its objects live in,
+    // so the namespace (the first document) goes first.
+    let namespace_doc = manifest.split("---\n").next().expect("first document");
+    assert!(namespace_doc.contains("kind: Namespace"), "{namespace_doc}");
+    let dry = k.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(namespace_doc));
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    k.apply(namespace_doc);
+    let dry = k.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest));
+    assert!(
+        dry.status.success(),
+        "server dry run: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    k.apply(&manifest);
+    for (kind, name) in [
+        ("namespace", "linkerd"),
+        ("clusterrole", "linkerd-linkerd-proxy-injector"),
+        ("clusterrole", "linkerd-linkerd-identity"),
+        ("clusterrolebinding", "linkerd-linkerd-proxy-injector"),
+        ("clusterrolebinding", "linkerd-linkerd-identity"),
+    ] {
+        k.ok(&["get", kind, name]);
+    }
+    for (kind, name) in [
+        ("deployment", "linkerd-proxy-injector"),
+        ("deployment", "linkerd-identity"),
+        ("service", "linkerd-proxy-injector"),
+        ("configmap", "linkerd-config"),
+        ("serviceaccount", "linkerd-proxy-injector"),
+        ("role", "linkerd-proxy-injector-config"),
+    ] {
+        k.ok(&["get", "-n", "linkerd", kind, name]);
+    }
+    // The values ConfigMap is what --values-from-cluster reads.
+    let (code, out, err) =
+        kinject_cli(&k, &["values", "--values-from-cluster", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "the installed values have no unknown key: {err}"
+    );
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["webhookFailurePolicy"], "Ignore");
+
+    // An upgrade: other flags, applied over the first install.
+    let (code, upgrade, err) = kinject_cli(
+        &k,
+        &[
+            "install",
+            "--failure-policy",
+            "Fail",
+            "--set",
+            "proxy.logLevel=debug",
+            "--controller-log-level",
+            "debug",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    k.apply(&upgrade);
+    let (_, out, _) = kinject_cli(&k, &["values", "--values-from-cluster", "-o", "json"], None);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["webhookFailurePolicy"], "Fail");
+    assert_eq!(v["proxy"]["logLevel"], "debug");
+    let d = k.json(&[
+        "get",
+        "deployment",
+        "-n",
+        "linkerd",
+        "linkerd-proxy-injector",
+    ]);
+    let args = d["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("\"Fail\""), "{args}");
+
+    // The injector registers its webhook configuration at run time.
+    let inj = Injector::start(&k, &[]);
+    k.ok(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    drop(inj);
+    let (code, removal, err) = kinject_cli(&k, &["uninstall"], None);
+    assert_eq!(code, 0, "{err}");
+    let del = k.kubectl(
+        &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+        Some(&removal),
+    );
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    for (kind, name) in [
+        (
+            "mutatingwebhookconfiguration",
+            "linkerd-proxy-injector-webhook-config",
+        ),
+        ("clusterrole", "linkerd-linkerd-proxy-injector"),
+        ("clusterrole", "linkerd-linkerd-identity"),
+        ("clusterrolebinding", "linkerd-linkerd-proxy-injector"),
+        ("clusterrolebinding", "linkerd-linkerd-identity"),
+    ] {
+        let out = k.kubectl(&["get", kind, name], None);
+        assert!(!out.status.success(), "{kind}/{name} left behind");
+    }
+    // The namespace controller empties and removes the namespace.
+    wait_for("namespace linkerd gone", Duration::from_secs(60), || {
+        (!k.kubectl(&["get", "namespace", "linkerd"], None)
+            .status
+            .success())
+        .then_some(())
+    });
+}

@@ -74,6 +74,10 @@ pub struct ProxyInjectorConfig {
     pub max_body_memory: usize,
     /// How often watched files are re-read.
     pub reload_interval: Duration,
+    /// Start without a serving certificate (or trust anchors) and wait, not
+    /// ready and not registered, until the files appear (in a cluster: the
+    /// Secret identity writes, mounted as an optional volume).
+    pub wait_for_cert: bool,
 }
 
 /// Builds the engine from every values source: the cluster's `linkerd-config`
@@ -243,7 +247,7 @@ fn spawn_reloader(
 struct Ready {
     cluster: ClusterView,
     registered: Arc<AtomicBool>,
-    cert_ok: Arc<AtomicBool>,
+    cert_ok: watch::Receiver<bool>,
     values_loaded: watch::Receiver<bool>,
 }
 
@@ -256,7 +260,7 @@ impl server::Readiness for Ready {
         if !self.registered.load(Ordering::Acquire) {
             out.push("webhook not registered");
         }
-        if !self.cert_ok.load(Ordering::Acquire) {
+        if !*self.cert_ok.borrow() {
             out.push("serving certificate not loaded");
         }
         if !*self.values_loaded.borrow() {
@@ -288,11 +292,29 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     if !cfg.values_from_cluster {
         build_engine(&cfg, false, None)?;
     }
-    let (resolver, expiry) =
-        tls::ReloadingResolver::new(cfg.tls_cert.clone(), cfg.tls_key.clone())?;
-    metrics.serving_cert_expiry.set(expiry);
-    let cert_ok = Arc::new(AtomicBool::new(true));
-    let bundle = ca_bundle(&cfg)?;
+    let (resolver, cert_now) = match tls::ReloadingResolver::new(
+        cfg.tls_cert.clone(),
+        cfg.tls_key.clone(),
+    ) {
+        Ok((resolver, expiry)) => {
+            metrics.serving_cert_expiry.set(expiry);
+            (resolver, true)
+        }
+        Err(e) if cfg.wait_for_cert => {
+            warn!(error = %format!("{e:#}"), "no serving certificate yet; not ready until it appears");
+            (
+                tls::ReloadingResolver::waiting(cfg.tls_cert.clone(), cfg.tls_key.clone()),
+                false,
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let (cert_tx, cert_rx) = watch::channel(cert_now);
+    let bundle = match ca_bundle(&cfg) {
+        Ok(b) => b,
+        Err(_) if cfg.wait_for_cert => Vec::new(),
+        Err(e) => return Err(e),
+    };
 
     let client = kube::Client::try_default()
         .await
@@ -323,8 +345,13 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     if cfg.values_from_cluster {
         info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
         reloader.clone().spawn_cluster_watch();
-    } else {
-        reloader.reload()?;
+    } else if let Err(e) = reloader.reload() {
+        // With --wait-for-cert the trust anchors may be the certificate's
+        // bundle, which has not been written yet: the file reloader retries.
+        if !cfg.wait_for_cert {
+            return Err(e);
+        }
+        warn!(error = %format!("{e:#}"), "engine inputs not loaded yet; not ready until they are");
     }
 
     let cluster = ClusterView::spawn(client.clone());
@@ -351,9 +378,11 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         let client = client.clone();
         let registered = registered.clone();
         let mut loaded = loaded_rx.clone();
+        let mut cert = cert_rx.clone();
         tokio::spawn(async move {
-            // Never register an injector that would inject with the wrong values.
-            if loaded.wait_for(|ok| *ok).await.is_err() {
+            // Never register an injector that would inject with the wrong
+            // values, or that the API server could not verify.
+            if loaded.wait_for(|ok| *ok).await.is_err() || cert.wait_for(|ok| *ok).await.is_err() {
                 return;
             }
             webhook_config::keep_registered(client, spec_rx, registered, move |_| {
@@ -391,6 +420,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             move |_| {
                 let expiry = resolver.reload()?;
                 m.serving_cert_expiry.set(expiry);
+                cert_tx.send_replace(true);
                 Ok(())
             },
         );
@@ -429,7 +459,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let ready = Ready {
         cluster,
         registered,
-        cert_ok,
+        cert_ok: cert_rx,
         values_loaded: loaded_rx,
     };
     let admin_task = tokio::spawn(server::serve_admin(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ServerConfig};
@@ -45,10 +45,10 @@ pub fn expiry(cert: &CertificateDer<'_>) -> Result<i64> {
     Ok(parsed.validity().not_after.timestamp())
 }
 
-/// Serves whatever certificate was last stored.
+/// Serves whatever certificate was last stored (none yet: handshakes fail).
 #[derive(Debug)]
 pub struct ReloadingResolver {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwapOption<CertifiedKey>,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
 }
@@ -58,7 +58,7 @@ impl ReloadingResolver {
         let (ck, expiry) = load(&cert_path, &key_path)?;
         Ok((
             Arc::new(Self {
-                current: ArcSwap::new(ck),
+                current: ArcSwapOption::new(Some(ck)),
                 cert_path,
                 key_path,
             }),
@@ -66,17 +66,31 @@ impl ReloadingResolver {
         ))
     }
 
+    /// A resolver with no certificate yet, for an injector that starts before
+    /// its certificate exists (`--wait-for-cert`); `reload` fills it.
+    pub fn waiting(cert_path: PathBuf, key_path: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwapOption::empty(),
+            cert_path,
+            key_path,
+        })
+    }
+
+    pub fn has_certificate(&self) -> bool {
+        self.current.load().is_some()
+    }
+
     /// Re-reads the files; on success the next handshake uses them.
     pub fn reload(&self) -> Result<i64> {
         let (ck, expiry) = load(&self.cert_path, &self.key_path)?;
-        self.current.store(ck);
+        self.current.store(Some(ck));
         Ok(expiry)
     }
 }
 
 impl ResolvesServerCert for ReloadingResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 

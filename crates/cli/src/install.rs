@@ -1,0 +1,735 @@
+//! `kinject install` and `kinject uninstall`: the control plane as manifests.
+//!
+//! Rendering is a pure function of the flags: the same flags give the same
+//! bytes (no certificates, no random names, no timestamps), so the output can
+//! live in Git (pain point P5). Certificates are made at run time by
+//! `kinject identity`; the webhook configuration is registered and kept true
+//! by the injector itself, so neither is in the manifest.
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::values_cmd::{self, ValuesArgs};
+
+/// kinject's own image, without a tag; `--registry` replaces the registry part.
+pub const DEFAULT_REGISTRY: &str = "ghcr.io/kinject";
+pub const IMAGE_NAME: &str = "kinject";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The non-root user every kinject container runs as (the image's passwd entry).
+pub const RUN_AS_USER: i64 = 65532;
+
+pub const INJECTOR: &str = "linkerd-proxy-injector";
+pub const IDENTITY: &str = "linkerd-identity";
+/// Where the injector's serving certificate (written by identity) is mounted.
+const TLS_DIR: &str = "/var/run/linkerd/tls";
+const WEBHOOK_PORT: i32 = 8443;
+const INJECTOR_ADMIN_PORT: i32 = 9995;
+const IDENTITY_ADMIN_PORT: i32 = 9990;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tls {
+    /// The seed's `--tls=optional`: the mesh CA runs and proxies get identity.
+    Optional,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicy {
+    #[value(name = "Ignore", alias = "ignore")]
+    Ignore,
+    #[value(name = "Fail", alias = "fail")]
+    Fail,
+}
+
+impl FailurePolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Ignore => "Ignore",
+            FailurePolicy::Fail => "Fail",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DefaultInject {
+    /// Pods with no injection label or annotation are injected (the seed's opt-out model).
+    Enabled,
+    /// Only pods or namespaces that opt in are injected (modern Linkerd).
+    Disabled,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct InstallArgs {
+    /// Namespace of the control plane.
+    #[arg(
+        short = 'l',
+        long,
+        env = "LINKERD_NAMESPACE",
+        default_value = "linkerd"
+    )]
+    pub linkerd_namespace: String,
+    /// The seed's flag; the mesh CA always runs (`optional` is the only value).
+    #[arg(long, value_enum)]
+    pub tls: Option<Tls>,
+    /// Install the proxy injector (the seed's flag; on by default,
+    /// `--proxy-auto-inject=false` installs the CA alone).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
+    pub proxy_auto_inject: bool,
+    /// Log level of kinject's own servers.
+    #[arg(long, default_value = "info")]
+    pub controller_log_level: String,
+    /// Registry of kinject's image (the image is `<registry>/kinject:<version>`).
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    pub registry: String,
+    /// kinject's whole image reference; overrides --registry.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Proxy image name (without tag), written into the values.
+    #[arg(long)]
+    pub proxy_image: Option<String>,
+    /// Proxy image tag, written into the values.
+    #[arg(long, visible_alias = "linkerd-version")]
+    pub proxy_version: Option<String>,
+    /// Image (without tag) for linkerd-init, written into the values.
+    #[arg(long)]
+    pub init_image: Option<String>,
+    /// High availability: 3 replicas (or --replicas), PodDisruptionBudgets,
+    /// anti-affinity across nodes. PodDisruptionBudget `policy/v1` needs
+    /// Kubernetes 1.21 or later.
+    #[arg(long)]
+    pub ha: bool,
+    /// Replicas of each server (default 1, or 3 with --ha).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// What the API server does when the injector cannot be reached.
+    #[arg(long, value_enum, default_value = "Ignore")]
+    pub failure_policy: FailurePolicy,
+    /// Pods with no injection label or annotation anywhere.
+    #[arg(long, value_enum, default_value = "enabled")]
+    pub default_inject: DefaultInject,
+    #[command(flatten)]
+    pub values: ValuesArgs,
+}
+
+/// Everything rendering needs, validated.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub namespace: String,
+    pub image: String,
+    pub log_level: String,
+    pub replicas: u32,
+    pub ha: bool,
+    pub injector: bool,
+    pub failure_policy: FailurePolicy,
+    pub default_inject: DefaultInject,
+    /// The `values` key of `linkerd-config`: the effective values, as YAML.
+    pub values_yaml: String,
+}
+
+impl InstallArgs {
+    pub fn plan(&self) -> Result<Plan> {
+        let ns = &self.linkerd_namespace;
+        check_dns_label("--linkerd-namespace", ns)?;
+        let replicas = match (self.ha, self.replicas) {
+            (true, Some(n)) if n < 2 => bail!(
+                "--ha with --replicas {n} is contradictory: high availability needs at least 2 replicas (omit --replicas for 3)"
+            ),
+            (_, Some(0)) => bail!("--replicas must be at least 1"),
+            (_, Some(n)) => n,
+            (true, None) => 3,
+            (false, None) => 1,
+        };
+        let image = match &self.image {
+            Some(i) => {
+                check_image_reference("--image", i)?;
+                i.clone()
+            }
+            None => {
+                let r = self.registry.trim_end_matches('/');
+                let i = format!("{r}/{IMAGE_NAME}:{VERSION}");
+                check_image_reference("--registry", &i)?;
+                i
+            }
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.controller_log_level).map_err(|e| {
+            anyhow::anyhow!(
+                "--controller-log-level {:?}: {e}",
+                self.controller_log_level
+            )
+        })?;
+        let mut loaded = values_cmd::load(&self.values, None, ns)?;
+        values_cmd::warn_unknown(&loaded)?;
+        let v = &mut loaded.values;
+        for (flag, value, slot) in [
+            ("--proxy-image", &self.proxy_image, &mut v.proxy.image.name),
+            (
+                "--proxy-version",
+                &self.proxy_version,
+                &mut v.proxy.image.version,
+            ),
+            (
+                "--init-image",
+                &self.init_image,
+                &mut v.proxy_init.image.name,
+            ),
+        ] {
+            if let Some(value) = value {
+                check_image_reference(flag, value)?;
+                *slot = value.clone();
+            }
+        }
+        v.webhook_failure_policy = self.failure_policy.as_str().into();
+        v.validate()?;
+        let values_yaml = serde_saphyr::to_string(&loaded.values)
+            .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
+        Ok(Plan {
+            namespace: ns.clone(),
+            image,
+            log_level: self.controller_log_level.clone(),
+            replicas,
+            ha: self.ha,
+            injector: self.proxy_auto_inject,
+            failure_policy: self.failure_policy,
+            default_inject: self.default_inject,
+            values_yaml,
+        })
+    }
+}
+
+fn check_dns_label(flag: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if !ok {
+        bail!(
+            "{flag} {s:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)"
+        );
+    }
+    Ok(())
+}
+
+/// A container image reference as Kubernetes and containerd accept it:
+/// `[registry[:port]/]path[:tag][@digest]`, lowercase path components.
+pub fn check_image_reference(flag: &str, s: &str) -> Result<()> {
+    let bad = |why: &str| anyhow::anyhow!("{flag} {s:?} is not an image reference: {why}");
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("it contains whitespace"));
+    }
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let Some((algo, hex)) = d.split_once(':') else {
+            return Err(bad("a digest is algorithm:hex"));
+        };
+        if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the digest is not algorithm:hex"));
+        }
+    }
+    // A tag follows the last ':' after the last '/'.
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            return Err(bad(
+                "the tag may hold letters, digits, '_', '.' and '-' (at most 128)",
+            ));
+        }
+    }
+    let mut parts = path.split('/').peekable();
+    let mut first = true;
+    while let Some(part) = parts.next() {
+        let is_registry = first
+            && parts.peek().is_some()
+            && (part.contains('.') || part.contains(':') || part == "localhost");
+        first = false;
+        if is_registry {
+            let (host, port) = part
+                .split_once(':')
+                .map_or((part, None), |(h, p)| (h, Some(p)));
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+                || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad("the registry is not host[:port]"));
+            }
+            continue;
+        }
+        let ok = !part.is_empty()
+            && part.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+            && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && part.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(bad(
+                "path components are lowercase letters, digits and separators ('.', '_', '-')",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn labels(component: &str) -> Value {
+    json!({
+        "linkerd.io/control-plane-component": component,
+        "linkerd.io/control-plane-ns": "NS",
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/part-of": "kinject",
+        "app.kubernetes.io/version": VERSION,
+    })
+}
+
+/// Replaces the "NS" placeholder in label values (keeps `labels()` static).
+fn with_ns(mut v: Value, ns: &str) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        for val in m.values_mut() {
+            if val == "NS" {
+                *val = Value::String(ns.to_string());
+            }
+        }
+    }
+    v
+}
+
+fn selector(component: &str) -> Value {
+    json!({"linkerd.io/control-plane-component": component})
+}
+
+fn security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+fn probe(path: &str, port: i32, period: i32, failures: i32) -> Value {
+    json!({
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 1,
+    })
+}
+
+fn deployment(p: &Plan, name: &str, component: &str, container: Value, volumes: Value) -> Value {
+    let ns = &p.namespace;
+    let mut spec = json!({
+        "serviceAccountName": name,
+        "automountServiceAccountToken": true,
+        "enableServiceLinks": false,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "containers": [container],
+        "volumes": volumes,
+    });
+    if p.ha {
+        spec["affinity"] = json!({"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": selector(component)},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }],
+        }});
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels(component), ns)},
+        "spec": {
+            "replicas": p.replicas,
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": selector(component)},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": if p.replicas > 1 { 1 } else { 0 }, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": with_ns(labels(component), ns),
+                    "annotations": {"linkerd.io/inject": "disabled"},
+                },
+                "spec": spec,
+            },
+        },
+    })
+}
+
+fn resources(cpu: &str, memory: &str, memory_limit: &str) -> Value {
+    json!({"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}})
+}
+
+fn injector_deployment(p: &Plan) -> Value {
+    let ns = &p.namespace;
+    let tls = |f: &str| format!("{TLS_DIR}/{f}");
+    let container = json!({
+        "name": "proxy-injector",
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "proxy-injector",
+            "--linkerd-namespace", ns,
+            "--addr", format!("0.0.0.0:{WEBHOOK_PORT}"),
+            "--admin-addr", format!("0.0.0.0:{INJECTOR_ADMIN_PORT}"),
+            "--tls-cert", tls("tls.crt"),
+            "--tls-key", tls("tls.key"),
+            "--ca-bundle", tls("ca.crt"),
+            "--trust-anchors", tls("ca.crt"),
+            "--values-from-cluster",
+            "--wait-for-cert",
+            "--service-name", INJECTOR,
+            "--service-port", "443",
+            "--failure-policy", p.failure_policy.as_str(),
+            "--default-policy", match p.default_inject {
+                DefaultInject::Enabled => "enabled",
+                DefaultInject::Disabled => "disabled",
+            },
+            "--log-level", p.log_level,
+            "--log-format", "json",
+        ],
+        "ports": [
+            {"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": INJECTOR_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": probe("/live", INJECTOR_ADMIN_PORT, 10, 3),
+        "readinessProbe": probe("/ready", INJECTOR_ADMIN_PORT, 2, 3),
+        "resources": resources("10m", "32Mi", "256Mi"),
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR, "readOnly": true}],
+    });
+    let volumes = json!([{
+        "name": "tls",
+        // Written by identity; optional so the two may start in any order
+        // (the injector waits, not ready, until the files appear).
+        "secret": {"secretName": format!("{INJECTOR}-k8s-tls"), "optional": true},
+    }]);
+    deployment(p, INJECTOR, "proxy-injector", container, volumes)
+}
+
+fn identity_deployment(p: &Plan) -> Value {
+    let ns = &p.namespace;
+    let container = json!({
+        "name": "identity",
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "identity",
+            "--linkerd-namespace", ns,
+            "--webhook-service", INJECTOR,
+            "--admin-addr", format!("0.0.0.0:{IDENTITY_ADMIN_PORT}"),
+            "--log-level", p.log_level,
+            "--log-format", "json",
+        ],
+        "ports": [{"name": "admin", "containerPort": IDENTITY_ADMIN_PORT, "protocol": "TCP"}],
+        "livenessProbe": probe("/live", IDENTITY_ADMIN_PORT, 10, 3),
+        "readinessProbe": probe("/ready", IDENTITY_ADMIN_PORT, 2, 3),
+        "resources": resources("10m", "32Mi", "256Mi"),
+        "securityContext": security_context(),
+    });
+    deployment(p, IDENTITY, "identity", container, json!([]))
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+fn binding(kind: &str, name: &str, ns: &str, sa: &str, namespaced: bool) -> Value {
+    let role_kind = kind.trim_end_matches("Binding");
+    let mut meta = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "kinject"}});
+    if namespaced {
+        meta["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+    })
+}
+
+fn role(kind: &str, name: &str, ns: &str, rules: Vec<Value>) -> Value {
+    let mut meta = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "kinject"}});
+    if kind == "Role" {
+        meta["namespace"] = json!(ns);
+    }
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta, "rules": rules})
+}
+
+fn service_account(name: &str, ns: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ServiceAccount",
+           "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/part-of": "kinject"}}})
+}
+
+fn pdb(p: &Plan, name: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": p.namespace, "labels": with_ns(labels(component), &p.namespace)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(component)}},
+    })
+}
+
+/// The cluster-scoped ClusterRole names, shared with `uninstall`.
+pub fn cluster_role_names(ns: &str) -> [String; 2] {
+    [
+        format!("linkerd-{ns}-proxy-injector"),
+        format!("linkerd-{ns}-identity"),
+    ]
+}
+
+/// Every object of the control plane, in apply order.
+pub fn render(p: &Plan) -> Vec<Value> {
+    let ns = p.namespace.as_str();
+    let [injector_role, identity_role] = cluster_role_names(ns);
+    let mut out = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {
+            "linkerd.io/auto-inject": "disabled",
+            "linkerd.io/is-control-plane": "true",
+            "config.linkerd.io/admission-webhooks": "disabled",
+            "app.kubernetes.io/part-of": "kinject",
+        }},
+    })];
+    out.push(service_account(IDENTITY, ns));
+    if p.injector {
+        out.push(service_account(INJECTOR, ns));
+    }
+    // identity: workload Secrets and trust bundles across namespaces, the
+    // injector's serving certificate, owners' UIDs.
+    out.push(role(
+        "ClusterRole",
+        &identity_role,
+        ns,
+        vec![
+            rule(&[""], &["pods"], &["get", "list", "watch"]),
+            rule(
+                &[""],
+                &["secrets"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            rule(&[""], &["configmaps"], &["get", "create", "patch"]),
+            rule(
+                &["apps"],
+                &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                &["get"],
+            ),
+            rule(&["batch"], &["jobs", "cronjobs"], &["get"]),
+            rule(&[""], &["replicationcontrollers"], &["get"]),
+        ],
+    ));
+    out.push(binding(
+        "ClusterRoleBinding",
+        &identity_role,
+        ns,
+        IDENTITY,
+        false,
+    ));
+    out.push(role(
+        "Role",
+        "linkerd-identity-lease",
+        ns,
+        vec![rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "create", "update"],
+        )],
+    ));
+    out.push(binding(
+        "RoleBinding",
+        "linkerd-identity-lease",
+        ns,
+        IDENTITY,
+        true,
+    ));
+    if p.injector {
+        // The injector: its own webhook configuration (server-side apply and
+        // a watch), the namespaces and owners it decides with (metadata
+        // watches), and Events on owners.
+        out.push(role(
+            "ClusterRole",
+            &injector_role,
+            ns,
+            vec![
+                rule(
+                    &["admissionregistration.k8s.io"],
+                    &["mutatingwebhookconfigurations"],
+                    &["get", "list", "watch", "create", "patch"],
+                ),
+                rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+                rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
+                rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
+                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            ],
+        ));
+        out.push(binding(
+            "ClusterRoleBinding",
+            &injector_role,
+            ns,
+            INJECTOR,
+            false,
+        ));
+        // Its values (`linkerd-config`, watched), only in its namespace.
+        out.push(role(
+            "Role",
+            "linkerd-proxy-injector-config",
+            ns,
+            vec![rule(&[""], &["configmaps"], &["get", "list", "watch"])],
+        ));
+        out.push(binding(
+            "RoleBinding",
+            "linkerd-proxy-injector-config",
+            ns,
+            INJECTOR,
+            true,
+        ));
+    }
+    out.push(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "linkerd-config", "namespace": ns,
+                     "labels": {"app.kubernetes.io/part-of": "kinject"}},
+        "data": {"values": p.values_yaml},
+    }));
+    if p.injector {
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": INJECTOR, "namespace": ns,
+                         "labels": with_ns(labels("proxy-injector"), ns)},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector("proxy-injector"),
+                "ports": [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}],
+            },
+        }));
+    }
+    out.push(identity_deployment(p));
+    if p.injector {
+        out.push(injector_deployment(p));
+    }
+    if p.ha {
+        out.push(pdb(p, IDENTITY, "identity"));
+        if p.injector {
+            out.push(pdb(p, INJECTOR, "proxy-injector"));
+        }
+    }
+    out
+}
+
+/// The objects as one YAML stream, each document ending with `---`.
+pub fn to_yaml(objects: &[Value]) -> Result<String> {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str(
+            &serde_saphyr::to_string(o).map_err(|e| anyhow::anyhow!("cannot write YAML: {e}"))?,
+        );
+        out.push_str("---\n");
+    }
+    Ok(out)
+}
+
+pub fn install(args: &InstallArgs) -> Result<i32> {
+    let plan = args.plan()?;
+    print!("{}", to_yaml(&render(&plan))?);
+    Ok(0)
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct UninstallArgs {
+    /// Namespace of the control plane.
+    #[arg(
+        short = 'l',
+        long,
+        env = "LINKERD_NAMESPACE",
+        default_value = "linkerd"
+    )]
+    pub linkerd_namespace: String,
+}
+
+/// What `uninstall` prints: every cluster-scoped object kinject creates
+/// (including the webhook configuration the injector registered at run time),
+/// then the namespace, which takes everything in it along.
+pub fn uninstall_objects(ns: &str) -> Vec<Value> {
+    let mut out = vec![json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "linkerd-proxy-injector-webhook-config"},
+    })];
+    for name in cluster_role_names(ns) {
+        out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name}}));
+        out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}}));
+    }
+    out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    out
+}
+
+pub fn uninstall(args: &UninstallArgs) -> Result<i32> {
+    check_dns_label("--linkerd-namespace", &args.linkerd_namespace)?;
+    print!("{}", to_yaml(&uninstall_objects(&args.linkerd_namespace))?);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "ghcr.io/kinject/kinject:0.1.0",
+            "localhost/kinject:0.1.0",
+            "localhost:5000/a/b:1",
+            "kinject",
+            "docker.io/library/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_image_reference("--image", ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("ghcr.io/Kinject/kinject:1", "lowercase"),
+            ("a b", "whitespace"),
+            ("kinject:", "the tag"),
+            ("kinject:bad tag", "whitespace"),
+            ("reg:port/x:1", "the registry"),
+            ("x@sha256:zz", "digest"),
+            ("a//b", "path components"),
+        ] {
+            let e = check_image_reference("--image", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(
+                e.starts_with(&format!("--image {bad:?} is not an image reference")),
+                "{e}"
+            );
+        }
+    }
+}
