@@ -1058,8 +1058,15 @@ fn install_applies_and_uninstall_removes_everything() {
     // so the namespace (the first document) goes first.
     let namespace_doc = manifest.split("---\n").next().expect("first document");
     assert!(namespace_doc.contains("kind: Namespace"), "{namespace_doc}");
-    let dry = k.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(namespace_doc));
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let dry = k.kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(namespace_doc),
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     k.apply(namespace_doc);
     let dry = k.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest));
     assert!(
@@ -1167,4 +1174,53 @@ fn install_applies_and_uninstall_removes_everything() {
             .success())
         .then_some(())
     });
+}
+
+/// In a cluster the injector and identity start in any order: with
+/// `--wait-for-cert` the injector waits for its certificate (and the trust
+/// anchors in the same Secret), not ready and not registered, then converges.
+#[test]
+fn injector_waits_for_its_certificate() {
+    if !enabled("injector_waits_for_its_certificate") {
+        return;
+    }
+    let k = Cluster::start();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let anchors = certs.path().join("ca.crt").display().to_string();
+    let inj = Injector::start_waiting_for_cert(&k, certs.path(), &["--trust-anchors", &anchors]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = inj.get("/ready");
+    assert_eq!(status, 503);
+    assert!(body.contains("serving certificate not loaded"), "{body}");
+    assert!(
+        body.contains("values not loaded"),
+        "trust anchors missing too: {body}"
+    );
+    let mwc = k.kubectl(
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "linkerd-proxy-injector-webhook-config",
+        ],
+        None,
+    );
+    assert!(!mwc.status.success(), "registered without a certificate");
+    Injector::write_test_certs(certs.path());
+    wait_for("the injector to be ready", Duration::from_secs(20), || {
+        (inj.get("/ready").0 == 200).then_some(())
+    });
+    let mwc = k.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    assert!(
+        mwc["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "registered with the certificate's CA"
+    );
+    k.namespace("apps", &[]);
+    k.apply(&deployment("apps", "web", None, "nginx"));
+    assert!(injected(&k.pods("apps", "app=web", 1)[0]));
 }

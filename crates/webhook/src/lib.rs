@@ -289,7 +289,10 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     // Fail fast, before binding anything, on bad files. Values from the
     // cluster are checked once they are read.
     cfg.values.check_syntax()?;
-    if !cfg.values_from_cluster {
+    if cfg.wait_for_cert && !cfg.values_from_cluster {
+        // The trust anchors may not exist yet; the values must be good now.
+        cfg.values.load(None)?;
+    } else if !cfg.values_from_cluster {
         build_engine(&cfg, false, None)?;
     }
     let (resolver, cert_now) = match tls::ReloadingResolver::new(

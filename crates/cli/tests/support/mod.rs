@@ -286,10 +286,30 @@ impl Injector {
         inj
     }
 
+    /// Starts the injector on `certs` (empty for now) with `--wait-for-cert`,
+    /// without waiting for it to be ready.
+    pub fn start_waiting_for_cert(cluster: &Cluster, certs: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--wait-for-cert"];
+        args.extend_from_slice(extra);
+        let inj = Self::spawn(cluster, Some(certs), false, &args);
+        wait_for(
+            "the injector's admin server",
+            Duration::from_secs(30),
+            || (inj.get("/live").0 == 200).then_some(()),
+        );
+        inj
+    }
+
+    /// Writes a fresh test serving certificate into `dir`; returns the CA PEM.
+    pub fn write_test_certs(dir: &Path) -> String {
+        write_certs(dir)
+    }
+
     fn spawn(cluster: &Cluster, certs: Option<&Path>, anchors_flag: bool, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_pem = match certs {
-            Some(d) => std::fs::read_to_string(d.join("ca.crt")).expect("ca.crt"),
+            // Empty when the test writes the certificate later (--wait-for-cert).
+            Some(d) => std::fs::read_to_string(d.join("ca.crt")).unwrap_or_default(),
             None => write_certs(dir.path()),
         };
         let cert_dir = certs.unwrap_or(dir.path()).to_path_buf();
