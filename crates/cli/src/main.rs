@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod allocator;
+mod check;
 mod identity_cmd;
 mod inject_cmd;
 mod install;
@@ -41,6 +42,11 @@ enum Command {
     /// Print what to delete (every cluster-scoped object, including the
     /// webhook configuration the injector registered), for `| kubectl delete -f -`.
     Uninstall(install::UninstallArgs),
+    /// Check the control plane's health (or, with --pre, that it can be installed).
+    ///
+    /// One line per check in the seed's format; exit 0 when every check
+    /// passes, 2 when one fails.
+    Check(Box<check::CheckArgs>),
     /// Print the values the engine will use: the defaults, then the cluster's
     /// (`--values-from-cluster`), then `--values` files, then `--set`s.
     Values(Box<values_cmd::ValuesCmdArgs>),
@@ -84,6 +90,7 @@ fn main() {
         Command::Uninject(args) => inject_cmd::uninject(args),
         Command::Values(args) => values_cmd::run(args),
         Command::Install(args) => install::install(args),
+        Command::Check(args) => check::run(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),

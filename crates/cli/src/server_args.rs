@@ -60,6 +60,14 @@ fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter> {
     Ok(filter.add_directive(quiet))
 }
 
+/// A Go duration flag (zero allowed; negative durations are refused).
+pub fn duration(flag: &str, v: &str) -> Result<Duration> {
+    let n = parse::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    u64::try_from(n)
+        .map(Duration::from_nanos)
+        .map_err(|_| anyhow::anyhow!("{flag} must not be negative"))
+}
+
 /// A strictly positive Go duration flag.
 pub fn positive_duration(flag: &str, v: &str) -> Result<Duration> {
     let n = parse::go_duration_nanos(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;

@@ -1171,3 +1171,61 @@ fn uninstall_lists_every_cluster_scoped_object() {
         assert!(names.contains(&n), "{n} would be left behind");
     }
 }
+
+#[test]
+fn check_without_a_cluster_fails_fast_and_clearly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // No kubeconfig at all.
+    let start = std::time::Instant::now();
+    let r = kinject()
+        .args(["check"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("kubernetes-api: can initialize the client"),
+        "{out}"
+    );
+    assert!(out.contains("[FAIL] -- kubeconfig:"), "{out}");
+    assert!(
+        out.contains("set KUBECONFIG to a kubeconfig for the cluster"),
+        "{out}"
+    );
+    assert!(out.ends_with("Status check results are [FAIL]\n"), "{out}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // A server nobody answers on: retried until --wait, not past it.
+    let kc = write(
+        dir.path(),
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:9\"}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+    );
+    let start = std::time::Instant::now();
+    let r = kinject()
+        .args(["check", "--wait", "3s"])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .expect("run");
+    let took = start.elapsed();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(2), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("kubernetes-api: can query the Kubernetes API")
+                && l.contains("[FAIL] --")
+        ),
+        "{out}"
+    );
+    assert!(out.contains("[retry] --"), "retried under --wait: {out}");
+    assert!(
+        took < std::time::Duration::from_secs(3 + 6),
+        "took {took:?}"
+    );
+    let r = kinject()
+        .args(["check", "--wait", "soon"])
+        .output()
+        .expect("run");
+    assert_eq!(r.status.code(), Some(1));
+}

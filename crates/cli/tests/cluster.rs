@@ -1224,3 +1224,207 @@ fn injector_waits_for_its_certificate() {
     k.apply(&deployment("apps", "web", None, "nginx"));
     assert!(injected(&k.pods("apps", "app=web", 1)[0]));
 }
+
+/// The status of `label`'s line in `kinject check` output.
+fn check_line<'a>(out: &'a str, label: &str) -> &'a str {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no line {label:?} in:\n{out}"));
+    line.trim_start_matches(label).trim_start_matches('.')
+}
+
+/// `kinject check` passes on a healthy control plane in under 2 s, and each
+/// break fails its own line with what to do next.
+#[test]
+fn check_reports_health_and_each_break() {
+    if !enabled("check_reports_health_and_each_break") {
+        return;
+    }
+    use support::Identity;
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path().display().to_string();
+    let _identity = Identity::start_with(&k, &["--webhook-cert-dir", &dir]);
+    wait_for(
+        "the serving certificate files",
+        Duration::from_secs(30),
+        || certs.path().join("tls.key").exists().then_some(()),
+    );
+    let inj = Injector::start_with(&k, Some(certs.path()), &[]);
+    let port = inj.port;
+
+    let start = std::time::Instant::now();
+    let (code, out, err) = kinject_cli(&k, &["check"], None);
+    let took = start.elapsed();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(took < Duration::from_secs(2), "check took {took:?}");
+    for label in [
+        "kubernetes-api: can initialize the client",
+        "kubernetes-api: can query the Kubernetes API",
+        "kubernetes-api: is running the minimum Kubernetes API version",
+        "kinject-existence: control plane namespace exists",
+        "kinject-identity: identity holds its leader lease",
+        "kinject-identity: trust root and issuer are valid",
+        "kinject-webhook: webhook configuration exists",
+        "kinject-webhook: webhook configuration has the expected rules and selectors",
+        "kinject-webhook: caBundle verifies the injector's serving certificate",
+        "kinject-webhook: serving certificate is valid for at least 7 days",
+        "kinject-webhook: a pod created in an injected namespace gets the proxy",
+    ] {
+        assert_eq!(check_line(&out, label), "[ok]", "{label}\n{out}");
+    }
+    for l in out.lines().filter(|l| l.contains("...")) {
+        assert_eq!(l.find("[ok]"), Some(75), "dots to column 80: {l:?}");
+    }
+    assert!(out.ends_with("Status check results are [ok]\n"), "{out}");
+    assert!(!out.contains('\u{1b}'), "no colour into a pipe");
+    let (code, json, _) = kinject_cli(&k, &["check", "-o", "json"], None);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["success"], true);
+    assert!(
+        v["checks"].as_array().is_some_and(|c| c.len() == 11),
+        "{json}"
+    );
+
+    // The injector stops: the API server cannot reach it.
+    drop(inj);
+    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    assert_eq!(code, 2, "{out}");
+    let ca = check_line(
+        &out,
+        "kinject-webhook: caBundle verifies the injector's serving certificate",
+    );
+    assert!(
+        ca.starts_with("[FAIL] -- connect to the injector:")
+            && ca.ends_with("is the injector running?"),
+        "{ca}"
+    );
+    let probe = check_line(
+        &out,
+        "kinject-webhook: a pod created in an injected namespace gets the proxy",
+    );
+    assert!(
+        probe.starts_with("[FAIL] -- a dry-run pod in \"default\" came back without linkerd-proxy"),
+        "{probe}"
+    );
+    assert!(out.ends_with("Status check results are [FAIL]\n"), "{out}");
+
+    // A caBundle that does not verify the served certificate.
+    let other = tempfile::tempdir().expect("tempdir");
+    let foreign = Injector::write_test_certs(other.path());
+    let mwc = k.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    let _ = mwc;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(foreign.as_bytes());
+    k.ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"{b64}"}}]"#
+        ),
+    ]);
+    let inj = Injector::start_on(&k, Some(certs.path()), port, &["--no-register"]);
+    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    assert_eq!(code, 2, "{out}");
+    let ca = check_line(
+        &out,
+        "kinject-webhook: caBundle verifies the injector's serving certificate",
+    );
+    assert!(
+        ca.starts_with(
+            "[FAIL] -- the caBundle does not verify the serving certificate for 127.0.0.1"
+        ),
+        "{ca}"
+    );
+    assert!(
+        ca.contains("restart the injector so it re-registers its caBundle"),
+        "{ca}"
+    );
+    drop(inj);
+
+    // The webhook configuration deleted.
+    k.ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(
+        check_line(&out, "kinject-webhook: webhook configuration exists"),
+        "[FAIL] -- linkerd-proxy-injector-webhook-config not found: the injector registers it once it is ready; kubectl -n linkerd logs deploy/linkerd-proxy-injector"
+    );
+
+    // An expired serving certificate.
+    let expired = tempfile::tempdir().expect("tempdir");
+    Injector::write_expired_certs(expired.path());
+    let _inj = Injector::start_with(&k, Some(expired.path()), &[]);
+    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    assert_eq!(code, 2, "{out}");
+    let line = check_line(
+        &out,
+        "kinject-webhook: serving certificate is valid for at least 7 days",
+    );
+    assert!(line.starts_with("[FAIL] -- it expired at "), "{line}");
+    assert!(line.contains("identity renews it"), "{line}");
+}
+
+/// `check --pre`: what stands in the way of an install, with the fix.
+#[test]
+fn check_pre_finds_an_existing_control_plane() {
+    if !enabled("check_pre_finds_an_existing_control_plane") {
+        return;
+    }
+    let k = Cluster::start();
+    let (code, out, err) = kinject_cli(&k, &["check", "--pre", "-l", "mesh"], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        check_line(
+            &out,
+            "kubernetes-setup: can create MutatingWebhookConfigurations"
+        ),
+        "[ok]"
+    );
+    // A Linkerd control plane owns the names kinject would use.
+    k.apply("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: linkerd-mesh-proxy-injector\nrules: []\n");
+    k.namespace("mesh", &[]);
+    let (code, out, _) = kinject_cli(&k, &["check", "--pre", "-l", "mesh"], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        check_line(
+            &out,
+            "kubernetes-setup: control plane namespace does not already exist"
+        )
+        .starts_with("[FAIL] -- namespace \"mesh\" exists; choose another with -l"),
+        "{out}"
+    );
+    assert_eq!(
+        check_line(
+            &out,
+            "kubernetes-setup: no other control plane owns kinject's cluster-wide names"
+        ),
+        "[FAIL] -- a Linkerd control plane already owns ClusterRole linkerd-mesh-proxy-injector: uninstall it first (`linkerd uninstall | kubectl delete -f -`)"
+    );
+    // What kinject installed itself is not in the way.
+    let (_, manifest, _) = kinject_cli(&k, &["install", "-l", "mesh2"], None);
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    let (_, out, _) = kinject_cli(&k, &["check", "--pre", "-l", "mesh2"], None);
+    assert_eq!(
+        check_line(
+            &out,
+            "kubernetes-setup: no other control plane owns kinject's cluster-wide names"
+        ),
+        "[ok]"
+    );
+}

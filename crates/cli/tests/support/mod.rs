@@ -240,6 +240,14 @@ pub struct Injector {
 }
 
 fn write_certs(dir: &Path) -> String {
+    write_certs_valid(dir, None)
+}
+
+/// Test CA + serving certificate; `validity` = (not_before, not_after) of the leaf.
+fn write_certs_valid(
+    dir: &Path,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) -> String {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -251,6 +259,10 @@ fn write_certs(dir: &Path) -> String {
     let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     leaf.subject_alt_names
         .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    if let Some((nb, na)) = validity {
+        leaf.not_before = nb;
+        leaf.not_after = na;
+    }
     let cert = leaf.signed_by(&key, &issuer).expect("leaf");
     std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
@@ -305,7 +317,38 @@ impl Injector {
         write_certs(dir)
     }
 
+    /// Writes a test serving certificate that expired yesterday.
+    pub fn write_expired_certs(dir: &Path) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        write_certs_valid(
+            dir,
+            Some((
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            )),
+        )
+    }
+
+    /// Like `start_with`, on a given port.
+    pub fn start_on(cluster: &Cluster, certs: Option<&Path>, port: u16, extra: &[&str]) -> Self {
+        let inj = Self::spawn_on(cluster, certs, true, Some(port), extra);
+        wait_for("the injector to be ready", Duration::from_secs(30), || {
+            (inj.get("/ready").0 == 200).then_some(())
+        });
+        inj
+    }
+
     fn spawn(cluster: &Cluster, certs: Option<&Path>, anchors_flag: bool, extra: &[&str]) -> Self {
+        Self::spawn_on(cluster, certs, anchors_flag, None, extra)
+    }
+
+    fn spawn_on(
+        cluster: &Cluster,
+        certs: Option<&Path>,
+        anchors_flag: bool,
+        port: Option<u16>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_pem = match certs {
             // Empty when the test writes the certificate later (--wait-for-cert).
@@ -314,7 +357,7 @@ impl Injector {
         };
         let cert_dir = certs.unwrap_or(dir.path()).to_path_buf();
         let anchors = repo_root().join("examples/trust-anchors.pem");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let admin = free_port();
         let p = |f: &str| cert_dir.join(f).display().to_string();
         let log = std::fs::File::create(dir.path().join("injector.log")).expect("log");
