@@ -34,6 +34,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace (unit, conformance, properties, CLI, webhook)"
 cargo test --workspace
 
+step "kinject's OCI image: release binary, umoci, contents and size checked (scripts/image.sh)"
+scripts/image.sh "${KINJECT_IMAGE_DIR:-$HOME/.cache/kinject/image}" >/dev/null
+
 step "Kubernetes 1.20 control plane for the real-cluster tests (built once, cached)"
 scripts/k8s-build.sh
 
