@@ -37,6 +37,10 @@ cargo test --workspace
 step "kinject's OCI image: release binary, umoci, contents and size checked (scripts/image.sh)"
 scripts/image.sh "${KINJECT_IMAGE_DIR:-$HOME/.cache/kinject/image}" >/dev/null
 
+step "helm v4 from the Go module proxy (built once, cached), then the chart: helm lint, and the same objects as kinject install"
+KINJECT_HELM=$(scripts/helm-build.sh)
+KINJECT_HELM=$KINJECT_HELM KINJECT_E2E=1 cargo test -p kinject --test chart
+
 step "Kubernetes 1.20 control plane for the real-cluster tests (built once, cached)"
 scripts/k8s-build.sh
 

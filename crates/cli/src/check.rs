@@ -527,6 +527,15 @@ async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut C
         || async { expected_rules(&mwc, ns) },
     )
     .await;
+    c.run(cat, "webhook configuration is not contested by another writer", Kind::Normal, || async {
+        match kinject_k8s::webhook_config::foreign_manager(&mwc) {
+            None => Status::Ok,
+            Some(m) => Status::Warning(format!(
+                "{m} also writes it; the injector backs off from a writer that keeps reverting it (kubectl get events -A --field-selector reason=WebhookConfigurationContested)"
+            )),
+        }
+    })
+    .await;
     let expiry = c
         .value(cat, "caBundle verifies the injector's serving certificate", Kind::Retryable, || async {
             let (chain, bundle, name) = serving_chain(client, &mwc).await.map_err(fail)?;

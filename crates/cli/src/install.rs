@@ -181,7 +181,11 @@ impl InstallArgs {
         }
         v.webhook_failure_policy = self.failure_policy.as_str().into();
         v.validate()?;
-        let values_yaml = serde_saphyr::to_string(&loaded.values)
+        // Unset settings (`null`) are left out, as Helm leaves them out of
+        // rendered values: both mean "the default".
+        let mut tree = serde_json::to_value(&loaded.values)?;
+        drop_nulls(&mut tree);
+        let values_yaml = serde_saphyr::to_string(&tree)
             .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
         Ok(Plan {
             namespace: ns.clone(),
@@ -194,6 +198,13 @@ impl InstallArgs {
             default_inject: self.default_inject,
             values_yaml,
         })
+    }
+}
+
+fn drop_nulls(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, v| !v.is_null());
+        m.values_mut().for_each(drop_nulls);
     }
 }
 
@@ -596,20 +607,22 @@ pub fn render(p: &Plan) -> Vec<Value> {
             INJECTOR,
             false,
         ));
-        // Its values (`linkerd-config`, watched), only in its namespace.
+        // In its namespace only: its values (`linkerd-config`, watched) and
+        // the Lease that picks the one replica writing the webhook configuration.
         out.push(role(
             "Role",
-            "linkerd-proxy-injector-config",
-            ns,
-            vec![rule(&[""], &["configmaps"], &["get", "list", "watch"])],
-        ));
-        out.push(binding(
-            "RoleBinding",
-            "linkerd-proxy-injector-config",
-            ns,
             INJECTOR,
-            true,
+            ns,
+            vec![
+                rule(&[""], &["configmaps"], &["get", "list", "watch"]),
+                rule(
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["get", "create", "update"],
+                ),
+            ],
         ));
+        out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
     }
     out.push(json!({
         "apiVersion": "v1",

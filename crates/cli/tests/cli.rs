@@ -1229,3 +1229,32 @@ fn check_without_a_cluster_fails_fast_and_clearly() {
         .expect("run");
     assert_eq!(r.status.code(), Some(1));
 }
+
+/// The chart's Linkerd values are exactly the engine's defaults (what
+/// `kinject values` prints), so chart and `install` cannot drift apart.
+#[test]
+fn chart_values_are_the_engine_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kinject/values.yaml");
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("chart values"))
+            .expect("yaml");
+    let mut chart = chart.as_object().expect("map").clone();
+    for k in [
+        "installNamespace",
+        "registry",
+        "image",
+        "controllerLogLevel",
+        "ha",
+        "replicas",
+        "defaultInject",
+        "proxyAutoInject",
+    ] {
+        assert!(
+            chart.remove(k).is_some(),
+            "kinject setting {k} missing from the chart"
+        );
+    }
+    let r = run(&["values", "-o", "json"], None);
+    let engine: Value = serde_json::from_str(&r.stdout).expect("json");
+    pretty_assertions::assert_eq!(Value::Object(chart), engine);
+}

@@ -1090,7 +1090,7 @@ fn install_applies_and_uninstall_removes_everything() {
         ("service", "linkerd-proxy-injector"),
         ("configmap", "linkerd-config"),
         ("serviceaccount", "linkerd-proxy-injector"),
-        ("role", "linkerd-proxy-injector-config"),
+        ("role", "linkerd-proxy-injector"),
     ] {
         k.ok(&["get", "-n", "linkerd", kind, name]);
     }

@@ -411,14 +411,15 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     synced.store(true, Ordering::Release);
     info!("caches synced");
     let leader = Arc::new(AtomicBool::new(false));
-    tokio::spawn(crate::lease::campaign(
+    tokio::spawn(kinject_k8s::lease::campaign(
         client.clone(),
-        crate::lease::LeaseConfig {
+        kinject_k8s::lease::LeaseConfig {
             namespace: cfg.namespace.clone(),
             name: "kinject-identity".into(),
             holder: cfg.holder.clone(),
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(2),
+            settings: None,
         },
         leader.clone(),
     ));

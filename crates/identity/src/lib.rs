@@ -2,11 +2,10 @@
 //!
 //! - [`ca`]: pure issuance (root, issuer, leaves) and validation;
 //! - [`names`]: workload identity names and secret names;
-//! - [`controller`]: the Kubernetes controller (`kinject identity`);
-//! - [`lease`]: leader election, so several replicas are safe.
+//! - [`controller`]: the Kubernetes controller (`kinject identity`), leader
+//!   elected with `kinject_k8s::lease`, so several replicas are safe.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod controller;
-pub mod lease;
 pub mod names;

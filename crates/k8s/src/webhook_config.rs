@@ -234,75 +234,256 @@ pub async fn apply(
     Ok(())
 }
 
-/// Registers the webhook, then keeps it registered: every change to the object
-/// (or its deletion) is compared with the desired spec and repaired. A new spec
-/// on `spec_rx` (e.g. a rotated CA bundle) is applied at once. `registered`
-/// turns true after the first successful apply; `on_repair` is told each repair.
+/// How drift repairs are paced. A writer that keeps reverting the object is
+/// reported and backed off from, not fought (two injectors with different
+/// settings once rewrote it ~176 times a second).
+#[derive(Clone, Debug)]
+pub struct RepairBudget {
+    /// At most this many repairs…
+    pub max_repairs: usize,
+    /// …within this window; beyond it the object is contested.
+    pub window: Duration,
+    /// First back-off once contested; doubled each time, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RepairBudget {
+    fn default() -> Self {
+        Self {
+            max_repairs: 5,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What `keep_registered` reports.
+pub trait RegistrationEvents: Send + 'static {
+    /// A drift was repaired (`reason` says what had changed).
+    fn repaired(&self, reason: &str);
+    /// Another writer keeps changing the object; `manager` is its field
+    /// manager when known. kinject backs off for `backoff`.
+    fn contested(&self, manager: &str, backoff: Duration);
+}
+
+/// The field manager, other than kinject's, that wrote the object last.
+pub fn foreign_manager(actual: &MutatingWebhookConfiguration) -> Option<String> {
+    actual
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
+}
+
+/// Paces repairs ([`RepairBudget`]).
+struct Pacer {
+    budget: RepairBudget,
+    recent: std::collections::VecDeque<tokio::time::Instant>,
+    backoff: Duration,
+    /// No repair before this (contested).
+    until: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(budget: RepairBudget) -> Self {
+        Self {
+            backoff: budget.backoff,
+            budget,
+            recent: Default::default(),
+            until: None,
+        }
+    }
+
+    /// Whether a drift repair may happen now; `Err(backoff)` when the object
+    /// just became contested (report it), `Ok(false)` while backing off.
+    fn allow(&mut self, now: tokio::time::Instant) -> Result<bool, Duration> {
+        if self.until.is_some_and(|u| now < u) {
+            return Ok(false);
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.budget.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.budget.max_repairs {
+            let backoff = self.backoff;
+            self.until = Some(now + backoff);
+            self.backoff = (self.backoff * 2).min(self.budget.max_backoff);
+            self.recent.clear();
+            return Err(backoff);
+        }
+        if self.until.take().is_some() {
+            // The back-off passed: the next contest backs off longer.
+        } else if self.recent.is_empty() {
+            self.backoff = self.budget.backoff;
+        }
+        self.recent.push_back(now);
+        Ok(true)
+    }
+}
+
+/// Registers the webhook, then keeps it registered: every change to the
+/// object (or its deletion) is compared with the desired spec and repaired,
+/// within a [`RepairBudget`]. Only the holder of the injector's Lease writes
+/// (`leader`); other replicas only watch, and count as registered once the
+/// object exists. A new spec on `spec_rx` (e.g. a rotated CA bundle) is
+/// applied at once. `registered` turns true after the first successful apply
+/// (leader) or once the object is seen (others).
 pub async fn keep_registered(
     client: kube::Client,
     mut spec_rx: watch::Receiver<WebhookConfigSpec>,
+    mut leader: watch::Receiver<bool>,
     registered: Arc<AtomicBool>,
-    on_repair: impl Fn(&str) + Send + 'static,
+    budget: RepairBudget,
+    events: impl RegistrationEvents,
 ) {
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let cfg = watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}"));
-    let events = watcher(api.clone(), cfg).default_backoff();
-    futures::pin_mut!(events);
+    let stream = watcher(api.clone(), cfg).default_backoff();
+    futures::pin_mut!(stream);
     let mut tick = tokio::time::interval(RESYNC);
     let mut desired = spec_rx.borrow_and_update().build();
-    let ensure =
-        async |desired: &MutatingWebhookConfiguration, reason: &str| match apply(&client, desired)
-            .await
+    let mut pacer = Pacer::new(budget);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let is_leader = |leader: &watch::Receiver<bool>| *leader.borrow();
+    // `drift`: a repair of someone else's change (paced); otherwise our own
+    // reason to write (start, new spec, leadership) which is not paced.
+    let apply_now =
+        async |desired: &MutatingWebhookConfiguration, reason: &str, drift: bool| match apply(
+            &client, desired,
+        )
+        .await
         {
             Ok(()) => {
-                if registered.swap(true, Ordering::AcqRel) {
+                if registered.swap(true, Ordering::AcqRel) && drift {
                     info!(%reason, "webhook configuration repaired");
-                    on_repair(reason);
+                    events.repaired(reason);
                 } else {
-                    info!(name = CONFIG_NAME, "webhook configuration registered");
+                    info!(name = CONFIG_NAME, %reason, "webhook configuration applied");
                 }
             }
             Err(e) => warn!(error = %e, "cannot apply the webhook configuration (retrying)"),
         };
-    ensure(&desired, "start").await;
+    if is_leader(&leader) {
+        apply_now(&desired, "start", false).await;
+    }
     // Whether the (re)list that the watcher is doing saw the object.
     let mut seen = true;
     loop {
+        // What needs doing after this event: None, or (reason, observed object).
+        let mut drifted: Option<(String, Option<MutatingWebhookConfiguration>)> = None;
         tokio::select! {
             changed = spec_rx.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 desired = spec_rx.borrow_and_update().build();
-                ensure(&desired, "configuration changed").await;
+                if is_leader(&leader) {
+                    apply_now(&desired, "configuration changed", false).await;
+                }
             }
-            ev = events.next() => match ev {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *leader.borrow_and_update() {
+                    apply_now(&desired, "leadership gained", false).await;
+                }
+            }
+            ev = stream.next() => match ev {
                 Some(Ok(watcher::Event::Apply(actual) | watcher::Event::InitApply(actual))) => {
                     seen = true;
+                    if !is_leader(&leader) {
+                        registered.store(true, Ordering::Release);
+                    }
                     if let Some(why) = drift(&desired, &actual) {
-                        ensure(&desired, &why).await;
+                        drifted = Some((why, Some(actual)));
                     }
                 }
-                Some(Ok(watcher::Event::Delete(_))) => ensure(&desired, "deleted").await,
+                Some(Ok(watcher::Event::Delete(_))) => drifted = Some(("deleted".into(), None)),
                 Some(Ok(watcher::Event::Init)) => seen = false,
                 Some(Ok(watcher::Event::InitDone)) => {
                     if !seen {
-                        ensure(&desired, "missing").await;
+                        drifted = Some(("missing".into(), None));
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "webhook configuration watch error"),
                 None => return,
             },
-            _ = tick.tick() => match api.get_opt(CONFIG_NAME).await {
-                Ok(Some(actual)) => {
-                    if let Some(why) = drift(&desired, &actual) {
-                        ensure(&desired, &why).await;
-                    }
+            _ = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                Ok(None) => ensure(&desired, "deleted").await,
-                Err(e) => warn!(error = %e, "cannot read the webhook configuration"),
-            },
+            } => {
+                retry_at = None;
+                drifted = recheck(&api, &desired).await;
+            }
+            _ = tick.tick() => drifted = recheck(&api, &desired).await,
         }
+        let Some((why, actual)) = drifted else {
+            continue;
+        };
+        if !is_leader(&leader) {
+            continue;
+        }
+        match pacer.allow(tokio::time::Instant::now()) {
+            Ok(true) => apply_now(&desired, &why, true).await,
+            Ok(false) => {}
+            Err(backoff) => {
+                let manager = actual
+                    .as_ref()
+                    .and_then(foreign_manager)
+                    .unwrap_or_else(|| "unknown".into());
+                warn!(
+                    %manager, %why, backoff_s = backoff.as_secs(),
+                    "another writer keeps changing the webhook configuration; backing off instead of fighting it"
+                );
+                events.contested(&manager, backoff);
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+            }
+        }
+    }
+}
+
+/// A GET-based check (resync, end of a back-off).
+async fn recheck(
+    api: &Api<MutatingWebhookConfiguration>,
+    desired: &MutatingWebhookConfiguration,
+) -> Option<(String, Option<MutatingWebhookConfiguration>)> {
+    match api.get_opt(CONFIG_NAME).await {
+        Ok(Some(actual)) => drift(desired, &actual).map(|why| (why, Some(actual))),
+        Ok(None) => Some(("deleted".into(), None)),
+        Err(e) => {
+            warn!(error = %e, "cannot read the webhook configuration");
+            None
+        }
+    }
+}
+
+impl WebhookConfigSpec {
+    /// A digest of everything a replica would register except the caBundle
+    /// (replicas read the same Secret; a rotation is not a settings change).
+    /// Replicas whose hashes differ contend for the webhook configuration's
+    /// Lease by epoch ([`crate::lease`]).
+    pub fn settings_hash(&self) -> String {
+        let mut without_ca = self.clone();
+        without_ca.ca_bundle.clear();
+        let json = serde_json::to_vec(&without_ca.build()).unwrap_or_default();
+        // FNV-1a: stable across builds and processes (unlike std's hasher).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in json {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
     }
 }
 
@@ -320,6 +501,44 @@ mod tests {
             excluded_namespaces: vec!["kube-system".into()],
             include_services: true,
         }
+    }
+
+    #[test]
+    fn repairs_are_paced_and_a_contest_backs_off_longer_each_time() {
+        let mut p = Pacer::new(RepairBudget::default());
+        let t0 = tokio::time::Instant::now();
+        for i in 0..5 {
+            assert_eq!(p.allow(t0 + Duration::from_secs(i)), Ok(true), "repair {i}");
+        }
+        // The sixth within a minute: contested, back off 10 s.
+        assert_eq!(
+            p.allow(t0 + Duration::from_secs(5)),
+            Err(Duration::from_secs(10))
+        );
+        assert_eq!(p.allow(t0 + Duration::from_secs(6)), Ok(false));
+        // After the back-off, repairs resume; a new contest backs off 20 s.
+        let t1 = t0 + Duration::from_secs(16);
+        for i in 0..5 {
+            assert_eq!(p.allow(t1 + Duration::from_secs(i)), Ok(true));
+        }
+        assert_eq!(
+            p.allow(t1 + Duration::from_secs(5)),
+            Err(Duration::from_secs(20))
+        );
+        // A quiet object resets it: repairs spread over minutes are fine.
+        let t2 = t1 + Duration::from_secs(600);
+        assert_eq!(p.allow(t2), Ok(true));
+        assert_eq!(p.allow(t2 + Duration::from_secs(61)), Ok(true));
+    }
+
+    #[test]
+    fn settings_hash_ignores_the_ca_bundle_only() {
+        let a = spec();
+        let mut b = spec();
+        b.ca_bundle = b"OTHER".to_vec();
+        assert_eq!(a.settings_hash(), b.settings_hash());
+        b.failure_policy = "Fail".into();
+        assert_ne!(a.settings_hash(), b.settings_hash());
     }
 
     #[test]

@@ -80,6 +80,67 @@ pub struct ProxyInjectorConfig {
     pub wait_for_cert: bool,
 }
 
+/// The Lease whose holder writes the webhook configuration.
+pub const WEBHOOK_LEASE: &str = "kinject-proxy-injector";
+
+/// Repairs and contests of the webhook configuration: metrics, and a Warning
+/// Event on the configuration when another writer keeps reverting it.
+struct RegistrationReporter {
+    metrics: Metrics,
+    recorder: kube::runtime::events::Recorder,
+    handle: tokio::runtime::Handle,
+}
+
+impl RegistrationReporter {
+    fn new(client: kube::Client, metrics: Metrics) -> Self {
+        let instance = std::env::var("HOSTNAME").ok();
+        Self {
+            metrics,
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "kinject-proxy-injector".into(),
+                    instance,
+                },
+            ),
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl webhook_config::RegistrationEvents for RegistrationReporter {
+    fn repaired(&self, _reason: &str) {
+        self.metrics.webhook_repairs.inc();
+    }
+
+    fn contested(&self, manager: &str, backoff: Duration) {
+        self.metrics.webhook_conflicts.inc();
+        let recorder = self.recorder.clone();
+        let note = format!(
+            "{manager} keeps changing this webhook configuration; kinject backs off for {}s instead of fighting. Stop the other writer, or align its settings with the injector's",
+            backoff.as_secs()
+        );
+        self.handle.spawn(async move {
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("admissionregistration.k8s.io/v1".into()),
+                kind: Some("MutatingWebhookConfiguration".into()),
+                name: Some(webhook_config::CONFIG_NAME.into()),
+                ..Default::default()
+            };
+            let event = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "WebhookConfigurationContested".into(),
+                note: Some(note),
+                action: "Repair".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "cannot publish the contest Event");
+            }
+        });
+    }
+}
+
 /// Builds the engine from every values source: the cluster's `linkerd-config`
 /// (when asked for), the files and the `--set`s; trust anchors from
 /// `--trust-anchors`, else the cluster's trust roots, else the values. Any
@@ -377,20 +438,66 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     };
     let (spec_tx, spec_rx) = watch::channel(spec);
     if cfg.register {
-        let repairs = metrics.webhook_repairs.clone();
+        // One replica at a time writes the webhook configuration; newer,
+        // different settings take over at once (a rolling upgrade).
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let leader_flag = Arc::new(AtomicBool::new(false));
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let holder = std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("kinject-proxy-injector-{}", std::process::id()));
+        tokio::spawn(kinject_k8s::lease::campaign(
+            client.clone(),
+            kinject_k8s::lease::LeaseConfig {
+                namespace: cfg.linkerd_namespace.clone(),
+                name: WEBHOOK_LEASE.into(),
+                holder,
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(2),
+                settings: Some(kinject_k8s::lease::Settings {
+                    hash: spec_rx.borrow().settings_hash(),
+                    epoch: started_ms,
+                }),
+            },
+            leader_flag.clone(),
+        ));
+        {
+            // The campaign reports through an AtomicBool; mirror it into a
+            // watch so the registration loop wakes on a change.
+            let leader_flag = leader_flag.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let now = leader_flag.load(Ordering::Acquire);
+                    leader_tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+                    if leader_tx.is_closed() {
+                        return;
+                    }
+                }
+            });
+        }
         let client = client.clone();
         let registered = registered.clone();
         let mut loaded = loaded_rx.clone();
         let mut cert = cert_rx.clone();
+        let reporter = RegistrationReporter::new(client.clone(), metrics.clone());
         tokio::spawn(async move {
             // Never register an injector that would inject with the wrong
             // values, or that the API server could not verify.
             if loaded.wait_for(|ok| *ok).await.is_err() || cert.wait_for(|ok| *ok).await.is_err() {
                 return;
             }
-            webhook_config::keep_registered(client, spec_rx, registered, move |_| {
-                repairs.inc();
-            })
+            webhook_config::keep_registered(
+                client,
+                spec_rx,
+                leader_rx,
+                registered,
+                webhook_config::RepairBudget::default(),
+                reporter,
+            )
             .await
         });
     }

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub reload_failures: Family<FileLabels, Counter>,
     pub reloads: Family<FileLabels, Counter>,
     pub webhook_repairs: Counter,
+    pub webhook_conflicts: Counter,
     pub values_unknown_keys: Gauge,
 }
 
@@ -84,6 +85,7 @@ impl Metrics {
             reload_failures: Family::default(),
             reloads: Family::default(),
             webhook_repairs: Counter::default(),
+            webhook_conflicts: Counter::default(),
             values_unknown_keys: Gauge::default(),
         };
         reg.register(
@@ -146,6 +148,11 @@ impl Metrics {
             "webhook_configuration_repairs",
             "Times the MutatingWebhookConfiguration was found drifted and repaired",
             m.webhook_repairs.clone(),
+        );
+        reg.register(
+            "webhook_configuration_conflicts",
+            "Times another writer kept reverting the webhook configuration and kinject backed off",
+            m.webhook_conflicts.clone(),
         );
         reg.register(
             "values_unknown_keys",

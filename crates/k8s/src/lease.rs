@@ -1,10 +1,20 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, so several identity
-//! replicas are safe: only the holder reconciles. Writes use the Lease's
-//! resourceVersion, so two candidates can never both win a round.
+//! Leader election on a `coordination.k8s.io/v1` Lease, so several replicas
+//! are safe: only the holder writes (identity's Secrets, the injector's
+//! webhook configuration). Writes use the Lease's resourceVersion, so two
+//! candidates can never both win a round.
+//!
+//! Candidates may carry their settings (a hash and an epoch, the time their
+//! process started). A candidate whose settings differ from the holder's and
+//! are newer takes over at once instead of waiting for the lease to expire:
+//! in a rolling upgrade the new settings win within a renew period, and the
+//! old holder, seeing it lost, stops writing. Equal settings (plain HA
+//! replicas) never preempt each other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -20,6 +30,39 @@ pub struct LeaseConfig {
     pub holder: String,
     pub duration: Duration,
     pub renew_every: Duration,
+    /// What this candidate would write; see the module docs.
+    pub settings: Option<Settings>,
+}
+
+/// A candidate's settings, published on the Lease while it holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Digest of everything the holder writes (e.g. the webhook configuration).
+    pub hash: String,
+    /// When these settings came into force (process start, Unix milliseconds).
+    pub epoch: i64,
+}
+
+const SETTINGS_HASH: &str = "kinject.io/settings-hash";
+const SETTINGS_EPOCH: &str = "kinject.io/settings-epoch";
+
+fn settings_of(lease: &Lease) -> Option<Settings> {
+    let a = lease.metadata.annotations.as_ref()?;
+    Some(Settings {
+        hash: a.get(SETTINGS_HASH)?.clone(),
+        epoch: a.get(SETTINGS_EPOCH)?.parse().ok()?,
+    })
+}
+
+/// Whether `mine` may preempt a live holder publishing `theirs`: different
+/// and strictly newer settings only.
+pub fn preempts(mine: Option<&Settings>, theirs: Option<&Settings>) -> bool {
+    match (mine, theirs) {
+        (Some(m), Some(t)) => m.hash != t.hash && m.epoch > t.epoch,
+        // A holder that publishes nothing predates settings: newer ones win.
+        (Some(_), None) => false,
+        _ => false,
+    }
 }
 
 /// Whether `me` may take or keep a lease held by `holder`, last renewed at
@@ -46,10 +89,17 @@ async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
     let now = Timestamp::now();
     let secs = i32::try_from(cfg.duration.as_secs()).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+        let annotations = cfg.settings.as_ref().map(|s| {
+            BTreeMap::from([
+                (SETTINGS_HASH.to_string(), s.hash.clone()),
+                (SETTINGS_EPOCH.to_string(), s.epoch.to_string()),
+            ])
+        });
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(cfg.name.clone()),
                 namespace: Some(cfg.namespace.clone()),
+                annotations,
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -67,16 +117,21 @@ async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
             Err(e) => Err(e),
         };
     };
+    let theirs = settings_of(&lease);
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone();
-    if !may_hold(
+    let free = may_hold(
         holder.as_deref(),
         spec.renew_time.as_ref().map(|t| t.0),
         cfg.duration,
         &cfg.holder,
         now,
-    ) {
+    );
+    if !free && !preempts(cfg.settings.as_ref(), theirs.as_ref()) {
         return Ok(false);
+    }
+    if !free {
+        info!(holder = ?holder, "taking over the lease: newer settings");
     }
     if holder.as_deref() != Some(cfg.holder.as_str()) {
         spec.holder_identity = Some(cfg.holder.clone());
@@ -85,6 +140,11 @@ async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
     }
     spec.renew_time = Some(MicroTime(now));
     spec.lease_duration_seconds = Some(secs);
+    if let Some(mine) = &cfg.settings {
+        let a = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        a.insert(SETTINGS_HASH.into(), mine.hash.clone());
+        a.insert(SETTINGS_EPOCH.into(), mine.epoch.to_string());
+    }
     // `replace` carries the resourceVersion we read: a concurrent writer wins
     // and we get 409.
     match api.replace(&cfg.name, &PostParams::default(), &lease).await {
@@ -127,5 +187,24 @@ mod tests {
         assert!(!may_hold(Some("b"), recent, d, "a", now));
         assert!(may_hold(Some("b"), old, d, "a", now));
         assert!(may_hold(Some("b"), None, d, "a", now));
+    }
+
+    #[test]
+    fn only_different_and_newer_settings_preempt() {
+        let s = |hash: &str, epoch: i64| Settings {
+            hash: hash.into(),
+            epoch,
+        };
+        assert!(preempts(Some(&s("new", 2)), Some(&s("old", 1))));
+        assert!(
+            !preempts(Some(&s("old", 1)), Some(&s("new", 2))),
+            "older never wins"
+        );
+        assert!(
+            !preempts(Some(&s("same", 2)), Some(&s("same", 1))),
+            "HA replicas wait"
+        );
+        assert!(!preempts(None, Some(&s("x", 1))));
+        assert!(!preempts(Some(&s("x", 1)), None));
     }
 }
