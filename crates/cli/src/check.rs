@@ -527,14 +527,12 @@ async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut C
         || async { expected_rules(&mwc, ns) },
     )
     .await;
-    c.run(cat, "webhook configuration is not contested by another writer", Kind::Normal, || async {
-        match kinject_k8s::webhook_config::foreign_manager(&mwc) {
-            None => Status::Ok,
-            Some(m) => Status::Warning(format!(
-                "{m} also writes it; the injector backs off from a writer that keeps reverting it (kubectl get events -A --field-selector reason=WebhookConfigurationContested)"
-            )),
-        }
-    })
+    c.run(
+        cat,
+        "webhook configuration is not contested by another writer",
+        Kind::Normal,
+        || async { contest_status(client, &mwc, ns).await },
+    )
     .await;
     let expiry = c
         .value(cat, "caBundle verifies the injector's serving certificate", Kind::Retryable, || async {
@@ -592,6 +590,47 @@ async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut C
             }
         })
         .await;
+    }
+}
+
+/// A warning when another writer keeps reverting the webhook configuration:
+/// the injector's recent `WebhookConfigurationContested` Event (it backs off
+/// and reports), or a foreign field manager owning part of it right now.
+async fn contest_status(
+    client: &kube::Client,
+    mwc: &MutatingWebhookConfiguration,
+    ns: &str,
+) -> Status {
+    use k8s_openapi::api::core::v1::Event;
+    let events = Api::<Event>::namespaced(client.clone(), ns);
+    let params = ListParams::default().fields("reason=WebhookConfigurationContested");
+    let recent = timed("list Events", events.list(&params))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let latest = recent
+        .iter()
+        .filter_map(|e| {
+            let at = e
+                .event_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.last_timestamp.as_ref().map(|t| t.0))?;
+            let fresh = now.duration_since(at).as_secs() < 600;
+            fresh.then(|| (at, e.message.clone().unwrap_or_default()))
+        })
+        .max_by_key(|(at, _)| *at);
+    if let Some((_, message)) = latest {
+        return Status::Warning(format!(
+            "{message} (kubectl -n {ns} get events --field-selector reason=WebhookConfigurationContested)"
+        ));
+    }
+    match kinject_k8s::webhook_config::foreign_manager(mwc) {
+        None => Status::Ok,
+        Some(m) => Status::Warning(format!(
+            "{m} also writes it; the injector repairs drift and backs off from a writer that keeps reverting it"
+        )),
     }
 }
 

@@ -1259,6 +1259,7 @@ fn check_reports_health_and_each_break() {
     let (code, out, err) = kinject_cli(&k, &["check"], None);
     let took = start.elapsed();
     assert_eq!(code, 0, "{out}\n{err}");
+    eprintln!("kinject check (healthy) took {took:?}");
     assert!(took < Duration::from_secs(2), "check took {took:?}");
     for label in [
         "kubernetes-api: can initialize the client",
@@ -1269,6 +1270,7 @@ fn check_reports_health_and_each_break() {
         "kinject-identity: trust root and issuer are valid",
         "kinject-webhook: webhook configuration exists",
         "kinject-webhook: webhook configuration has the expected rules and selectors",
+        "kinject-webhook: webhook configuration is not contested by another writer",
         "kinject-webhook: caBundle verifies the injector's serving certificate",
         "kinject-webhook: serving certificate is valid for at least 7 days",
         "kinject-webhook: a pod created in an injected namespace gets the proxy",
@@ -1285,7 +1287,7 @@ fn check_reports_health_and_each_break() {
     let v: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["success"], true);
     assert!(
-        v["checks"].as_array().is_some_and(|c| c.len() == 11),
+        v["checks"].as_array().is_some_and(|c| c.len() == 12),
         "{json}"
     );
 
@@ -1426,5 +1428,139 @@ fn check_pre_finds_an_existing_control_plane() {
             "kubernetes-setup: no other control plane owns kinject's cluster-wide names"
         ),
         "[ok]"
+    );
+}
+
+/// The webhook configuration's generation and failurePolicy.
+fn mwc_state(k: &Cluster) -> (i64, String) {
+    let m = k.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    (
+        m["metadata"]["generation"].as_i64().unwrap_or(-1),
+        m["webhooks"][0]["failurePolicy"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// Replicas with different settings (a rolling upgrade) do not fight: the
+/// newer settings take the webhook configuration's Lease within seconds and
+/// the object then stays still; the old replica repairs nothing. (Identical
+/// replicas never preempt each other: a unit test in `kinject_k8s::lease`;
+/// two local processes always differ by their URL.)
+#[test]
+fn replicas_with_different_settings_converge_without_fighting() {
+    if !enabled("replicas_with_different_settings_converge_without_fighting") {
+        return;
+    }
+    let k = Cluster::start();
+    let old = Injector::start(&k, &["--failure-policy", "Ignore"]);
+    assert_eq!(mwc_state(&k).1, "Ignore");
+    // The upgrade: newer, different settings.
+    let new = Injector::start(&k, &["--failure-policy", "Fail"]);
+    wait_for("the new settings in force", Duration::from_secs(10), || {
+        (mwc_state(&k).1 == "Fail").then_some(())
+    });
+    let (generation, _) = mwc_state(&k);
+    std::thread::sleep(Duration::from_secs(5));
+    let (after, policy) = mwc_state(&k);
+    assert_eq!(policy, "Fail");
+    assert!(
+        after - generation <= 1,
+        "the replicas fought: generation {generation} -> {after} in 5 s"
+    );
+    assert_eq!(
+        old.metric("kinject_proxy_injector_webhook_configuration_repairs_total"),
+        Some(0.0)
+    );
+    let lease = k.json(&["get", "lease", "-n", "linkerd", "kinject-proxy-injector"]);
+    assert!(lease["metadata"]["annotations"]["kinject.io/settings-hash"].is_string());
+    drop(new);
+    drop(old);
+}
+
+/// Another writer that keeps reverting the webhook configuration causes a
+/// bounded number of writes, and is reported: log, metric, Event, check.
+#[test]
+fn a_foreign_writer_is_reported_not_fought() {
+    if !enabled("a_foreign_writer_is_reported_not_fought") {
+        return;
+    }
+    let k = Cluster::start();
+    let inj = Injector::start(&k, &["--failure-policy", "Ignore"]);
+    let (start_generation, _) = mwc_state(&k);
+    let t0 = std::time::Instant::now();
+    let mut foreign_writes = 0;
+    while t0.elapsed() < Duration::from_secs(12) {
+        let out = k.kubectl(
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "linkerd-proxy-injector-webhook-config",
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]"#,
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        foreign_writes += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let repairs = inj
+        .metric("kinject_proxy_injector_webhook_configuration_repairs_total")
+        .unwrap_or(-1.0);
+    // Five repairs per minute, then a back-off (10 s): at most ten in 12 s.
+    assert!(
+        (1.0..=10.0).contains(&repairs),
+        "{repairs} repairs against {foreign_writes} foreign writes"
+    );
+    assert_eq!(
+        inj.metric("kinject_proxy_injector_webhook_configuration_conflicts_total"),
+        Some(1.0)
+    );
+    let (end_generation, _) = mwc_state(&k);
+    // Each foreign write and each repair is one generation; kinject's share is bounded.
+    assert!(
+        end_generation - start_generation <= foreign_writes + 10,
+        "generation {start_generation} -> {end_generation}"
+    );
+    assert!(
+        inj.log()
+            .contains("another writer keeps changing the webhook configuration"),
+        "{}",
+        inj.log()
+    );
+    let events = k.json(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "-A",
+        "--field-selector",
+        "reason=WebhookConfigurationContested",
+    ]);
+    let note = events["items"][0]["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains("keeps changing this webhook configuration"),
+        "{events}"
+    );
+    let (_, out, _) = kinject_cli(&k, &["check"], None);
+    let line = check_line(
+        &out,
+        "kinject-webhook: webhook configuration is not contested by another writer",
+    );
+    assert!(
+        line.starts_with("[warning] -- kubectl-patch keeps changing this webhook configuration"),
+        "{line}"
     );
 }

@@ -154,6 +154,23 @@ async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
     }
 }
 
+/// Whether `holder` holds the Lease right now (a fresh read, for a holder
+/// about to write something only the holder may write).
+pub async fn holds(client: &kube::Client, namespace: &str, name: &str, holder: &str) -> bool {
+    let api = Api::<Lease>::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(l)) => l
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| h == holder),
+        Ok(None) => false,
+        Err(e) => {
+            warn!(error = %e, "cannot read the lease");
+            false
+        }
+    }
+}
+
 /// Campaigns forever; `leader` tells whether this replica holds the lease.
 pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: Arc<AtomicBool>) {
     let api = Api::<Lease>::namespaced(client, &cfg.namespace);

@@ -259,6 +259,14 @@ impl Default for RepairBudget {
     }
 }
 
+/// The Lease whose holder may write (checked afresh before each repair).
+#[derive(Clone, Debug)]
+pub struct LeaseRef {
+    pub namespace: String,
+    pub name: String,
+    pub holder: String,
+}
+
 /// What `keep_registered` reports.
 pub trait RegistrationEvents: Send + 'static {
     /// A drift was repaired (`reason` says what had changed).
@@ -340,6 +348,7 @@ pub async fn keep_registered(
     client: kube::Client,
     mut spec_rx: watch::Receiver<WebhookConfigSpec>,
     mut leader: watch::Receiver<bool>,
+    lease: Option<LeaseRef>,
     registered: Arc<AtomicBool>,
     budget: RepairBudget,
     events: impl RegistrationEvents,
@@ -432,6 +441,13 @@ pub async fn keep_registered(
             continue;
         };
         if !is_leader(&leader) {
+            continue;
+        }
+        // Leadership may have just moved (the flag lags by a renew period):
+        // a replica that lost it must not "repair" its successor's write.
+        if let Some(l) = &lease
+            && !crate::lease::holds(&client, &l.namespace, &l.name, &l.holder).await
+        {
             continue;
         }
         match pacer.allow(tokio::time::Instant::now()) {

@@ -87,15 +87,18 @@ pub const WEBHOOK_LEASE: &str = "kinject-proxy-injector";
 /// Event on the configuration when another writer keeps reverting it.
 struct RegistrationReporter {
     metrics: Metrics,
+    /// The control-plane namespace (where the Lease and its Events live).
+    namespace: String,
     recorder: kube::runtime::events::Recorder,
     handle: tokio::runtime::Handle,
 }
 
 impl RegistrationReporter {
-    fn new(client: kube::Client, metrics: Metrics) -> Self {
+    fn new(client: kube::Client, metrics: Metrics, namespace: String) -> Self {
         let instance = std::env::var("HOSTNAME").ok();
         Self {
             metrics,
+            namespace,
             recorder: kube::runtime::events::Recorder::new(
                 client,
                 kube::runtime::events::Reporter {
@@ -117,14 +120,19 @@ impl webhook_config::RegistrationEvents for RegistrationReporter {
         self.metrics.webhook_conflicts.inc();
         let recorder = self.recorder.clone();
         let note = format!(
-            "{manager} keeps changing this webhook configuration; kinject backs off for {}s instead of fighting. Stop the other writer, or align its settings with the injector's",
+            "{manager} keeps changing this webhook configuration ({}); kinject backs off for {}s instead of fighting. Stop the other writer, or align its settings with the injector's",
+            webhook_config::CONFIG_NAME,
             backoff.as_secs()
         );
+        let namespace = self.namespace.clone();
         self.handle.spawn(async move {
+            // On the injector's Lease (namespaced): API servers before 1.21
+            // refuse events.k8s.io Events about cluster-scoped objects.
             let reference = k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("admissionregistration.k8s.io/v1".into()),
-                kind: Some("MutatingWebhookConfiguration".into()),
-                name: Some(webhook_config::CONFIG_NAME.into()),
+                api_version: Some("coordination.k8s.io/v1".into()),
+                kind: Some("Lease".into()),
+                name: Some(WEBHOOK_LEASE.into()),
+                namespace: Some(namespace),
                 ..Default::default()
             };
             let event = kube::runtime::events::Event {
@@ -448,6 +456,11 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             .unwrap_or(0);
         let holder = std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("kinject-proxy-injector-{}", std::process::id()));
+        let lease_ref = webhook_config::LeaseRef {
+            namespace: cfg.linkerd_namespace.clone(),
+            name: WEBHOOK_LEASE.into(),
+            holder: holder.clone(),
+        };
         tokio::spawn(kinject_k8s::lease::campaign(
             client.clone(),
             kinject_k8s::lease::LeaseConfig {
@@ -483,7 +496,11 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         let registered = registered.clone();
         let mut loaded = loaded_rx.clone();
         let mut cert = cert_rx.clone();
-        let reporter = RegistrationReporter::new(client.clone(), metrics.clone());
+        let reporter = RegistrationReporter::new(
+            client.clone(),
+            metrics.clone(),
+            cfg.linkerd_namespace.clone(),
+        );
         tokio::spawn(async move {
             // Never register an injector that would inject with the wrong
             // values, or that the API server could not verify.
@@ -494,6 +511,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
                 client,
                 spec_rx,
                 leader_rx,
+                Some(lease_ref),
                 registered,
                 webhook_config::RepairBudget::default(),
                 reporter,

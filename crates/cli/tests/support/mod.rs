@@ -357,6 +357,14 @@ impl Injector {
         };
         let cert_dir = certs.unwrap_or(dir.path()).to_path_buf();
         let anchors = repo_root().join("examples/trust-anchors.pem");
+        // The injector's Lease lives in its control-plane namespace.
+        if !cluster
+            .kubectl(&["get", "namespace", "linkerd"], None)
+            .status
+            .success()
+        {
+            let _ = cluster.kubectl(&["create", "namespace", "linkerd"], None);
+        }
         let port = port.unwrap_or_else(free_port);
         let admin = free_port();
         let p = |f: &str| cert_dir.join(f).display().to_string();
