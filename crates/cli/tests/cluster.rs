@@ -1564,3 +1564,55 @@ fn a_foreign_writer_is_reported_not_fought() {
         "{line}"
     );
 }
+
+/// The injector runs with exactly the RBAC `kinject install` gives it: it
+/// reads its values from linkerd-config, takes its Lease, registers its
+/// webhook, decides with namespaces and owners, and writes Events.
+#[test]
+fn injector_runs_with_the_installed_least_privilege() {
+    if !enabled("injector_runs_with_the_installed_least_privilege") {
+        return;
+    }
+    let k = Cluster::start();
+    let (code, manifest, err) =
+        kinject_cli(&k, &["install", "--set", "proxy.logLevel=debug"], None);
+    assert_eq!(code, 0, "{err}");
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    let sa = k.service_account_kubeconfig("linkerd", "linkerd-proxy-injector");
+    let inj = Injector::start_as(
+        &k,
+        &sa,
+        &[
+            "--values-from-cluster",
+            "--trust-anchors",
+            &format!(
+                "{}/../../examples/trust-anchors.pem",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        ],
+    );
+    k.ok(&["get", "lease", "-n", "linkerd", "kinject-proxy-injector"]);
+    k.namespace("apps", &[]);
+    k.apply(&deployment("apps", "web", None, "nginx"));
+    let pod = &k.pods("apps", "app=web", 1)[0];
+    assert!(injected(pod));
+    assert!(
+        pod_env(pod, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")),
+        "values from linkerd-config"
+    );
+    wait_for(
+        "an Injected Event written by the restricted account",
+        Duration::from_secs(20),
+        || {
+            let events = k.json(&["get", "events", "-n", "apps"]);
+            events["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["reason"] == "Injected")
+                .then_some(())
+        },
+    );
+    let log = inj.log();
+    assert!(!log.contains("forbidden"), "a call was refused:\n{log}");
+}

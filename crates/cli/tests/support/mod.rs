@@ -31,6 +31,20 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Like `wait_for`, but `None` on timeout (the caller says what went wrong).
+pub fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -329,6 +343,22 @@ impl Injector {
         )
     }
 
+    /// Runs with another kubeconfig (e.g. the injector's ServiceAccount), no
+    /// `--trust-anchors` (the values come from the cluster), and waits until ready.
+    pub fn start_as(cluster: &Cluster, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let inj = Self::spawn_with(cluster, None, false, None, Some(kubeconfig), extra);
+        let ready = wait_for_opt(Duration::from_secs(30), || {
+            (inj.get("/ready").0 == 200).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "not ready: {}\n{}",
+            inj.get("/ready").1,
+            inj.log()
+        );
+        inj
+    }
+
     /// Like `start_with`, on a given port.
     pub fn start_on(cluster: &Cluster, certs: Option<&Path>, port: u16, extra: &[&str]) -> Self {
         let inj = Self::spawn_on(cluster, certs, true, Some(port), extra);
@@ -347,6 +377,17 @@ impl Injector {
         certs: Option<&Path>,
         anchors_flag: bool,
         port: Option<u16>,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn_with(cluster, certs, anchors_flag, port, None, extra)
+    }
+
+    fn spawn_with(
+        cluster: &Cluster,
+        certs: Option<&Path>,
+        anchors_flag: bool,
+        port: Option<u16>,
+        kubeconfig: Option<&Path>,
         extra: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -383,7 +424,7 @@ impl Injector {
             })
             .args(["--reload-interval", "500ms"])
             .args(extra)
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECONFIG", kubeconfig.unwrap_or(&cluster.kubeconfig))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
