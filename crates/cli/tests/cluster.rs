@@ -1094,6 +1094,20 @@ fn install_applies_and_uninstall_removes_everything() {
     ] {
         k.ok(&["get", "-n", "linkerd", kind, name]);
     }
+    // No node runs them here: check says the pods are not ready, and which.
+    wait_for("the control plane's pods", Duration::from_secs(30), || {
+        let pods = k.json(&["get", "pods", "-n", "linkerd"]);
+        (pods["items"].as_array()?.len() >= 2).then_some(())
+    });
+    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    assert_eq!(code, 2, "{out}");
+    let line = check_line(&out, "kinject-existence: control plane pods are ready");
+    assert!(line.starts_with("[FAIL] -- linkerd-"), "{line}");
+    assert!(line.contains("is not ready (Pending)"), "{line}");
+    assert!(
+        line.contains("kubectl -n linkerd describe pod linkerd-"),
+        "{line}"
+    );
     // The values ConfigMap is what --values-from-cluster reads.
     let (code, out, err) =
         kinject_cli(&k, &["values", "--values-from-cluster", "-o", "json"], None);

@@ -461,21 +461,17 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             name: WEBHOOK_LEASE.into(),
             holder: holder.clone(),
         };
-        tokio::spawn(kinject_k8s::lease::campaign(
-            client.clone(),
-            kinject_k8s::lease::LeaseConfig {
-                namespace: cfg.linkerd_namespace.clone(),
-                name: WEBHOOK_LEASE.into(),
-                holder,
-                duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(2),
-                settings: Some(kinject_k8s::lease::Settings {
-                    hash: spec_rx.borrow().settings_hash(),
-                    epoch: started_ms,
-                }),
-            },
-            leader_flag.clone(),
-        ));
+        let lease_cfg = kinject_k8s::lease::LeaseConfig {
+            namespace: cfg.linkerd_namespace.clone(),
+            name: WEBHOOK_LEASE.into(),
+            holder,
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(2),
+            settings: Some(kinject_k8s::lease::Settings {
+                hash: spec_rx.borrow().settings_hash(),
+                epoch: started_ms,
+            }),
+        };
         {
             // The campaign reports through an AtomicBool; mirror it into a
             // watch so the registration loop wakes on a change.
@@ -507,6 +503,14 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             if loaded.wait_for(|ok| *ok).await.is_err() || cert.wait_for(|ok| *ok).await.is_err() {
                 return;
             }
+            // Only a replica able to serve campaigns: a new replica that
+            // never gets its values or certificate (a bad upgrade) must not
+            // take the Lease from a working one.
+            tokio::spawn(kinject_k8s::lease::campaign(
+                client.clone(),
+                lease_cfg,
+                leader_flag,
+            ));
             webhook_config::keep_registered(
                 client,
                 spec_rx,
