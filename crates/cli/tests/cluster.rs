@@ -1629,4 +1629,7 @@ fn injector_runs_with_the_installed_least_privilege() {
     );
     let log = inj.log();
     assert!(!log.contains("forbidden"), "a call was refused:\n{log}");
+    // Logs into a file (a pipe in a pod) carry no colour codes.
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a log file:\n{log}");
+    assert!(log.contains("INFO"), "{log}");
 }
