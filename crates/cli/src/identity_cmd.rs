@@ -85,7 +85,7 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         ..IdentityConfig::default()
     };
     args.log.init()?;
-    kinject_webhook::tls::install_crypto_provider();
+    kinject_runtime::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

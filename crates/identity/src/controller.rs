@@ -328,7 +328,7 @@ struct Ready {
     issuer_not_after: OffsetDateTime,
 }
 
-impl kinject_webhook::server::Readiness for Ready {
+impl kinject_runtime::admin::Readiness for Ready {
     fn not_ready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if !self.synced.load(Ordering::Acquire) {
@@ -359,17 +359,17 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     }
     let synced = Arc::new(AtomicBool::new(false));
     if let Some(addr) = cfg.admin_addr {
-        let listener = kinject_webhook::server::bind(addr, "admin").await?;
+        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
         let ready = Ready {
             synced: synced.clone(),
             issuer_not_after: ca.issuer_not_after,
         };
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let app = kinject_webhook::server::admin_router(registry, ready);
+        let app = kinject_runtime::admin::admin_router(registry, ready);
         tokio::spawn(async move {
             // Keep the sender alive for the life of the server.
             let _keep = _stop_tx;
-            kinject_webhook::server::serve_admin(listener, app, stop_rx).await;
+            kinject_runtime::admin::serve_admin(listener, app, stop_rx).await;
         });
     }
 
@@ -411,9 +411,9 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     synced.store(true, Ordering::Release);
     info!("caches synced");
     let leader = Arc::new(AtomicBool::new(false));
-    tokio::spawn(kinject_k8s::lease::campaign(
+    tokio::spawn(kinject_runtime::lease::campaign(
         client.clone(),
-        kinject_k8s::lease::LeaseConfig {
+        kinject_runtime::lease::LeaseConfig {
             namespace: cfg.namespace.clone(),
             name: "kinject-identity".into(),
             holder: cfg.holder.clone(),

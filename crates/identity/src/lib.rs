@@ -3,7 +3,7 @@
 //! - [`ca`]: pure issuance (root, issuer, leaves) and validation;
 //! - [`names`]: workload identity names and secret names;
 //! - [`controller`]: the Kubernetes controller (`kinject identity`), leader
-//!   elected with `kinject_k8s::lease`, so several replicas are safe.
+//!   elected with `kinject_runtime::lease`, so several replicas are safe.
 #![forbid(unsafe_code)]
 
 pub mod ca;

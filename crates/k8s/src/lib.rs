@@ -6,13 +6,11 @@
 //! - [`version`]: what the API server supports (native sidecars);
 //! - [`linkerd_config`]: a running Linkerd's `linkerd-config` values and trust
 //!   roots, read once or watched;
-//! - [`lease`]: leader election on a Lease, with takeover by newer settings;
 //! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod events;
-pub mod lease;
 pub mod linkerd_config;
 pub mod version;
 pub mod webhook_config;

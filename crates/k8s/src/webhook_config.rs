@@ -446,7 +446,7 @@ pub async fn keep_registered(
         // Leadership may have just moved (the flag lags by a renew period):
         // a replica that lost it must not "repair" its successor's write.
         if let Some(l) = &lease
-            && !crate::lease::holds(&client, &l.namespace, &l.name, &l.holder).await
+            && !kinject_runtime::lease::holds(&client, &l.namespace, &l.name, &l.holder).await
         {
             continue;
         }
@@ -488,7 +488,7 @@ impl WebhookConfigSpec {
     /// A digest of everything a replica would register except the caBundle
     /// (replicas read the same Secret; a rotation is not a settings change).
     /// Replicas whose hashes differ contend for the webhook configuration's
-    /// Lease by epoch ([`crate::lease`]).
+    /// Lease by epoch ([`kinject_runtime::lease`]).
     pub fn settings_hash(&self) -> String {
         let mut without_ca = self.clone();
         without_ca.ca_bundle.clear();

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         "/inject",
         post(|_body: Bytes| async { ([("content-type", "application/json")], ANSWER) }),
     );
-    let listener = server::bind(addr.parse()?, "null webhook").await?;
+    let listener = kinject_runtime::admin::bind(addr.parse()?, "null webhook").await?;
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     server::serve_tls(listener, cfg, app, Default::default(), stop_rx).await;
     Ok(())

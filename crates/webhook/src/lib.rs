@@ -320,7 +320,7 @@ struct Ready {
     values_loaded: watch::Receiver<bool>,
 }
 
-impl server::Readiness for Ready {
+impl kinject_runtime::admin::Readiness for Ready {
     fn not_ready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if !self.cluster.is_synced() {
@@ -461,13 +461,13 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             name: WEBHOOK_LEASE.into(),
             holder: holder.clone(),
         };
-        let lease_cfg = kinject_k8s::lease::LeaseConfig {
+        let lease_cfg = kinject_runtime::lease::LeaseConfig {
             namespace: cfg.linkerd_namespace.clone(),
             name: WEBHOOK_LEASE.into(),
             holder,
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(2),
-            settings: Some(kinject_k8s::lease::Settings {
+            settings: Some(kinject_runtime::lease::Settings {
                 hash: spec_rx.borrow().settings_hash(),
                 epoch: started_ms,
             }),
@@ -506,7 +506,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             // Only a replica able to serve campaigns: a new replica that
             // never gets its values or certificate (a bad upgrade) must not
             // take the Lease from a working one.
-            tokio::spawn(kinject_k8s::lease::campaign(
+            tokio::spawn(kinject_runtime::lease::campaign(
                 client.clone(),
                 lease_cfg,
                 leader_flag,
@@ -583,8 +583,8 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let admission = Arc::new(
         admission::Admission::new(engine, cluster.clone(), metrics, events).with_gzip(cfg.gzip),
     );
-    let https = server::bind(cfg.addr, "webhook").await?;
-    let admin = server::bind(cfg.admin_addr, "admin").await?;
+    let https = kinject_runtime::admin::bind(cfg.addr, "webhook").await?;
+    let admin = kinject_runtime::admin::bind(cfg.admin_addr, "admin").await?;
     info!(addr = %cfg.addr, admin = %cfg.admin_addr, "serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -594,9 +594,9 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         cert_ok: cert_rx,
         values_loaded: loaded_rx,
     };
-    let admin_task = tokio::spawn(server::serve_admin(
+    let admin_task = tokio::spawn(kinject_runtime::admin::serve_admin(
         admin,
-        server::admin_router(registry, ready),
+        kinject_runtime::admin::admin_router(registry, ready),
         stop_rx.clone(),
     ));
     let https_task = tokio::spawn(server::serve_tls(
@@ -607,7 +607,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         stop_rx,
     ));
 
-    shutdown_signal().await;
+    kinject_runtime::shutdown::signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     if let Err(e) = https_task.await {
@@ -615,26 +615,4 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
     let _ = admin_task.await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

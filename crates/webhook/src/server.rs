@@ -5,7 +5,6 @@
 //! connection is tracked for a graceful drain; and the plain-HTTP admin server
 //! serves `/metrics`, `/live` and `/ready`.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http::{HeaderValue, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -27,7 +26,7 @@ use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+
 use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -367,57 +366,6 @@ pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>, budget: BodyBu
         .with_state(Arc::new(InjectState { adm, budget }))
 }
 
-/// What `/ready` reports on.
-pub trait Readiness: Send + Sync + 'static {
-    /// Conditions not yet met; empty when ready.
-    fn not_ready(&self) -> Vec<&'static str>;
-}
-
-struct AdminState<R> {
-    registry: Registry,
-    readiness: R,
-}
-
-async fn metrics<R: Readiness>(State(s): State<Arc<AdminState<R>>>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            out,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn ready<R: Readiness>(State(s): State<Arc<AdminState<R>>>) -> Response {
-    let missing = s.readiness.not_ready();
-    if missing.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", missing.join(", ")),
-        )
-            .into_response()
-    }
-}
-
-pub fn admin_router<R: Readiness>(registry: Registry, readiness: R) -> Router {
-    let state = Arc::new(AdminState {
-        registry,
-        readiness,
-    });
-    Router::new()
-        .route("/metrics", get(metrics::<R>))
-        .route("/live", get(|| async { "live\n" }))
-        .route("/ready", get(ready::<R>))
-        .with_state(state)
-}
-
 /// Serves `app` over TLS until `shutdown` turns true, then drains in-flight
 /// connections for at most [`DRAIN_TIMEOUT`].
 pub async fn serve_tls(
@@ -543,23 +491,4 @@ async fn serve_connection(
     if let Err(e) = result {
         debug!(error = %e, "connection ended with an error");
     }
-}
-
-/// Serves the admin router over plain HTTP until `shutdown`.
-pub async fn serve_admin(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = res {
-        warn!(error = %e, "admin server failed");
-    }
-}
-
-/// Binds a TCP listener with a clear error.
-pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
 }
