@@ -301,6 +301,16 @@ impl Ca {
         })
     }
 
+    /// The issuer that signs leaves (for `certify`).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
+    /// The issuer's certificate (PEM), the intermediate every leaf chains through.
+    pub fn issuer_cert_pem(&self) -> &str {
+        &self.issuer_cert_pem
+    }
+
     /// True when `chain_pem`'s leaf was signed by this CA's issuer and the
     /// issuer by the root.
     pub fn verifies(&self, chain_pem: &str) -> bool {
