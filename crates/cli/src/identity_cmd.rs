@@ -41,6 +41,20 @@ pub struct IdentityArgs {
     pub issuer_cert: Option<std::path::PathBuf>,
     #[arg(long, value_name = "FILE", requires = "trust_root")]
     pub issuer_key: Option<std::path::PathBuf>,
+    /// Serve the proxy's gRPC `Identity/Certify` on this address (TLS 1.3 with
+    /// a certificate for linkerd-identity.<ns>.serviceaccount.identity.<ns>.<trust domain>).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// Serve Certify in plaintext (loopback only: the proxy dials a loopback
+    /// control plane in plaintext).
+    #[arg(long, requires = "grpc_addr")]
+    pub grpc_plaintext: bool,
+    /// The identity trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime of proxy certificates issued by Certify (Go duration).
+    #[arg(long, default_value = "24h")]
+    pub proxy_lifetime: String,
     /// Plain-HTTP address of /metrics, /live and /ready.
     #[arg(long, default_value = "0.0.0.0:9990")]
     pub admin_addr: std::net::SocketAddr,
@@ -82,6 +96,10 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         webhook_cert_dir: args.webhook_cert_dir.clone(),
         provided: provided(args)?,
         admin_addr: Some(args.admin_addr),
+        grpc_addr: args.grpc_addr,
+        grpc_plaintext: args.grpc_plaintext,
+        trust_domain: args.trust_domain.clone(),
+        proxy_lifetime: positive_duration("--proxy-lifetime", &args.proxy_lifetime)?,
         ..IdentityConfig::default()
     };
     args.log.init()?;

@@ -1633,3 +1633,286 @@ fn injector_runs_with_the_installed_least_privilege() {
     assert!(!log.contains('\u{1b}'), "ANSI codes in a log file:\n{log}");
     assert!(log.contains("INFO"), "{log}");
 }
+
+/// A projected-style token for a ServiceAccount (TokenRequest, audience identity.l5d.io).
+fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
+    let out = k.kubectl(
+        &["create", "--raw", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "-f", "-"],
+        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["identity.l5d.io"],"expirationSeconds":600}}"#),
+    );
+    assert!(
+        out.status.success(),
+        "TokenRequest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("TokenRequest JSON");
+    v["status"]["token"].as_str().expect("token").to_string()
+}
+
+fn p256_csr(cn: &str, sans: &[&str]) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut p =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.serialize_request(&key).expect("csr").der().to_vec()
+}
+
+fn rsa_csr(dir: &std::path::Path, id: &str) -> Vec<u8> {
+    let out = dir.join("rsa.der");
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(dir.join("rsa.key"))
+        .args([
+            "-subj",
+            &format!("/CN={id}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{id}"),
+        ])
+        .args(["-outform", "DER", "-out"])
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    std::fs::read(out).expect("rsa csr")
+}
+
+/// `Identity/Certify` with the crate's generated client, real ServiceAccount
+/// tokens and a real TokenReview: the chain verifies as the proxy checks it,
+/// and every refusal has its exact gRPC status and message.
+#[test]
+fn certify_issues_proxy_certificates_for_real_tokens() {
+    if !enabled("certify_issues_proxy_certificates_for_real_tokens") {
+        return;
+    }
+    use linkerd2_proxy_api::identity::CertifyRequest;
+    use linkerd2_proxy_api::identity::identity_client::IdentityClient;
+    use support::Identity;
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    k.namespace("apps", &[]);
+    for sa in ["web", "other"] {
+        k.ok(&["create", "serviceaccount", "-n", "apps", sa]);
+    }
+    let port = support::free_port();
+    let tls_port = support::free_port();
+    let id = Identity::start_with(
+        &k,
+        &[
+            "--grpc-addr",
+            &format!("127.0.0.1:{port}"),
+            "--grpc-plaintext",
+        ],
+    );
+    let _tls = Identity::start_with(&k, &["--grpc-addr", &format!("127.0.0.1:{tls_port}")]);
+    let issuer = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    let root_pem = {
+        use base64::Engine as _;
+        let b = issuer["data"]["ca.crt"].as_str().expect("ca.crt");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .expect("b64"),
+        )
+        .expect("pem")
+    };
+    const ID: &str = "web.apps.serviceaccount.identity.linkerd.cluster.local";
+    let web = sa_token(&k, "apps", "web");
+    let other = sa_token(&k, "apps", "other");
+    let dir = tempfile::tempdir().expect("tmp");
+    let rsa = rsa_csr(dir.path(), ID);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut client = None;
+        for _ in 0..100 {
+            if let Ok(c) = IdentityClient::connect(format!("http://127.0.0.1:{port}")).await {
+                client = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut client = client.expect("the Certify server");
+        let req = |identity: &str, token: &str, csr: Vec<u8>| CertifyRequest {
+            identity: identity.into(),
+            token: token.as_bytes().to_vec(),
+            certificate_signing_request: csr,
+        };
+        let started = std::time::Instant::now();
+        let ok = client
+            .certify(req(ID, &web, p256_csr(ID, &[ID])))
+            .await
+            .expect("certified")
+            .into_inner();
+        eprintln!(
+            "first Certify (TokenReview included) took {:?}",
+            started.elapsed()
+        );
+        // The chain verifies as the proxy checks it: webpki, one SAN equal
+        // to the identity, serverAuth and clientAuth, a future valid_until.
+        verify_as_the_proxy(
+            &ok.leaf_certificate,
+            &ok.intermediate_certificates,
+            &root_pem,
+            ID,
+        );
+        let until = ok.valid_until.expect("valid_until").seconds;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("now")
+            .as_secs() as i64;
+        assert!(
+            until > now + 3600 && until <= now + 86400 + 120,
+            "valid_until {until} (now {now})"
+        );
+
+        let refused = |r: Result<tonic::Response<_>, tonic::Status>| match r {
+            Ok(_) => panic!("issued"),
+            Err(s) => (s.code(), s.message().to_string()),
+        };
+        let other_id = "other.apps.serviceaccount.identity.linkerd.cluster.local";
+        assert_eq!(
+            refused(
+                client
+                    .certify(req(other_id, &web, p256_csr(other_id, &[other_id])))
+                    .await
+            ),
+            (
+                tonic::Code::FailedPrecondition,
+                format!("the token is for {ID:?}, not {other_id:?}")
+            )
+        );
+        assert_eq!(
+            refused(client.certify(req(ID, &other, p256_csr(ID, &[ID]))).await),
+            (
+                tonic::Code::FailedPrecondition,
+                format!("the token is for {other_id:?}, not {ID:?}")
+            )
+        );
+        let (code, msg) = refused(
+            client
+                .certify(req(ID, "not-a-token", p256_csr(ID, &[ID])))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::Unauthenticated, "{msg}");
+        assert!(msg.starts_with("the token is not valid"), "{msg}");
+        let (code, msg) = refused(client.certify(req(ID, "", p256_csr(ID, &[ID]))).await);
+        assert_eq!(
+            (code, msg.as_str()),
+            (tonic::Code::Unauthenticated, "no token")
+        );
+        let (code, msg) = refused(
+            client
+                .certify(req(ID, &web, p256_csr(ID, &[ID, "evil.example"])))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::InvalidArgument, "{msg}");
+        assert!(msg.contains("exactly one DNS name"), "{msg}");
+        let (code, msg) = refused(client.certify(req(ID, &web, rsa.clone())).await);
+        assert_eq!(code, tonic::Code::InvalidArgument, "{msg}");
+        assert!(msg.contains("ECDSA P-256"), "{msg}");
+        let (code, msg) = refused(
+            client
+                .certify(req(ID, &web, b"\x30\x03garbage".to_vec()))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::InvalidArgument, "{msg}");
+        assert!(msg.contains("not DER"), "{msg}");
+
+        // Over TLS, with the name the injected env expects.
+        let name = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local";
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&root_pem))
+            .domain_name(name);
+        let mut channel = None;
+        for _ in 0..100 {
+            let ep =
+                tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{tls_port}"))
+                    .expect("endpoint")
+                    .tls_config(tls.clone())
+                    .expect("tls");
+            if let Ok(c) = ep.connect().await {
+                channel = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut tls_client = IdentityClient::new(channel.expect("TLS channel"));
+        let ok = tls_client
+            .certify(req(ID, &web, p256_csr(ID, &[ID])))
+            .await
+            .expect("certified over TLS")
+            .into_inner();
+        verify_as_the_proxy(
+            &ok.leaf_certificate,
+            &ok.intermediate_certificates,
+            &root_pem,
+            ID,
+        );
+    });
+    let metric = |needle: &str| support::metric(id.admin, needle);
+    assert_eq!(
+        metric("kinject_identity_certify_certified_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric("kinject_identity_certify_refused_total{reason=\"failed_precondition\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric("kinject_identity_certify_refused_total{reason=\"unauthenticated\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric("kinject_identity_certify_refused_total{reason=\"invalid_argument\"}"),
+        Some(3.0)
+    );
+    assert!(
+        metric("kinject_identity_certify_token_review_seconds_count").is_some_and(|n| n >= 5.0)
+    );
+}
+
+/// What the proxy checks of an issued chain (webpki, as a server certificate
+/// for its own name and as a client certificate).
+fn verify_as_the_proxy(leaf: &[u8], intermediates: &[Vec<u8>], root_pem: &str, id: &str) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root_pem.as_bytes()).expect("root"))
+        .expect("add root");
+    let roots = std::sync::Arc::new(roots);
+    let end = CertificateDer::from(leaf.to_vec());
+    let mids: Vec<CertificateDer<'static>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        &*server,
+        &end,
+        &mids,
+        &ServerName::try_from(id.to_string()).expect("name"),
+        &[],
+        UnixTime::now(),
+    )
+    .expect("verifies as a server certificate for the identity");
+    let client = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .build()
+        .expect("client verifier");
+    client
+        .verify_client_cert(&end, &mids, UnixTime::now())
+        .expect("verifies as a client certificate");
+    assert_eq!(kinject_identity::ca::dns_names(leaf), vec![id.to_string()]);
+}

@@ -70,6 +70,15 @@ pub struct IdentityConfig {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// This replica's name for leader election (pod name in a cluster).
     pub holder: String,
+    /// Serve the proxy's `Identity/Certify` here (every replica serves it:
+    /// issuing a proxy certificate writes nothing).
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// Serve it in plaintext (loopback, tests) instead of TLS.
+    pub grpc_plaintext: bool,
+    /// The identity trust domain (`identityTrustDomain`).
+    pub trust_domain: String,
+    /// Lifetime of proxy certificates issued by Certify.
+    pub proxy_lifetime: Duration,
 }
 
 impl Default for IdentityConfig {
@@ -87,6 +96,10 @@ impl Default for IdentityConfig {
             admin_addr: None,
             holder: std::env::var("HOSTNAME")
                 .unwrap_or_else(|_| format!("kinject-identity-{}", std::process::id())),
+            grpc_addr: None,
+            grpc_plaintext: false,
+            trust_domain: "cluster.local".into(),
+            proxy_lifetime: DAY,
         }
     }
 }
@@ -356,6 +369,25 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
         .and_then(|d| ca::validity(&d))
     {
         metrics.root_expiry.set(root_not_after.unix_timestamp());
+    }
+    if let Some(addr) = cfg.grpc_addr {
+        let certify_metrics = crate::grpc::CertifyMetrics::register(&mut registry);
+        let service = crate::grpc::CertifyService::new(
+            client.clone(),
+            ca.clone(),
+            crate::grpc::CertifyConfig {
+                control_namespace: cfg.namespace.clone(),
+                trust_domain: cfg.trust_domain.clone(),
+                lifetime: cfg.proxy_lifetime,
+            },
+            certify_metrics,
+        );
+        let plaintext = cfg.grpc_plaintext;
+        tokio::spawn(async move {
+            if let Err(e) = crate::grpc::serve(addr, service, plaintext).await {
+                tracing::error!(error = %format!("{e:#}"), "the Certify server stopped");
+            }
+        });
     }
     let synced = Arc::new(AtomicBool::new(false));
     if let Some(addr) = cfg.admin_addr {

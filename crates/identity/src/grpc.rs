@@ -1,0 +1,277 @@
+//! The proxy's `io.linkerd.proxy.identity.Identity` service over gRPC:
+//! a TokenReview proves who the caller is, then [`crate::certify`] checks and
+//! signs its CSR with the CA that `kinject identity` keeps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::Api;
+use kube::api::PostParams;
+use linkerd2_proxy_api::identity::identity_server::{Identity, IdentityServer};
+use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::ca::Ca;
+use crate::certify::{self, Refusal};
+
+/// The audience of the projected token the injector mounts in meshed pods.
+pub const TOKEN_AUDIENCE: &str = "identity.l5d.io";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `unauthenticated`, `failed_precondition`, `invalid_argument`.
+    pub reason: &'static str,
+}
+
+/// Certify's metrics.
+#[derive(Clone, Debug)]
+pub struct CertifyMetrics {
+    pub certified: Counter,
+    pub refused: Family<RefusalLabels, Counter>,
+    pub token_review_seconds: Histogram,
+}
+
+impl CertifyMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            certified: Counter::default(),
+            refused: Family::default(),
+            token_review_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
+            ]),
+        };
+        reg.register(
+            "certify_certified",
+            "Proxy certificates issued",
+            m.certified.clone(),
+        );
+        reg.register(
+            "certify_refused",
+            "Certify requests refused, by reason",
+            m.refused.clone(),
+        );
+        reg.register(
+            "certify_token_review_seconds",
+            "Latency of the TokenReview behind each Certify",
+            m.token_review_seconds.clone(),
+        );
+        m
+    }
+}
+
+/// Where and how the service runs.
+#[derive(Clone, Debug)]
+pub struct CertifyConfig {
+    pub control_namespace: String,
+    pub trust_domain: String,
+    /// Lifetime of proxy certificates (clamped to the issuer's).
+    pub lifetime: Duration,
+}
+
+/// The `Identity` service.
+pub struct CertifyService {
+    client: kube::Client,
+    ca: Arc<Ca>,
+    cfg: CertifyConfig,
+    metrics: CertifyMetrics,
+}
+
+impl CertifyService {
+    pub fn new(
+        client: kube::Client,
+        ca: Arc<Ca>,
+        cfg: CertifyConfig,
+        metrics: CertifyMetrics,
+    ) -> Self {
+        Self {
+            client,
+            ca,
+            cfg,
+            metrics,
+        }
+    }
+
+    /// The user the token belongs to: a TokenReview with the proxy token's
+    /// audience, then with none when the API server rejects audiences (older
+    /// tokens, servers without audience support).
+    async fn review(&self, token: &str) -> Result<String, Refusal> {
+        let api = Api::<TokenReview>::all(self.client.clone());
+        let started = Instant::now();
+        let mut result = None;
+        for audiences in [Some(vec![TOKEN_AUDIENCE.to_string()]), None] {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(token.to_string()),
+                    audiences: audiences.clone(),
+                },
+                ..TokenReview::default()
+            };
+            let answer = api
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| Refusal::FailedPrecondition(format!("the TokenReview failed: {e}")));
+            match answer {
+                Ok(r) => {
+                    let status = r.status.unwrap_or_default();
+                    let audience_problem = status
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("audience"));
+                    result = Some(Ok(status.clone()));
+                    if status.authenticated == Some(true)
+                        || !audience_problem
+                        || audiences.is_none()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    result = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        self.metrics
+            .token_review_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let status = result.unwrap_or_else(|| {
+            Err(Refusal::FailedPrecondition(
+                "no TokenReview was made".into(),
+            ))
+        })?;
+        if status.authenticated != Some(true) {
+            return Err(Refusal::Unauthenticated(format!(
+                "the token is not valid: {}",
+                status.error.unwrap_or_else(|| "not authenticated".into())
+            )));
+        }
+        status
+            .user
+            .and_then(|u| u.username)
+            .ok_or_else(|| Refusal::Unauthenticated("the token names no user".into()))
+    }
+
+    async fn handle(&self, req: CertifyRequest) -> Result<CertifyResponse, Refusal> {
+        if req.token.is_empty() {
+            return Err(Refusal::Unauthenticated("no token".into()));
+        }
+        if req.identity.is_empty() {
+            return Err(Refusal::InvalidArgument("no identity".into()));
+        }
+        let token = std::str::from_utf8(&req.token)
+            .map_err(|_| Refusal::Unauthenticated("the token is not text".into()))?
+            .trim();
+        let user = self.review(token).await?;
+        let expected =
+            certify::identity_for_user(&user, &self.cfg.control_namespace, &self.cfg.trust_domain)?;
+        if req.identity != expected {
+            return Err(Refusal::FailedPrecondition(format!(
+                "the token is for {expected:?}, not {:?}",
+                req.identity
+            )));
+        }
+        let c = certify::certify(
+            &self.ca,
+            &req.certificate_signing_request,
+            &req.identity,
+            OffsetDateTime::now_utc(),
+            self.cfg.lifetime,
+        )?;
+        let valid_until = prost_types::Timestamp {
+            seconds: c.not_after.unix_timestamp(),
+            nanos: 0,
+        };
+        Ok(CertifyResponse {
+            leaf_certificate: c.leaf_der,
+            intermediate_certificates: c.intermediates_der,
+            valid_until: Some(valid_until),
+        })
+    }
+}
+
+fn status(r: Refusal) -> Status {
+    match r {
+        Refusal::Unauthenticated(m) => Status::unauthenticated(m),
+        Refusal::FailedPrecondition(m) => Status::failed_precondition(m),
+        Refusal::InvalidArgument(m) => Status::invalid_argument(m),
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for CertifyService {
+    async fn certify(
+        &self,
+        request: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
+        let req = request.into_inner();
+        let identity = req.identity.clone();
+        match self.handle(req).await {
+            Ok(answer) => {
+                self.metrics.certified.inc();
+                info!(%identity, "certified");
+                Ok(Response::new(answer))
+            }
+            Err(r) => {
+                self.metrics
+                    .refused
+                    .get_or_create(&RefusalLabels { reason: r.reason() })
+                    .inc();
+                warn!(%identity, reason = r.reason(), error = %r, "certify refused");
+                Err(status(r))
+            }
+        }
+    }
+}
+
+/// The name the identity service's certificate carries (what the injected
+/// `LINKERD2_PROXY_IDENTITY_SVC_NAME` says).
+pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
+    format!("linkerd-identity.{control_ns}.serviceaccount.identity.{control_ns}.{trust_domain}")
+}
+
+/// Serves Certify on `addr` until the process ends: TLS 1.3 with a
+/// certificate from the CA for [`service_name`] (ALPN optional: the proxy
+/// offers none), or plaintext with `plaintext` (loopback and tests: the proxy
+/// itself dials loopback control planes in plaintext).
+pub async fn serve(addr: SocketAddr, service: CertifyService, plaintext: bool) -> Result<()> {
+    let ca = service.ca.clone();
+    let name = service_name(&service.cfg.control_namespace, &service.cfg.trust_domain);
+    let mut builder = tonic::transport::Server::builder();
+    if !plaintext {
+        // Valid as long as the issuer: the CA is loaded once per process, so
+        // an issuer rotation restarts identity anyway.
+        let life = (ca.issuer_not_after - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::from_secs(86400));
+        let leaf = ca
+            .issue(
+                std::slice::from_ref(&name),
+                &[],
+                OffsetDateTime::now_utc(),
+                life,
+            )
+            .context("issuing the identity service's certificate")?;
+        let tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&leaf.chain_pem, &leaf.key_pem),
+        );
+        builder = builder
+            .tls_config(tls)
+            .context("TLS for the identity service")?;
+    }
+    info!(%addr, %name, plaintext, "serving Identity/Certify");
+    builder
+        .add_service(IdentityServer::new(service))
+        .serve(addr)
+        .await
+        .with_context(|| format!("the identity gRPC server on {addr}"))
+}
