@@ -27,6 +27,8 @@ const TLS_DIR: &str = "/var/run/linkerd/tls";
 const WEBHOOK_PORT: i32 = 8443;
 const INJECTOR_ADMIN_PORT: i32 = 9995;
 const IDENTITY_ADMIN_PORT: i32 = 9990;
+/// The proxy's `Identity/Certify` (what `LINKERD2_PROXY_IDENTITY_SVC_ADDR` names).
+const IDENTITY_GRPC_PORT: i32 = 8080;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tls {
@@ -116,6 +118,8 @@ pub struct InstallArgs {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub namespace: String,
+    /// The identity trust domain (`identityTrustDomain`, else `clusterDomain`).
+    pub trust_domain: String,
     pub image: String,
     pub log_level: String,
     pub replicas: u32,
@@ -189,6 +193,7 @@ impl InstallArgs {
             .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
         Ok(Plan {
             namespace: ns.clone(),
+            trust_domain: loaded.values.trust_domain().to_string(),
             image,
             log_level: self.controller_log_level.clone(),
             replicas,
@@ -454,10 +459,15 @@ fn identity_deployment(p: &Plan) -> Value {
             "--linkerd-namespace", ns,
             "--webhook-service", INJECTOR,
             "--admin-addr", format!("0.0.0.0:{IDENTITY_ADMIN_PORT}"),
+            "--grpc-addr", format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
+            "--trust-domain", p.trust_domain,
             "--log-level", p.log_level,
             "--log-format", "json",
         ],
-        "ports": [{"name": "admin", "containerPort": IDENTITY_ADMIN_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "grpc", "containerPort": IDENTITY_GRPC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": IDENTITY_ADMIN_PORT, "protocol": "TCP"},
+        ],
         "livenessProbe": probe("/live", IDENTITY_ADMIN_PORT, 10, 3),
         "readinessProbe": probe("/ready", IDENTITY_ADMIN_PORT, 2, 3),
         "resources": resources("10m", "32Mi", "256Mi"),
@@ -554,6 +564,8 @@ pub fn render(p: &Plan) -> Vec<Value> {
             ),
             rule(&["batch"], &["jobs", "cronjobs"], &["get"]),
             rule(&[""], &["replicationcontrollers"], &["get"]),
+            // Certify: who a proxy's token belongs to.
+            rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
         ],
     ));
     out.push(binding(
@@ -642,6 +654,23 @@ pub fn render(p: &Plan) -> Vec<Value> {
                 "selector": selector("proxy-injector"),
                 "ports": [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}],
             },
+        }));
+    }
+    // The names the injected proxy env dials for Certify.
+    for (name, headless) in [(IDENTITY, false), ("linkerd-identity-headless", true)] {
+        let mut spec = json!({
+            "type": "ClusterIP",
+            "selector": selector("identity"),
+            "ports": [{"name": "grpc", "port": IDENTITY_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
+        });
+        if headless {
+            spec["clusterIP"] = json!("None");
+        }
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels("identity"), ns)},
+            "spec": spec,
         }));
     }
     out.push(identity_deployment(p));

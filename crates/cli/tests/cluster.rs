@@ -1691,15 +1691,22 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
     use linkerd2_proxy_api::identity::identity_client::IdentityClient;
     use support::Identity;
     let k = Cluster::start();
-    k.namespace("linkerd", &[]);
+    // Identity runs with exactly the RBAC `kinject install` gives it
+    // (tokenreviews/create included).
+    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
+    assert_eq!(code, 0, "{err}");
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
     k.namespace("apps", &[]);
     for sa in ["web", "other"] {
         k.ok(&["create", "serviceaccount", "-n", "apps", sa]);
     }
     let port = support::free_port();
     let tls_port = support::free_port();
-    let id = Identity::start_with(
+    let restricted = k.service_account_kubeconfig("linkerd", "linkerd-identity");
+    let id = Identity::start_as(
         &k,
+        &restricted,
         &[
             "--grpc-addr",
             &format!("127.0.0.1:{port}"),
