@@ -1649,6 +1649,45 @@ fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
     v["status"]["token"].as_str().expect("token").to_string()
 }
 
+/// `token` with its expiry moved into the past, re-signed with the test
+/// cluster's service-account key (what the API server verifies tokens with).
+fn expired(k: &Cluster, token: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (header, payload) = (
+        parts.next().expect("header"),
+        parts.next().expect("payload"),
+    );
+    let mut claims: Value =
+        serde_json::from_slice(&b64.decode(payload).expect("b64")).expect("claims");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("now")
+        .as_secs();
+    claims["exp"] = (now - 3600).into();
+    claims["iat"] = (now - 7200).into();
+    claims["nbf"] = (now - 7200).into();
+    let signing_input = format!(
+        "{header}.{}",
+        b64.encode(serde_json::to_vec(&claims).expect("json"))
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("in"), &signing_input).expect("write");
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(k.dir.path().join("pki/sa.key"))
+        .arg(dir.path().join("in"))
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{signing_input}.{}", b64.encode(out.stdout))
+}
+
 fn p256_csr(cn: &str, sans: &[&str]) -> Vec<u8> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let mut p =
@@ -1808,6 +1847,13 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
         );
         assert_eq!(code, tonic::Code::Unauthenticated, "{msg}");
         assert!(msg.starts_with("the token is not valid"), "{msg}");
+        let stale = expired(&k, &web);
+        let (code, msg) = refused(client.certify(req(ID, &stale, p256_csr(ID, &[ID]))).await);
+        assert_eq!(code, tonic::Code::Unauthenticated, "{msg}");
+        assert!(
+            msg.starts_with("the token is not valid") && msg.contains("expired"),
+            "{msg}"
+        );
         let (code, msg) = refused(client.certify(req(ID, "", p256_csr(ID, &[ID]))).await);
         assert_eq!(
             (code, msg.as_str()),
@@ -1873,7 +1919,7 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
     );
     assert_eq!(
         metric("kinject_identity_certify_refused_total{reason=\"unauthenticated\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         metric("kinject_identity_certify_refused_total{reason=\"invalid_argument\"}"),

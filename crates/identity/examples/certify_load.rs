@@ -35,11 +35,17 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
     let n: usize = args.next().map_or(Ok(1000), |s| s.parse())?;
-    let concurrency: usize = std::env::var("CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(32);
+    let concurrency: usize = std::env::var("CONCURRENCY")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
     let client = kube::Client::try_default().await?;
     let nss: Api<Namespace> = Api::all(client.clone());
     let _ = nss
-        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))?,
+        )
         .await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
     eprintln!("preparing {n} ServiceAccounts, tokens and CSRs");
@@ -47,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let mut work = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("sa{i}");
-        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         let _ = sas.create(&PostParams::default(), &sa).await;
         let tr = TokenRequest {
             spec: TokenRequestSpec {
@@ -71,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     eprintln!("prepared in {:?}", prep.elapsed());
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
 
     // Single-call latency: the first 200, one at a time.
     let mut one = IdentityClient::new(channel.clone());
