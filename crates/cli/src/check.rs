@@ -37,14 +37,8 @@ pub struct CheckArgs {
     /// Check that the control plane can be installed instead.
     #[arg(long)]
     pub pre: bool,
-    /// Namespace of the control plane.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
     /// Retry checks that can still pass until this much time has passed (Go
     /// duration; 0s checks once).
     #[arg(long, default_value = "0s")]
@@ -245,7 +239,7 @@ pub fn run(args: &CheckArgs) -> Result<i32> {
 }
 
 async fn checks(args: &CheckArgs, c: &mut Checker) {
-    let ns = args.linkerd_namespace.as_str();
+    let ns = args.namespace.name.as_str();
     // kubernetes-api
     let client = c
         .value(
@@ -435,7 +429,7 @@ fn managed_by_kinject(meta: &kube::api::ObjectMeta) -> bool {
 }
 
 async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut Checker) {
-    let ns = args.linkerd_namespace.as_str();
+    let ns = args.namespace.name.as_str();
     let ok = c
         .run("kinject-existence", "control plane namespace exists", Kind::Fatal, || async {
             match timed("GET namespace", Api::<Namespace>::all(client.clone()).get_opt(ns)).await {

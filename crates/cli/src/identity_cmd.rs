@@ -8,15 +8,8 @@ use crate::server_args::{LogArgs, positive_duration};
 
 #[derive(Args, Debug)]
 pub struct IdentityArgs {
-    /// Control-plane namespace: the issuer Secret and trust bundle live here,
-    /// and meshed pods carry `linkerd.io/control-plane-ns=<this>`.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
     /// Lifetime of workload certificates (renewed at two thirds; Go duration).
     #[arg(long, default_value = "24h")]
     pub workload_lifetime: String,
@@ -88,7 +81,7 @@ fn time_now() -> time::OffsetDateTime {
 
 pub fn run(args: &IdentityArgs) -> Result<i32> {
     let cfg = IdentityConfig {
-        namespace: args.linkerd_namespace.clone(),
+        namespace: args.namespace.name.clone(),
         workload_lifetime: positive_duration("--workload-lifetime", &args.workload_lifetime)?,
         resync: positive_duration("--resync", &args.resync)?,
         webhook_service: args.webhook_service.clone(),

@@ -62,14 +62,8 @@ pub struct InjectArgs {
     #[arg(long, value_name = "FILE")]
     pub trust_anchors: Option<PathBuf>,
 
-    /// Namespace of the Linkerd control plane.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
 
     /// Proxy image name (without tag).
     #[arg(long)]
@@ -124,11 +118,11 @@ impl InjectArgs {
     /// Builds the engine from the values file and flags, validating every flag.
     pub fn injector(&self) -> Result<Injector> {
         let cluster = if self.values_from_cluster {
-            Some(values_cmd::fetch_cluster_config(&self.linkerd_namespace)?)
+            Some(values_cmd::fetch_cluster_config(&self.namespace.name)?)
         } else {
             None
         };
-        let loaded = values_cmd::load(&self.values, cluster.as_ref(), &self.linkerd_namespace)?;
+        let loaded = values_cmd::load(&self.values, cluster.as_ref(), &self.namespace.name)?;
         values_cmd::warn_unknown(&loaded)?;
         let mut values = loaded.values;
         if self.ingress {
@@ -176,7 +170,7 @@ impl InjectArgs {
         };
         let injector = Injector::new(InjectorConfig {
             values,
-            linkerd_namespace: self.linkerd_namespace.clone(),
+            linkerd_namespace: self.namespace.name.clone(),
             trust_anchors_pem,
             ..InjectorConfig::default()
         })?;

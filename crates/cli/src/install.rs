@@ -63,14 +63,8 @@ pub enum DefaultInject {
 
 #[derive(Args, Clone, Debug)]
 pub struct InstallArgs {
-    /// Namespace of the control plane.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
     /// The seed's flag; the mesh CA always runs (`optional` is the only value).
     #[arg(long, value_enum)]
     pub tls: Option<Tls>,
@@ -133,7 +127,7 @@ pub struct Plan {
 
 impl InstallArgs {
     pub fn plan(&self) -> Result<Plan> {
-        let ns = &self.linkerd_namespace;
+        let ns = &self.namespace.name;
         check_dns_label("--linkerd-namespace", ns)?;
         let replicas = match (self.ha, self.replicas) {
             (true, Some(n)) if n < 2 => bail!(
@@ -706,14 +700,8 @@ pub fn install(args: &InstallArgs) -> Result<i32> {
 
 #[derive(Args, Clone, Debug)]
 pub struct UninstallArgs {
-    /// Namespace of the control plane.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
 }
 
 /// What `uninstall` prints: every cluster-scoped object kinject creates
@@ -734,8 +722,8 @@ pub fn uninstall_objects(ns: &str) -> Vec<Value> {
 }
 
 pub fn uninstall(args: &UninstallArgs) -> Result<i32> {
-    check_dns_label("--linkerd-namespace", &args.linkerd_namespace)?;
-    print!("{}", to_yaml(&uninstall_objects(&args.linkerd_namespace))?);
+    check_dns_label("--linkerd-namespace", &args.namespace.name)?;
+    print!("{}", to_yaml(&uninstall_objects(&args.namespace.name))?);
     Ok(0)
 }
 

@@ -14,6 +14,7 @@ mod identity_cmd;
 mod inject_cmd;
 mod install;
 mod manifest;
+mod namespace_arg;
 mod proxy_injector_cmd;
 mod report;
 mod server_args;

@@ -59,14 +59,8 @@ pub struct ProxyInjectorArgs {
     /// Identity trust anchors (PEM); hot-reloaded.
     #[arg(long, value_name = "FILE")]
     pub trust_anchors: Option<PathBuf>,
-    /// Namespace of the control plane (never injected).
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
     /// Register the webhook by URL (https://…/inject), for running outside the
     /// cluster. Without it the webhook is registered by Service.
     #[arg(long, value_name = "URL")]
@@ -139,7 +133,7 @@ impl ProxyInjectorArgs {
                 ClientTarget::Url(url.clone())
             }
             None => ClientTarget::Service {
-                namespace: self.linkerd_namespace.clone(),
+                namespace: self.namespace.name.clone(),
                 name: self.service_name.clone(),
                 port: self.service_port,
             },
@@ -161,7 +155,7 @@ impl ProxyInjectorArgs {
             values: self.values.sources(),
             values_from_cluster: self.values_from_cluster,
             trust_anchors: self.trust_anchors.clone(),
-            linkerd_namespace: self.linkerd_namespace.clone(),
+            linkerd_namespace: self.namespace.name.clone(),
             target,
             failure_policy: match self.failure_policy {
                 FailurePolicy::Ignore => "Ignore",

@@ -104,14 +104,8 @@ pub struct ValuesCmdArgs {
     /// (ConfigMap `linkerd-config`, key `values`).
     #[arg(long)]
     pub values_from_cluster: bool,
-    /// Namespace of the Linkerd control plane.
-    #[arg(
-        short = 'l',
-        long,
-        env = "LINKERD_NAMESPACE",
-        default_value = "linkerd"
-    )]
-    pub linkerd_namespace: String,
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Yaml)]
     pub output: Output,
@@ -122,11 +116,11 @@ pub struct ValuesCmdArgs {
 /// does not read are not printed; unknown keys are warned about on stderr.
 pub fn run(args: &ValuesCmdArgs) -> Result<i32> {
     let cluster = if args.values_from_cluster {
-        Some(fetch_cluster_config(&args.linkerd_namespace)?)
+        Some(fetch_cluster_config(&args.namespace.name)?)
     } else {
         None
     };
-    let mut loaded = load(&args.values, cluster.as_ref(), &args.linkerd_namespace)?;
+    let mut loaded = load(&args.values, cluster.as_ref(), &args.namespace.name)?;
     if let Some(roots) = cluster.as_ref().and_then(|c| c.trust_roots.clone()) {
         loaded.values.identity_trust_anchors_pem = roots;
     }

@@ -361,18 +361,10 @@ pub fn apply_overrides(
                 parse::go_bool(v).map(|b| p.disable_inbound_protocol_detect_timeout = b)
             }
             "config.linkerd.io/proxy-await" => parse::enabled_disabled(v).map(|b| p.await_ = b),
-            "config.linkerd.io/default-inbound-policy" => one_of(
-                v,
-                &[
-                    "all-unauthenticated",
-                    "all-authenticated",
-                    "cluster-unauthenticated",
-                    "cluster-authenticated",
-                    "deny",
-                    "audit",
-                ],
-            )
-            .map(|v| p.default_inbound_policy = v),
+            "config.linkerd.io/default-inbound-policy" => {
+                one_of(v, crate::values::DEFAULT_INBOUND_POLICIES)
+                    .map(|v| p.default_inbound_policy = v)
+            }
             "config.linkerd.io/access-log" => {
                 one_of(v, &["apache", "json"]).map(|v| p.access_log = v)
             }

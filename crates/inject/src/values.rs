@@ -17,6 +17,16 @@ use serde_json::Value;
 use crate::helm::{self, Assignment, PathStep, SetKind};
 use crate::schema::{self, UnknownKey};
 
+/// The values `proxy.defaultInboundPolicy` (and its annotation) may take.
+pub const DEFAULT_INBOUND_POLICIES: &[&str] = &[
+    "all-unauthenticated",
+    "all-authenticated",
+    "cluster-unauthenticated",
+    "cluster-authenticated",
+    "deny",
+    "audit",
+];
+
 /// The Linkerd release whose proxy image and behaviour kinject reproduces.
 pub const DEFAULT_LINKERD_VERSION: &str = "edge-26.8.3";
 
@@ -576,14 +586,7 @@ impl Values {
         one_of(
             "proxy.defaultInboundPolicy",
             &p.default_inbound_policy,
-            &[
-                "all-unauthenticated",
-                "all-authenticated",
-                "cluster-unauthenticated",
-                "cluster-authenticated",
-                "deny",
-                "audit",
-            ],
+            DEFAULT_INBOUND_POLICIES,
         )?;
         one_of(
             "webhookFailurePolicy",
