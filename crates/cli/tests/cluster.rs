@@ -1895,6 +1895,41 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The proxy offers no ALPN: the handshake must still succeed, with
+        // TLS 1.3 and the service name the proxy checks.
+        {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(
+                    rustls::pki_types::CertificateDer::from_pem_slice(root_pem.as_bytes())
+                        .expect("root"),
+                )
+                .expect("add");
+            let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            assert!(cfg.alpn_protocols.is_empty());
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .expect("connect");
+            let server_name =
+                rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(server_name, tcp)
+                .await
+                .expect("a handshake without ALPN verifies the service name");
+            let (_, conn) = tls.get_ref();
+            assert_eq!(conn.alpn_protocol(), None);
+            assert_eq!(
+                conn.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
+        }
         let mut tls_client = IdentityClient::new(channel.expect("TLS channel"));
         let ok = tls_client
             .certify(req(ID, &web, p256_csr(ID, &[ID])))

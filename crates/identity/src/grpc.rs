@@ -239,39 +239,171 @@ pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
     format!("linkerd-identity.{control_ns}.serviceaccount.identity.{control_ns}.{trust_domain}")
 }
 
+/// The Certify server's own certificate, issued by the CA and renewed at
+/// two thirds of its life on the first handshake after that: no restart, no
+/// file, never a handshake without a valid certificate.
+#[derive(Debug)]
+pub struct RenewingCert {
+    ca: Arc<Ca>,
+    name: String,
+    lifetime: Duration,
+    current: arc_swap::ArcSwap<Issued>,
+    renewing: std::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Issued {
+    key: Arc<rustls::sign::CertifiedKey>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl RenewingCert {
+    pub fn new(ca: Arc<Ca>, name: String, lifetime: Duration) -> Result<Self> {
+        let first = issue(&ca, &name, lifetime)?;
+        Ok(Self {
+            ca,
+            name,
+            lifetime,
+            current: arc_swap::ArcSwap::from_pointee(first),
+            renewing: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The certificate to serve now, renewed first when due.
+    pub fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let now = OffsetDateTime::now_utc();
+        let held = self.current.load();
+        if crate::ca::needs_renewal(held.not_before, held.not_after, now)
+            && let Ok(_only_one) = self.renewing.try_lock()
+        {
+            match issue(&self.ca, &self.name, self.lifetime) {
+                Ok(new) => {
+                    info!(name = %self.name, not_after = %new.not_after, "renewed the Certify server's certificate");
+                    self.current.store(Arc::new(new));
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "cannot renew the Certify server's certificate; serving the current one")
+                }
+            }
+        }
+        self.current.load().key.clone()
+    }
+}
+
+fn issue(ca: &Ca, name: &str, lifetime: Duration) -> Result<Issued> {
+    let leaf = ca
+        .issue(
+            &[name.to_string()],
+            &[],
+            OffsetDateTime::now_utc(),
+            lifetime,
+        )
+        .context("issuing the identity service's certificate")?;
+    let key = kinject_runtime::tls::certified_key_from_pem(&leaf.chain_pem, &leaf.key_pem)?;
+    Ok(Issued {
+        key,
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+    })
+}
+
+impl rustls::server::ResolvesServerCert for RenewingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Lifetime of the Certify server's own certificate (renewed at two thirds).
+pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Serves Certify on `addr` until the process ends: TLS 1.3 with a
-/// certificate from the CA for [`service_name`] (ALPN optional: the proxy
-/// offers none), or plaintext with `plaintext` (loopback and tests: the proxy
-/// itself dials loopback control planes in plaintext).
+/// certificate from the CA for [`service_name`] (a [`RenewingCert`]; ALPN
+/// `h2` offered but not required, since the proxy offers none), or plaintext
+/// with `plaintext` (loopback and tests: the proxy itself dials loopback
+/// control planes in plaintext).
 pub async fn serve(addr: SocketAddr, service: CertifyService, plaintext: bool) -> Result<()> {
     let ca = service.ca.clone();
     let name = service_name(&service.cfg.control_namespace, &service.cfg.trust_domain);
-    let mut builder = tonic::transport::Server::builder();
-    if !plaintext {
-        // Valid as long as the issuer: the CA is loaded once per process, so
-        // an issuer rotation restarts identity anyway.
-        let life = (ca.issuer_not_after - OffsetDateTime::now_utc())
-            .try_into()
-            .unwrap_or(Duration::from_secs(86400));
-        let leaf = ca
-            .issue(
-                std::slice::from_ref(&name),
-                &[],
-                OffsetDateTime::now_utc(),
-                life,
-            )
-            .context("issuing the identity service's certificate")?;
-        let tls = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&leaf.chain_pem, &leaf.key_pem),
-        );
-        builder = builder
-            .tls_config(tls)
-            .context("TLS for the identity service")?;
+    let router = tonic::transport::Server::builder().add_service(IdentityServer::new(service));
+    if plaintext {
+        info!(%addr, %name, "serving Identity/Certify in plaintext");
+        return router
+            .serve(addr)
+            .await
+            .with_context(|| format!("the identity gRPC server on {addr}"));
     }
-    info!(%addr, %name, plaintext, "serving Identity/Certify");
-    builder
-        .add_service(IdentityServer::new(service))
-        .serve(addr)
+    let cert = Arc::new(RenewingCert::new(ca, name.clone(), SERVER_CERT_LIFETIME)?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .context("TLS 1.3 for the identity service")?
+    .with_no_client_auth()
+    .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (identity gRPC)"))?;
+    info!(%addr, %name, "serving Identity/Certify over TLS 1.3");
+    // Handshakes run apart from the accept loop, so a slow client cannot
+    // hold up the others; finished ones feed the gRPC server.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let incoming = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|conn| (conn, rx))
+    });
+    router
+        .serve_with_incoming(incoming)
         .await
         .with_context(|| format!("the identity gRPC server on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_certificate_renews_itself_when_due() {
+        let now = OffsetDateTime::now_utc();
+        let root = crate::ca::generate_root("root", now, Duration::from_secs(86400)).expect("root");
+        let issuer = Ca::new_issuer(&root, now, Duration::from_secs(86400)).expect("issuer");
+        let ca = Arc::new(Ca::load(&root.cert_pem, &issuer, now).expect("ca"));
+        let name = service_name("linkerd", "cluster.local");
+        // Two thirds of a 3 s life (counted from issuance) pass after 2 s.
+        let cert = RenewingCert::new(ca, name.clone(), Duration::from_secs(3)).expect("cert");
+        let first = cert.current();
+        assert!(Arc::ptr_eq(&first, &cert.current()), "not due yet");
+        assert_eq!(crate::ca::dns_names(first.cert[0].as_ref()), vec![name]);
+        std::thread::sleep(Duration::from_millis(2100));
+        let second = cert.current();
+        assert!(!Arc::ptr_eq(&first, &second), "renewed once due");
+        assert_ne!(first.cert[0], second.cert[0]);
+    }
 }

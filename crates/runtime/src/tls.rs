@@ -37,6 +37,22 @@ pub fn load(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, i64)> {
     Ok((Arc::new(ck), not_after))
 }
 
+/// A certificate chain and key held in memory (PEM), validated as [`load`] does.
+pub fn certified_key_from_pem(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("not a PEM certificate chain")?;
+    if chain.is_empty() {
+        bail!("no certificate in the chain");
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("not a PEM private key")?;
+    let provider = rustls::crypto::ring::default_provider();
+    let ck = CertifiedKey::from_der(chain, key_der, &provider)
+        .context("the key does not match the certificate")?;
+    Ok(Arc::new(ck))
+}
+
 /// The leaf's notAfter as a Unix timestamp.
 pub fn expiry(cert: &CertificateDer<'_>) -> Result<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
