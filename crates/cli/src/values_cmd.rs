@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use kinject_inject::{LoadedValues, Values};
 use kinject_k8s::linkerd_config::{self, LinkerdConfig};
@@ -76,14 +76,7 @@ pub fn load(
     cluster: Option<&LinkerdConfig>,
     namespace: &str,
 ) -> Result<LoadedValues> {
-    let base = match cluster.map(|c| &c.values) {
-        None => None,
-        Some(None) => bail!("{}", linkerd_config::missing_message(namespace)),
-        Some(Some(Err(e))) => bail!("{e}"),
-        Some(Some(Ok(text))) => Some(text.as_str()),
-    };
-    let source = linkerd_config::values_source_name(namespace);
-    args.sources().load(base.map(|t| (source.as_str(), t)))
+    args.sources().load_over(cluster, namespace)
 }
 
 /// Prints each unknown key as a warning on stderr.

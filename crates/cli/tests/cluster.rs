@@ -1854,6 +1854,11 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
             msg.starts_with("the token is not valid") && msg.contains("expired"),
             "{msg}"
         );
+        let (code, msg) = refused(client.certify(req("", &web, p256_csr(ID, &[ID]))).await);
+        assert_eq!(
+            (code, msg.as_str()),
+            (tonic::Code::InvalidArgument, "no identity")
+        );
         let (code, msg) = refused(client.certify(req(ID, "", p256_csr(ID, &[ID]))).await);
         assert_eq!(
             (code, msg.as_str()),
@@ -1958,7 +1963,7 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
     );
     assert_eq!(
         metric("kinject_identity_certify_refused_total{reason=\"invalid_argument\"}"),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(
         metric("kinject_identity_certify_token_review_seconds_count").is_some_and(|n| n >= 5.0)

@@ -442,7 +442,7 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
     secrets.wait_until_ready().await?;
     synced.store(true, Ordering::Release);
     info!("caches synced");
-    let leader = Arc::new(AtomicBool::new(false));
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
     tokio::spawn(kinject_runtime::lease::campaign(
         client.clone(),
         kinject_runtime::lease::LeaseConfig {
@@ -453,10 +453,10 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
             renew_every: Duration::from_secs(2),
             settings: None,
         },
-        leader.clone(),
+        leader_tx,
     ));
     loop {
-        if !leader.load(Ordering::Acquire) {
+        if !*leader.borrow() {
             // Another replica holds the lease; stay warm and re-check soon.
         } else if OffsetDateTime::now_utc() >= ca.issuer_not_after {
             // Issuing from an expired issuer would hand out certificates no
@@ -474,7 +474,7 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
                 // Coalesce bursts (a Deployment scaling up) into one pass.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ = tokio::time::sleep(if leader.load(Ordering::Acquire) { cfg.resync } else { Duration::from_secs(1) }) => {}
+            _ = tokio::time::sleep(if *leader.borrow() { cfg.resync } else { Duration::from_secs(1) }) => {}
         }
     }
 }

@@ -259,14 +259,6 @@ impl Default for RepairBudget {
     }
 }
 
-/// The Lease whose holder may write (checked afresh before each repair).
-#[derive(Clone, Debug)]
-pub struct LeaseRef {
-    pub namespace: String,
-    pub name: String,
-    pub holder: String,
-}
-
 /// What `keep_registered` reports.
 pub trait RegistrationEvents: Send + 'static {
     /// A drift was repaired (`reason` says what had changed).
@@ -348,7 +340,7 @@ pub async fn keep_registered(
     client: kube::Client,
     mut spec_rx: watch::Receiver<WebhookConfigSpec>,
     mut leader: watch::Receiver<bool>,
-    lease: Option<LeaseRef>,
+    lease: Option<kinject_runtime::lease::LeaseConfig>,
     registered: Arc<AtomicBool>,
     budget: RepairBudget,
     events: impl RegistrationEvents,
@@ -446,7 +438,7 @@ pub async fn keep_registered(
         // Leadership may have just moved (the flag lags by a renew period):
         // a replica that lost it must not "repair" its successor's write.
         if let Some(l) = &lease
-            && !kinject_runtime::lease::holds(&client, &l.namespace, &l.name, &l.holder).await
+            && !kinject_runtime::lease::holds(&client, l).await
         {
             continue;
         }
@@ -493,13 +485,8 @@ impl WebhookConfigSpec {
         let mut without_ca = self.clone();
         without_ca.ca_bundle.clear();
         let json = serde_json::to_vec(&without_ca.build()).unwrap_or_default();
-        // FNV-1a: stable across builds and processes (unlike std's hasher).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in json {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")
+        // xxh3 is stable across builds and processes (unlike std's hasher).
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
     }
 }
 

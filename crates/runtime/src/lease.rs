@@ -10,8 +10,6 @@
 //! old holder, seeing it lost, stops writing. Equal settings (plain HA
 //! replicas) never preempt each other.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -20,6 +18,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
@@ -154,15 +153,15 @@ async fn round(api: &Api<Lease>, cfg: &LeaseConfig) -> kube::Result<bool> {
     }
 }
 
-/// Whether `holder` holds the Lease right now (a fresh read, for a holder
-/// about to write something only the holder may write).
-pub async fn holds(client: &kube::Client, namespace: &str, name: &str, holder: &str) -> bool {
-    let api = Api::<Lease>::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
+/// Whether `cfg.holder` holds the Lease right now (a fresh read, for a
+/// holder about to write something only the holder may write).
+pub async fn holds(client: &kube::Client, cfg: &LeaseConfig) -> bool {
+    let api = Api::<Lease>::namespaced(client.clone(), &cfg.namespace);
+    match api.get_opt(&cfg.name).await {
         Ok(Some(l)) => l
             .spec
             .and_then(|s| s.holder_identity)
-            .is_some_and(|h| h == holder),
+            .is_some_and(|h| h == cfg.holder),
         Ok(None) => false,
         Err(e) => {
             warn!(error = %e, "cannot read the lease");
@@ -171,8 +170,9 @@ pub async fn holds(client: &kube::Client, namespace: &str, name: &str, holder: &
     }
 }
 
-/// Campaigns forever; `leader` tells whether this replica holds the lease.
-pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: Arc<AtomicBool>) {
+/// Campaigns until every receiver of `leader` is gone; `leader` tells whether
+/// this replica holds the lease, and wakes its receivers when that changes.
+pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: watch::Sender<bool>) {
     let api = Api::<Lease>::namespaced(client, &cfg.namespace);
     loop {
         let held = match round(&api, &cfg).await {
@@ -182,8 +182,11 @@ pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: Arc<Atomic
                 false
             }
         };
-        if held != leader.swap(held, Ordering::AcqRel) {
+        if leader.send_replace(held) != held {
             info!(holder = %cfg.holder, leader = held, "leadership changed");
+        }
+        if leader.is_closed() {
+            return;
         }
         tokio::time::sleep(cfg.renew_every).await;
     }

@@ -90,7 +90,6 @@ struct RegistrationReporter {
     /// The control-plane namespace (where the Lease and its Events live).
     namespace: String,
     recorder: kube::runtime::events::Recorder,
-    handle: tokio::runtime::Handle,
 }
 
 impl RegistrationReporter {
@@ -106,7 +105,6 @@ impl RegistrationReporter {
                     instance,
                 },
             ),
-            handle: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -125,7 +123,7 @@ impl webhook_config::RegistrationEvents for RegistrationReporter {
             backoff.as_secs()
         );
         let namespace = self.namespace.clone();
-        self.handle.spawn(async move {
+        tokio::spawn(async move {
             // On the injector's Lease (namespaced): API servers before 1.21
             // refuse events.k8s.io Events about cluster-scoped objects.
             let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -158,19 +156,11 @@ fn build_engine(
     native_supported: bool,
     cluster: Option<&LinkerdConfig>,
 ) -> Result<(Injector, Vec<UnknownValuesKey>)> {
-    let ns = &cfg.linkerd_namespace;
-    let base = if cfg.values_from_cluster {
-        match cluster.map(|c| &c.values) {
-            None => bail!("the cluster's ConfigMaps have not been read yet"),
-            Some(None) => bail!("{}", linkerd_config::missing_message(ns)),
-            Some(Some(Err(e))) => bail!("{e}"),
-            Some(Some(Ok(text))) => Some(text.as_str()),
-        }
-    } else {
-        None
-    };
-    let source = linkerd_config::values_source_name(ns);
-    let loaded = cfg.values.load(base.map(|t| (source.as_str(), t)))?;
+    if cfg.values_from_cluster && cluster.is_none() {
+        bail!("the cluster's ConfigMaps have not been read yet");
+    }
+    let base = cluster.filter(|_| cfg.values_from_cluster);
+    let loaded = cfg.values.load_over(base, &cfg.linkerd_namespace)?;
     let anchors = match read(&cfg.trust_anchors)? {
         Some(a) => a,
         None => cluster
@@ -449,18 +439,12 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         // One replica at a time writes the webhook configuration; newer,
         // different settings take over at once (a rolling upgrade).
         let (leader_tx, leader_rx) = watch::channel(false);
-        let leader_flag = Arc::new(AtomicBool::new(false));
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let holder = std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("kinject-proxy-injector-{}", std::process::id()));
-        let lease_ref = webhook_config::LeaseRef {
-            namespace: cfg.linkerd_namespace.clone(),
-            name: WEBHOOK_LEASE.into(),
-            holder: holder.clone(),
-        };
         let lease_cfg = kinject_runtime::lease::LeaseConfig {
             namespace: cfg.linkerd_namespace.clone(),
             name: WEBHOOK_LEASE.into(),
@@ -472,22 +456,6 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
                 epoch: started_ms,
             }),
         };
-        {
-            // The campaign reports through an AtomicBool; mirror it into a
-            // watch so the registration loop wakes on a change.
-            let leader_flag = leader_flag.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tick.tick().await;
-                    let now = leader_flag.load(Ordering::Acquire);
-                    leader_tx.send_if_modified(|v| std::mem::replace(v, now) != now);
-                    if leader_tx.is_closed() {
-                        return;
-                    }
-                }
-            });
-        }
         let client = client.clone();
         let registered = registered.clone();
         let mut loaded = loaded_rx.clone();
@@ -508,14 +476,14 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             // take the Lease from a working one.
             tokio::spawn(kinject_runtime::lease::campaign(
                 client.clone(),
-                lease_cfg,
-                leader_flag,
+                lease_cfg.clone(),
+                leader_tx,
             ));
             webhook_config::keep_registered(
                 client,
                 spec_rx,
                 leader_rx,
-                Some(lease_ref),
+                Some(lease_cfg),
                 registered,
                 webhook_config::RepairBudget::default(),
                 reporter,

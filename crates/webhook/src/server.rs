@@ -2,8 +2,8 @@
 //! first byte, request head and body are time-bounded so slow, silent or
 //! non-TLS clients cannot pin connections; request bodies share a memory
 //! budget; HTTP/1 keep-alive outlives the API server's idle pool; every
-//! connection is tracked for a graceful drain; and the plain-HTTP admin server
-//! serves `/metrics`, `/live` and `/ready`.
+//! connection is tracked for a graceful drain. The plain-HTTP admin server
+//! (`/metrics`, `/live`, `/ready`) is `kinject_runtime::admin`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,6 @@ use kinject_k8s::cache::ClusterLookup;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-
 use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};

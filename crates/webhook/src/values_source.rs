@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use kinject_inject::helm::{self, SetKind};
 use kinject_inject::{LoadedValues, ValuesLoader};
+use kinject_k8s::linkerd_config::{self, LinkerdConfig};
 
 /// The user's values sources, as given on the command line.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +44,24 @@ impl ValuesSources {
                 .map(|(_, f)| PathBuf::from(f)),
         );
         out
+    }
+
+    /// Loads over a running Linkerd's `linkerd-config` in `namespace` when
+    /// `cluster` is given (an error when it is missing or has no values),
+    /// otherwise over the defaults alone.
+    pub fn load_over(
+        &self,
+        cluster: Option<&LinkerdConfig>,
+        namespace: &str,
+    ) -> Result<LoadedValues> {
+        let base = match cluster.map(|c| &c.values) {
+            None => None,
+            Some(None) => bail!("{}", linkerd_config::missing_message(namespace)),
+            Some(Some(Err(e))) => bail!("{e}"),
+            Some(Some(Ok(text))) => Some(text.as_str()),
+        };
+        let source = linkerd_config::values_source_name(namespace);
+        self.load(base.map(|t| (source.as_str(), t)))
     }
 
     /// Reads and merges everything over the defaults. `base` is a document
