@@ -337,48 +337,8 @@ pub async fn serve(addr: SocketAddr, service: CertifyService, plaintext: bool) -
             .with_context(|| format!("the identity gRPC server on {addr}"));
     }
     let cert = Arc::new(RenewingCert::new(ca, name.clone(), SERVER_CERT_LIFETIME)?);
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .context("TLS 1.3 for the identity service")?
-    .with_no_client_auth()
-    .with_cert_resolver(cert);
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (identity gRPC)"))?;
+    let incoming = kinject_runtime::grpc_tls::incoming(addr, cert, "identity gRPC").await?;
     info!(%addr, %name, "serving Identity/Certify over TLS 1.3");
-    // Handshakes run apart from the accept loop, so a slow client cannot
-    // hold up the others; finished ones feed the gRPC server.
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    let incoming = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|conn| (conn, rx))
-    });
     router
         .serve_with_incoming(incoming)
         .await

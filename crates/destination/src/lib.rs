@@ -1,0 +1,180 @@
+//! kinject's destination controller: the APIs an injected proxy calls once it
+//! has its identity.
+//! - `Destination/Get` and `GetProfile` (`endpoints.rs`): a Service's ready
+//!   endpoints, each meshed one with its TLS identity and protocol hint;
+//! - `InboundServerPolicies/WatchPort` and `OutboundPolicies/Watch`
+//!   (`policy.rs`): default inbound policies with probe routes, and one
+//!   route per protocol to a Service's endpoints.
+//!
+//! Layers: `model.rs` (object facts, pure) → `index.rs` (the shared view
+//! and its per-key watches) → `endpoints.rs`/`policy.rs` (answers, pure) →
+//! `grpc.rs` (tonic services). `cluster.rs` feeds the index from one watch
+//! per kind; [`run`] puts it all together with the runtime's admin server and
+//! TLS.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod endpoints;
+pub mod grpc;
+pub mod index;
+pub mod model;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kinject_inject::parse::PortRange;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+pub use endpoints::Names;
+pub use policy::{DefaultPolicy, PolicyConfig};
+
+/// What the answers depend on besides the cluster's objects.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub names: Names,
+    pub policy: PolicyConfig,
+    /// `proxy.opaquePorts`: opaque for addresses no pod or Service claims.
+    pub default_opaque_ports: Vec<PortRange>,
+}
+
+/// The name the destination and policy services' certificate carries (what
+/// the injected `LINKERD2_PROXY_DESTINATION_SVC_NAME` and
+/// `LINKERD2_PROXY_POLICY_SVC_NAME` say).
+pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
+    format!("linkerd-destination.{control_ns}.serviceaccount.identity.{control_ns}.{trust_domain}")
+}
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub config: Config,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    /// Serve in plaintext (loopback, tests: the proxy dials loopback control
+    /// planes in plaintext).
+    pub plaintext: bool,
+    /// `tls.crt` and `tls.key` (the Secret identity writes), re-read every
+    /// `reload_interval`. Until they exist the server is not ready.
+    pub cert_dir: PathBuf,
+    pub reload_interval: Duration,
+}
+
+struct Ready {
+    synced: cluster::Synced,
+    tls: Option<Arc<kinject_runtime::tls::ReloadingResolver>>,
+}
+
+impl kinject_runtime::admin::Readiness for Ready {
+    fn not_ready(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.synced.all() {
+            out.push("caches not synced");
+        }
+        if self.tls.as_ref().is_some_and(|t| !t.has_certificate()) {
+            out.push("no serving certificate yet");
+        }
+        out
+    }
+}
+
+/// Serves the three APIs until the process ends.
+pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
+    let version = kinject_k8s::version::ServerVersion::detect(&client).await?;
+    // EndpointSlice v1 arrived in 1.21.
+    let modern_slices = (version.major, version.minor) >= (1, 21);
+    let index = index::Index::new();
+    let synced = cluster::Synced::default();
+    tokio::spawn(cluster::run(
+        client.clone(),
+        index.clone(),
+        server.config.names.control_namespace.clone(),
+        modern_slices,
+        synced.clone(),
+    ));
+
+    let mut registry = Registry::with_prefix("kinject_destination");
+    let metrics = grpc::StreamMetrics::register(&mut registry);
+    let cert_expiry = Gauge::<i64>::default();
+    registry.register(
+        "serving_cert_expiry_timestamp_seconds",
+        "Unix time at which the serving certificate expires",
+        cert_expiry.clone(),
+    );
+    let shared = grpc::Shared {
+        index,
+        cfg: Arc::new(server.config.clone()),
+        metrics,
+    };
+    let tls = if server.plaintext {
+        None
+    } else {
+        Some(kinject_runtime::tls::ReloadingResolver::waiting(
+            server.cert_dir.join("tls.crt"),
+            server.cert_dir.join("tls.key"),
+        ))
+    };
+    if let Some(addr) = server.admin_addr {
+        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
+        let app = kinject_runtime::admin::admin_router(
+            registry,
+            Ready {
+                synced: synced.clone(),
+                tls: tls.clone(),
+            },
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = stop_tx;
+            kinject_runtime::admin::serve_admin(listener, app, stop_rx).await;
+        });
+    }
+    let router = grpc::router(shared);
+    let addr = server.grpc_addr;
+    match tls {
+        None => {
+            info!(%addr, "serving Destination and policy APIs in plaintext");
+            router
+                .serve(addr)
+                .await
+                .with_context(|| format!("the destination gRPC server on {addr}"))
+        }
+        Some(tls) => {
+            // The certificate comes from a mounted Secret: re-read it, so a
+            // renewal is served on the next handshake.
+            let reloader = tls.clone();
+            let every = server.reload_interval;
+            tokio::spawn(async move {
+                let mut last_err = String::new();
+                loop {
+                    match reloader.reload() {
+                        Ok(expiry) => {
+                            cert_expiry.set(expiry);
+                            last_err.clear();
+                        }
+                        Err(e) => {
+                            let e = format!("{e:#}");
+                            if e != last_err {
+                                warn!(error = %e, "no usable serving certificate yet (waiting for kinject identity to write it)");
+                                last_err = e;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+            let incoming =
+                kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
+            info!(%addr, "serving Destination and policy APIs over TLS 1.3");
+            router
+                .serve_with_incoming(incoming)
+                .await
+                .with_context(|| format!("the destination gRPC server on {addr}"))
+        }
+    }
+}

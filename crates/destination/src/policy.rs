@@ -1,0 +1,623 @@
+//! The proxy's policies, built from the index's views. Pure: views and
+//! configuration in, protobuf messages out.
+//!
+//! Inbound (`InboundServerPolicies/WatchPort`): the pod's
+//! `config.linkerd.io/default-inbound-policy`, else its namespace's, else the
+//! cluster default, decides who may connect; the pod's opaque ports are
+//! served opaque, every other port with protocol detection. The kubelet's
+//! HTTP probes (and the proxy's own `/live` and `/ready` on the admin port)
+//! get a route of their own that admits unauthenticated clients, so a strict
+//! policy never fails a pod's probes.
+//!
+//! Outbound (`OutboundPolicies/Watch`): a Service's port gets one default
+//! route per protocol (HTTP/1, HTTP/2, opaque) to the Service itself, whose
+//! endpoints the proxy resolves with `Destination/Get`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use linkerd2_proxy_api::http_route as hr;
+use linkerd2_proxy_api::inbound as ib;
+use linkerd2_proxy_api::meta;
+use linkerd2_proxy_api::outbound as ob;
+
+use crate::index::{PodView, ServiceView};
+use crate::model::ObjKey;
+
+/// The default inbound policies (`proxy.defaultInboundPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultPolicy {
+    AllUnauthenticated,
+    AllAuthenticated,
+    ClusterUnauthenticated,
+    ClusterAuthenticated,
+    Deny,
+    /// Admit everyone, as all-unauthenticated does; the name tells the proxy
+    /// to report what a stricter policy would refuse.
+    Audit,
+}
+
+impl DefaultPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AllUnauthenticated => "all-unauthenticated",
+            Self::AllAuthenticated => "all-authenticated",
+            Self::ClusterUnauthenticated => "cluster-unauthenticated",
+            Self::ClusterAuthenticated => "cluster-authenticated",
+            Self::Deny => "deny",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl std::str::FromStr for DefaultPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "all-unauthenticated" => Self::AllUnauthenticated,
+            "all-authenticated" => Self::AllAuthenticated,
+            "cluster-unauthenticated" => Self::ClusterUnauthenticated,
+            "cluster-authenticated" => Self::ClusterAuthenticated,
+            "deny" => Self::Deny,
+            "audit" => Self::Audit,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a default inbound policy (one of {})",
+                    kinject_inject::values::DEFAULT_INBOUND_POLICIES.join(", ")
+                ));
+            }
+        })
+    }
+}
+
+/// What every policy depends on besides the cluster's objects.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    pub default_policy: DefaultPolicy,
+    /// `clusterNetworks`: who counts as "cluster" for cluster-* policies.
+    pub cluster_networks: Vec<IpNet>,
+    pub cluster_domain: String,
+    /// How long the proxy waits for a client's first bytes to detect HTTP.
+    pub detect_timeout: Duration,
+    /// The outbound queue: capacity and fail-fast timeout.
+    pub queue_capacity: u32,
+    pub failfast_timeout: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default_policy: DefaultPolicy::AllUnauthenticated,
+            cluster_networks: [
+                "10.0.0.0/8",
+                "100.64.0.0/10",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fd00::/8",
+            ]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
+            cluster_domain: "cluster.local".into(),
+            detect_timeout: Duration::from_secs(10),
+            queue_capacity: 100,
+            failfast_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
+fn default_meta(name: &str) -> Option<meta::Metadata> {
+    Some(meta::Metadata {
+        kind: Some(meta::metadata::Kind::Default(name.to_string())),
+    })
+}
+
+fn all_networks() -> Vec<IpNet> {
+    ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+fn networks(nets: &[IpNet]) -> Vec<ib::Network> {
+    nets.iter()
+        .map(|n| ib::Network {
+            net: Some((*n).into()),
+            except: Vec::new(),
+        })
+        .collect()
+}
+
+fn unauthenticated() -> ib::Authn {
+    ib::Authn {
+        permit: Some(ib::authn::Permit::Unauthenticated(
+            ib::authn::PermitUnauthenticated {},
+        )),
+    }
+}
+
+/// Any client with a mesh identity (an empty suffix matches every identity).
+fn mesh_tls_any() -> ib::Authn {
+    use ib::authn::permit_mesh_tls::{Clients, PermitClientIdentities};
+    ib::Authn {
+        permit: Some(ib::authn::Permit::MeshTls(ib::authn::PermitMeshTls {
+            clients: Some(Clients::Identities(PermitClientIdentities {
+                identities: Vec::new(),
+                suffixes: vec![ib::IdentitySuffix { parts: Vec::new() }],
+            })),
+        })),
+    }
+}
+
+/// The authorizations a default policy grants.
+pub fn authorizations(policy: DefaultPolicy, cfg: &PolicyConfig) -> Vec<ib::Authz> {
+    let (nets, authn) = match policy {
+        DefaultPolicy::Deny => return Vec::new(),
+        DefaultPolicy::AllUnauthenticated | DefaultPolicy::Audit => {
+            (all_networks(), unauthenticated())
+        }
+        DefaultPolicy::AllAuthenticated => (all_networks(), mesh_tls_any()),
+        DefaultPolicy::ClusterUnauthenticated => (cfg.cluster_networks.clone(), unauthenticated()),
+        DefaultPolicy::ClusterAuthenticated => (cfg.cluster_networks.clone(), mesh_tls_any()),
+    };
+    vec![ib::Authz {
+        networks: networks(&nets),
+        authentication: Some(authn),
+        labels: HashMap::new(),
+        metadata: default_meta(policy.name()),
+    }]
+}
+
+fn path_prefix(p: &str) -> hr::HttpRouteMatch {
+    hr::HttpRouteMatch {
+        path: Some(hr::PathMatch {
+            kind: Some(hr::path_match::Kind::Prefix(p.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn path_exact_get(p: &str) -> hr::HttpRouteMatch {
+    hr::HttpRouteMatch {
+        path: Some(hr::PathMatch {
+            kind: Some(hr::path_match::Kind::Exact(p.to_string())),
+        }),
+        method: Some(linkerd2_proxy_api::http_types::HttpMethod {
+            r#type: Some(
+                linkerd2_proxy_api::http_types::http_method::Type::Registered(
+                    linkerd2_proxy_api::http_types::http_method::Registered::Get as i32,
+                ),
+            ),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The policy that applies to a pod: its annotation, its namespace's, the
+/// cluster's. An unknown name falls back to the next level (the injector
+/// already warned about it).
+pub fn effective_policy(view: &PodView, cfg: &PolicyConfig) -> DefaultPolicy {
+    view.pod
+        .as_ref()
+        .and_then(|p| p.default_policy.as_deref())
+        .and_then(|p| p.parse().ok())
+        .or_else(|| {
+            view.namespace_default
+                .as_deref()
+                .and_then(|p| p.parse().ok())
+        })
+        .unwrap_or(cfg.default_policy)
+}
+
+/// The inbound server for `port` of the pod, or `None` while the pod is
+/// unknown (the proxy keeps its configured default meanwhile).
+pub fn inbound_server(view: &PodView, port: u16, cfg: &PolicyConfig) -> Option<ib::Server> {
+    let pod = view.pod.as_ref()?;
+    let policy = effective_policy(view, cfg);
+    let authz = authorizations(policy, cfg);
+    let labels = HashMap::from([
+        ("kind".to_string(), "default".to_string()),
+        ("name".to_string(), policy.name().to_string()),
+    ]);
+    let protocol = if pod.is_opaque(port) {
+        ib::proxy_protocol::Kind::Opaque(ib::proxy_protocol::Opaque {})
+    } else {
+        let mut routes = vec![ib::HttpRoute {
+            metadata: default_meta("default"),
+            hosts: Vec::new(),
+            authorizations: Vec::new(),
+            rules: vec![ib::http_route::Rule {
+                matches: vec![path_prefix("/")],
+                filters: Vec::new(),
+            }],
+        }];
+        // Probes: the kubelet's own paths on this port, and the proxy's
+        // health endpoints on its admin port.
+        let mut probe_paths: Vec<String> = pod
+            .probes
+            .iter()
+            .filter(|p| p.port == port)
+            .map(|p| p.path.clone())
+            .collect();
+        if port == pod.admin_port {
+            probe_paths.extend(["/live".to_string(), "/ready".to_string()]);
+        }
+        probe_paths.sort();
+        probe_paths.dedup();
+        if !probe_paths.is_empty() && policy != DefaultPolicy::AllUnauthenticated {
+            routes.push(ib::HttpRoute {
+                metadata: default_meta("probe"),
+                hosts: Vec::new(),
+                authorizations: vec![ib::Authz {
+                    networks: networks(&all_networks()),
+                    authentication: Some(unauthenticated()),
+                    labels: HashMap::new(),
+                    metadata: default_meta("probe"),
+                }],
+                rules: vec![ib::http_route::Rule {
+                    matches: probe_paths.iter().map(|p| path_exact_get(p)).collect(),
+                    filters: Vec::new(),
+                }],
+            });
+        }
+        ib::proxy_protocol::Kind::Detect(ib::proxy_protocol::Detect {
+            timeout: duration(cfg.detect_timeout),
+            http_routes: routes,
+            http_local_rate_limit: None,
+        })
+    };
+    Some(ib::Server {
+        protocol: Some(ib::ProxyProtocol {
+            kind: Some(protocol),
+        }),
+        server_ips: Vec::new(),
+        authorizations: authz,
+        labels,
+    })
+}
+
+/// `<svc>.<ns>.svc.<domain>:<port>`: what `Destination/Get` resolves.
+pub fn authority(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> String {
+    format!(
+        "{}.{}.svc.{}:{port}",
+        svc.name, svc.namespace, cfg.cluster_domain
+    )
+}
+
+fn service_meta(svc: &ObjKey, port: u16) -> Option<meta::Metadata> {
+    Some(meta::Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: "core".into(),
+            kind: "Service".into(),
+            name: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+            section: String::new(),
+            port: u32::from(port),
+        })),
+    })
+}
+
+fn backend(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> ob::Backend {
+    use ob::backend::{BalanceP2c, EndpointDiscovery, balance_p2c, endpoint_discovery};
+    ob::Backend {
+        metadata: service_meta(svc, port),
+        queue: Some(ob::Queue {
+            capacity: cfg.queue_capacity,
+            failfast_timeout: duration(cfg.failfast_timeout),
+        }),
+        kind: Some(ob::backend::Kind::Balancer(BalanceP2c {
+            discovery: Some(EndpointDiscovery {
+                kind: Some(endpoint_discovery::Kind::Dst(
+                    endpoint_discovery::DestinationGet {
+                        path: authority(svc, port, cfg),
+                    },
+                )),
+            }),
+            load: Some(balance_p2c::Load::PeakEwma(balance_p2c::PeakEwma {
+                default_rtt: duration(Duration::from_millis(30)),
+                decay: duration(Duration::from_secs(10)),
+            })),
+        })),
+    }
+}
+
+fn http_route(backend: &ob::Backend) -> ob::HttpRoute {
+    use ob::http_route::{Distribution, RouteBackend, Rule, distribution};
+    ob::HttpRoute {
+        metadata: default_meta("http"),
+        hosts: Vec::new(),
+        rules: vec![Rule {
+            matches: vec![path_prefix("/")],
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::FirstAvailable(
+                    distribution::FirstAvailable {
+                        backends: vec![RouteBackend {
+                            backend: Some(backend.clone()),
+                            ..Default::default()
+                        }],
+                    },
+                )),
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
+fn opaque_route(backend: &ob::Backend) -> ob::OpaqueRoute {
+    use ob::opaque_route::{Distribution, RouteBackend, Rule, distribution};
+    ob::OpaqueRoute {
+        metadata: default_meta("opaq"),
+        rules: vec![Rule {
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::FirstAvailable(
+                    distribution::FirstAvailable {
+                        backends: vec![RouteBackend {
+                            backend: Some(backend.clone()),
+                            ..Default::default()
+                        }],
+                    },
+                )),
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
+/// The outbound policy for `port` of a Service, or `None` while the Service
+/// does not exist.
+pub fn outbound_policy(
+    svc: &ObjKey,
+    view: &ServiceView,
+    port: u16,
+    cfg: &PolicyConfig,
+) -> Option<ob::OutboundPolicy> {
+    let info = view.service.as_ref()?;
+    let backend = backend(svc, port, cfg);
+    let opaque = ob::proxy_protocol::Opaque {
+        routes: vec![opaque_route(&backend)],
+    };
+    let kind = if info.is_opaque(port) {
+        ob::proxy_protocol::Kind::Opaque(opaque)
+    } else {
+        let route = http_route(&backend);
+        ob::proxy_protocol::Kind::Detect(ob::proxy_protocol::Detect {
+            timeout: duration(cfg.detect_timeout),
+            opaque: Some(opaque),
+            http1: Some(ob::proxy_protocol::Http1 {
+                routes: vec![route.clone()],
+                ..Default::default()
+            }),
+            http2: Some(ob::proxy_protocol::Http2 {
+                routes: vec![route],
+                ..Default::default()
+            }),
+        })
+    };
+    Some(ob::OutboundPolicy {
+        protocol: Some(ob::ProxyProtocol { kind: Some(kind) }),
+        metadata: service_meta(svc, port),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HttpProbe, PodInfo, ServiceInfo, ServicePort};
+    use kinject_inject::parse::PortRange;
+    use std::sync::Arc;
+
+    fn pod(policy: Option<&str>) -> PodInfo {
+        PodInfo {
+            ips: vec!["10.1.0.5".parse().expect("ip")],
+            service_account: "web".into(),
+            meshed: true,
+            default_policy: policy.map(str::to_string),
+            opaque_ports: vec![PortRange { lo: 5432, hi: 5432 }],
+            probes: vec![HttpProbe {
+                port: 8080,
+                path: "/healthz".into(),
+            }],
+            inbound_port: 4143,
+            admin_port: 4191,
+            ..PodInfo::default()
+        }
+    }
+
+    fn view(p: Option<&str>, ns: Option<&str>) -> PodView {
+        PodView {
+            pod: Some(Arc::new(pod(p))),
+            namespace_default: ns.map(str::to_string),
+        }
+    }
+
+    fn authn_kind(s: &ib::Server) -> Vec<&'static str> {
+        s.authorizations
+            .iter()
+            .map(
+                |a| match a.authentication.as_ref().and_then(|a| a.permit.as_ref()) {
+                    Some(ib::authn::Permit::Unauthenticated(_)) => "unauthenticated",
+                    Some(ib::authn::Permit::MeshTls(_)) => "mtls",
+                    None => "none",
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn the_pod_annotation_wins_then_the_namespace_then_the_cluster() {
+        let cfg = PolicyConfig::default();
+        assert_eq!(
+            effective_policy(&view(Some("deny"), Some("all-authenticated")), &cfg),
+            DefaultPolicy::Deny
+        );
+        assert_eq!(
+            effective_policy(&view(None, Some("all-authenticated")), &cfg),
+            DefaultPolicy::AllAuthenticated
+        );
+        assert_eq!(
+            effective_policy(&view(None, None), &cfg),
+            DefaultPolicy::AllUnauthenticated
+        );
+        assert_eq!(
+            effective_policy(&view(Some("bogus"), Some("also-bogus")), &cfg),
+            DefaultPolicy::AllUnauthenticated,
+            "unknown names fall through"
+        );
+    }
+
+    #[test]
+    fn servers_by_policy() {
+        let cfg = PolicyConfig::default();
+        let s = inbound_server(&view(None, None), 8080, &cfg).expect("server");
+        assert_eq!(authn_kind(&s), vec!["unauthenticated"]);
+        assert_eq!(
+            s.labels.get("name").map(String::as_str),
+            Some("all-unauthenticated")
+        );
+        let nets = &s.authorizations[0].networks;
+        assert_eq!(nets.len(), 2, "IPv4 and IPv6, everything");
+
+        let s =
+            inbound_server(&view(Some("cluster-authenticated"), None), 8080, &cfg).expect("server");
+        assert_eq!(authn_kind(&s), vec!["mtls"]);
+        assert_eq!(
+            s.authorizations[0].networks.len(),
+            cfg.cluster_networks.len()
+        );
+
+        let s = inbound_server(&view(Some("deny"), None), 8080, &cfg).expect("server");
+        assert!(s.authorizations.is_empty());
+    }
+
+    fn routes(s: &ib::Server) -> Vec<(String, Vec<String>)> {
+        let Some(ib::proxy_protocol::Kind::Detect(d)) =
+            s.protocol.as_ref().and_then(|p| p.kind.as_ref())
+        else {
+            return Vec::new();
+        };
+        d.http_routes
+            .iter()
+            .map(|r| {
+                let name = match r.metadata.as_ref().and_then(|m| m.kind.as_ref()) {
+                    Some(meta::metadata::Kind::Default(n)) => n.clone(),
+                    _ => String::new(),
+                };
+                let paths = r
+                    .rules
+                    .iter()
+                    .flat_map(|rule| rule.matches.iter())
+                    .filter_map(|m| match m.path.as_ref()?.kind.as_ref()? {
+                        hr::path_match::Kind::Exact(p) | hr::path_match::Kind::Prefix(p) => {
+                            Some(p.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (name, paths)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probes_get_through_a_strict_policy() {
+        let cfg = PolicyConfig::default();
+        let s = inbound_server(&view(Some("deny"), None), 8080, &cfg).expect("server");
+        assert_eq!(
+            routes(&s),
+            vec![
+                ("default".to_string(), vec!["/".to_string()]),
+                ("probe".to_string(), vec!["/healthz".to_string()]),
+            ]
+        );
+        let admin =
+            inbound_server(&view(Some("all-authenticated"), None), 4191, &cfg).expect("server");
+        assert_eq!(
+            routes(&admin)[1],
+            (
+                "probe".to_string(),
+                vec!["/live".to_string(), "/ready".to_string()]
+            )
+        );
+        let open = inbound_server(&view(None, None), 4191, &cfg).expect("server");
+        assert_eq!(
+            routes(&open).len(),
+            1,
+            "nothing to add when all may connect"
+        );
+    }
+
+    #[test]
+    fn opaque_ports_are_opaque() {
+        let cfg = PolicyConfig::default();
+        let s = inbound_server(&view(None, None), 5432, &cfg).expect("server");
+        assert!(matches!(
+            s.protocol.and_then(|p| p.kind),
+            Some(ib::proxy_protocol::Kind::Opaque(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_pod_has_no_server_yet() {
+        assert!(inbound_server(&PodView::default(), 80, &PolicyConfig::default()).is_none());
+    }
+
+    #[test]
+    fn outbound_routes_to_the_service() {
+        let cfg = PolicyConfig::default();
+        let key = ObjKey::new("app", "web");
+        let mut info = ServiceInfo {
+            cluster_ips: vec!["10.96.0.10".parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+            }],
+            ..ServiceInfo::default()
+        };
+        let v = ServiceView {
+            service: Some(Arc::new(info.clone())),
+            endpoints: Vec::new(),
+        };
+        let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
+        let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
+            panic!("detect expected")
+        };
+        assert!(d.timeout.is_some());
+        let route = &d.http1.expect("http1").routes[0];
+        let Some(ob::http_route::distribution::Kind::FirstAvailable(fa)) = route.rules[0]
+            .backends
+            .as_ref()
+            .and_then(|b| b.kind.as_ref())
+        else {
+            panic!("a backend")
+        };
+        let backend = fa.backends[0].backend.as_ref().expect("backend");
+        assert!(backend.metadata.is_some() && backend.queue.is_some());
+        let Some(ob::backend::Kind::Balancer(b)) = &backend.kind else {
+            panic!("balancer")
+        };
+        let Some(ob::backend::endpoint_discovery::Kind::Dst(dst)) =
+            b.discovery.as_ref().and_then(|d| d.kind.as_ref())
+        else {
+            panic!("dst")
+        };
+        assert_eq!(dst.path, "web.app.svc.cluster.local:80");
+        assert!(b.load.is_some());
+
+        info.opaque_ports = vec![PortRange { lo: 80, hi: 80 }];
+        let v = ServiceView {
+            service: Some(Arc::new(info)),
+            endpoints: Vec::new(),
+        };
+        let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
+        assert!(matches!(
+            p.protocol.and_then(|p| p.kind),
+            Some(ob::proxy_protocol::Kind::Opaque(_))
+        ));
+        assert!(outbound_policy(&key, &ServiceView::default(), 80, &cfg).is_none());
+    }
+}
