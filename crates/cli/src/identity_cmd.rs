@@ -26,6 +26,13 @@ pub struct IdentityArgs {
     /// this directory (tls.crt, tls.key, ca.crt), for an injector outside the cluster.
     #[arg(long, value_name = "DIR")]
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Lifetime of the destination controller's serving certificate (Go duration).
+    #[arg(long, default_value = "720h")]
+    pub destination_lifetime: String,
+    /// Also write the destination controller's serving certificate and the
+    /// trust bundle to this directory, for a destination outside the cluster.
+    #[arg(long, value_name = "DIR")]
+    pub destination_cert_dir: Option<std::path::PathBuf>,
     /// A user-provided trust root (PEM), used with --issuer-cert and
     /// --issuer-key instead of the issuer Secret.
     #[arg(long, value_name = "FILE", requires_all = ["issuer_cert", "issuer_key"])]
@@ -87,6 +94,11 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         webhook_service: args.webhook_service.clone(),
         webhook_lifetime: positive_duration("--webhook-lifetime", &args.webhook_lifetime)?,
         webhook_cert_dir: args.webhook_cert_dir.clone(),
+        destination_lifetime: positive_duration(
+            "--destination-lifetime",
+            &args.destination_lifetime,
+        )?,
+        destination_cert_dir: args.destination_cert_dir.clone(),
         provided: provided(args)?,
         admin_addr: Some(args.admin_addr),
         grpc_addr: args.grpc_addr,

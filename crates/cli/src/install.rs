@@ -22,6 +22,7 @@ pub const RUN_AS_USER: i64 = 65532;
 
 pub const INJECTOR: &str = "linkerd-proxy-injector";
 pub const IDENTITY: &str = "linkerd-identity";
+pub const DESTINATION: &str = "linkerd-destination";
 /// Where the injector's serving certificate (written by identity) is mounted.
 const TLS_DIR: &str = "/var/run/linkerd/tls";
 const WEBHOOK_PORT: i32 = 8443;
@@ -29,6 +30,11 @@ const INJECTOR_ADMIN_PORT: i32 = 9995;
 const IDENTITY_ADMIN_PORT: i32 = 9990;
 /// The proxy's `Identity/Certify` (what `LINKERD2_PROXY_IDENTITY_SVC_ADDR` names).
 const IDENTITY_GRPC_PORT: i32 = 8080;
+/// Destination and policy (what `LINKERD2_PROXY_DESTINATION_SVC_ADDR` and
+/// `LINKERD2_PROXY_POLICY_SVC_ADDR` name); each port serves all three APIs.
+const DST_GRPC_PORT: i32 = 8086;
+const POLICY_GRPC_PORT: i32 = 8090;
+const DESTINATION_ADMIN_PORT: i32 = 9996;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tls {
@@ -470,6 +476,43 @@ fn identity_deployment(p: &Plan) -> Value {
     deployment(p, IDENTITY, "identity", container, json!([]))
 }
 
+fn destination_deployment(p: &Plan) -> Value {
+    let ns = &p.namespace;
+    let container = json!({
+        "name": "destination",
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "destination",
+            "--linkerd-namespace", ns,
+            "--grpc-addr", format!("0.0.0.0:{DST_GRPC_PORT}"),
+            "--grpc-addr", format!("0.0.0.0:{POLICY_GRPC_PORT}"),
+            "--admin-addr", format!("0.0.0.0:{DESTINATION_ADMIN_PORT}"),
+            "--cert-dir", TLS_DIR,
+            "--values-from-cluster",
+            "--log-level", p.log_level,
+            "--log-format", "json",
+        ],
+        "ports": [
+            {"name": "grpc-dst", "containerPort": DST_GRPC_PORT, "protocol": "TCP"},
+            {"name": "grpc-policy", "containerPort": POLICY_GRPC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": DESTINATION_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": probe("/live", DESTINATION_ADMIN_PORT, 10, 3),
+        "readinessProbe": probe("/ready", DESTINATION_ADMIN_PORT, 2, 3),
+        "resources": resources("10m", "32Mi", "256Mi"),
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR, "readOnly": true}],
+    });
+    let volumes = json!([{
+        "name": "tls",
+        // Written by identity; optional, as for the injector: not ready
+        // until the files appear.
+        "secret": {"secretName": format!("{DESTINATION}-k8s-tls"), "optional": true},
+    }]);
+    deployment(p, DESTINATION, "destination", container, volumes)
+}
+
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
 }
@@ -512,17 +555,18 @@ fn pdb(p: &Plan, name: &str, component: &str) -> Value {
 }
 
 /// The cluster-scoped ClusterRole names, shared with `uninstall`.
-pub fn cluster_role_names(ns: &str) -> [String; 2] {
+pub fn cluster_role_names(ns: &str) -> [String; 3] {
     [
         format!("linkerd-{ns}-proxy-injector"),
         format!("linkerd-{ns}-identity"),
+        format!("linkerd-{ns}-destination"),
     ]
 }
 
 /// Every object of the control plane, in apply order.
 pub fn render(p: &Plan) -> Vec<Value> {
     let ns = p.namespace.as_str();
-    let [injector_role, identity_role] = cluster_role_names(ns);
+    let [injector_role, identity_role, destination_role] = cluster_role_names(ns);
     let mut out = vec![json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -534,6 +578,7 @@ pub fn render(p: &Plan) -> Vec<Value> {
         }},
     })];
     out.push(service_account(IDENTITY, ns));
+    out.push(service_account(DESTINATION, ns));
     if p.injector {
         out.push(service_account(INJECTOR, ns));
     }
@@ -630,6 +675,39 @@ pub fn render(p: &Plan) -> Vec<Value> {
         ));
         out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
     }
+    // destination: read-only watches of what it answers from (pods, Services,
+    // EndpointSlices, namespaces), and its values in its own namespace.
+    out.push(role(
+        "ClusterRole",
+        &destination_role,
+        ns,
+        vec![
+            rule(
+                &[""],
+                &["pods", "services", "namespaces"],
+                &["list", "watch"],
+            ),
+            rule(
+                &["discovery.k8s.io"],
+                &["endpointslices"],
+                &["list", "watch"],
+            ),
+        ],
+    ));
+    out.push(binding(
+        "ClusterRoleBinding",
+        &destination_role,
+        ns,
+        DESTINATION,
+        false,
+    ));
+    out.push(role(
+        "Role",
+        DESTINATION,
+        ns,
+        vec![rule(&[""], &["configmaps"], &["get"])],
+    ));
+    out.push(binding("RoleBinding", DESTINATION, ns, DESTINATION, true));
     out.push(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -667,12 +745,35 @@ pub fn render(p: &Plan) -> Vec<Value> {
             "spec": spec,
         }));
     }
+    // The names the injected proxy env dials for discovery and policy.
+    for (name, headless, port, target) in [
+        ("linkerd-dst", false, DST_GRPC_PORT, "grpc-dst"),
+        ("linkerd-dst-headless", true, DST_GRPC_PORT, "grpc-dst"),
+        ("linkerd-policy", true, POLICY_GRPC_PORT, "grpc-policy"),
+    ] {
+        let mut spec = json!({
+            "type": "ClusterIP",
+            "selector": selector("destination"),
+            "ports": [{"name": "grpc", "port": port, "targetPort": target, "protocol": "TCP"}],
+        });
+        if headless {
+            spec["clusterIP"] = json!("None");
+        }
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels("destination"), ns)},
+            "spec": spec,
+        }));
+    }
     out.push(identity_deployment(p));
+    out.push(destination_deployment(p));
     if p.injector {
         out.push(injector_deployment(p));
     }
     if p.ha {
         out.push(pdb(p, IDENTITY, "identity"));
+        out.push(pdb(p, DESTINATION, "destination"));
         if p.injector {
             out.push(pdb(p, INJECTOR, "proxy-injector"));
         }

@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod allocator;
 mod check;
+mod destination_cmd;
 mod identity_cmd;
 mod inject_cmd;
 mod install;
@@ -63,6 +64,10 @@ enum Command {
     /// (`linkerd-ca-bundle`) and a TLS Secret per meshed workload
     /// (`<name>-<kind>-tls-linkerd-io`), renewed before expiry.
     Identity(Box<identity_cmd::IdentityArgs>),
+    /// Serve the APIs the proxy calls once it has its identity: Destination
+    /// (Get, GetProfile), InboundServerPolicies and OutboundPolicies, from one
+    /// watch per kind (pods, Services, EndpointSlices, namespaces).
+    Destination(Box<destination_cmd::DestinationArgs>),
 }
 
 /// Linkerd's Go binaries take single-dash long flags (`-log-level`); accept
@@ -95,6 +100,7 @@ fn main() {
         Command::Uninstall(args) => install::uninstall(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),
+        Command::Destination(args) => destination_cmd::run(args),
     };
     let code = match result {
         Ok(code) => code,

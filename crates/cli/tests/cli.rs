@@ -1072,7 +1072,8 @@ fn install_is_deterministic_and_validates_its_flags() {
             .iter()
             .filter(|o| o["kind"] == "PodDisruptionBudget")
             .count(),
-        2
+        3,
+        "identity, destination, injector"
     );
     assert!(
         objects.iter().any(|o| o["kind"] == "ClusterRole"
@@ -1154,6 +1155,8 @@ fn uninstall_lists_every_cluster_scoped_object() {
             "ClusterRole/linkerd-mesh-proxy-injector",
             "ClusterRoleBinding/linkerd-mesh-identity",
             "ClusterRole/linkerd-mesh-identity",
+            "ClusterRoleBinding/linkerd-mesh-destination",
+            "ClusterRole/linkerd-mesh-destination",
             "Namespace/mesh",
         ]
     );

@@ -2009,3 +2009,404 @@ fn verify_as_the_proxy(leaf: &[u8], intermediates: &[Vec<u8>], root_pem: &str, i
         .expect("verifies as a client certificate");
     assert_eq!(kinject_identity::ca::dns_names(leaf), vec![id.to_string()]);
 }
+
+/// A meshed pod (as the injector labels it), Pending forever here, with the
+/// IP a kubelet would have reported.
+fn meshed_pod(k: &Cluster, ns: &str, name: &str, ip: &str, annotations: Value) {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"linkerd.io/control-plane-ns": "linkerd", "app": "web"},
+                     "annotations": annotations},
+        "spec": {"serviceAccountName": "web", "containers": [{
+            "name": "app", "image": "nginx",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+        }]},
+    });
+    k.apply(&pod.to_string());
+    // The status subresource, as a kubelet writes it (kubectl 1.20 has no
+    // --subresource).
+    let raw = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
+    let current: Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", &raw])).expect("the pod as JSON");
+    let mut updated = current;
+    updated["status"]["podIP"] = serde_json::json!(ip);
+    updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
+    let out = k.kubectl(
+        &["replace", "--raw", &raw, "-f", "-"],
+        Some(&updated.to_string()),
+    );
+    assert!(
+        out.status.success(),
+        "setting {name}'s IP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn endpoint_slice(ns: &str, pods: &[(&str, &str)]) -> String {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": pods.iter().map(|(name, ip)| serde_json::json!({
+            "addresses": [ip], "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": name, "namespace": ns},
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+#[test]
+fn destination_and_policy_from_the_cluster() {
+    if !enabled("destination_and_policy_from_the_cluster") {
+        return;
+    }
+    use linkerd2_proxy_api::destination as d;
+    use linkerd2_proxy_api::inbound as ib;
+    use linkerd2_proxy_api::outbound as ob;
+    use support::{Destination, Identity};
+    let k = Cluster::start();
+    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
+    assert_eq!(code, 0, "{err}");
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    k.namespace("apps", &[]);
+    k.ok(&["create", "serviceaccount", "-n", "apps", "web"]);
+    for (name, ip) in [
+        ("web-1", "10.1.0.1"),
+        ("web-2", "10.1.0.2"),
+        ("web-3", "10.1.0.3"),
+    ] {
+        meshed_pod(&k, "apps", name, ip, serde_json::json!({}));
+    }
+    meshed_pod(
+        &k,
+        "apps",
+        "db-0",
+        "10.1.0.9",
+        serde_json::json!({"config.linkerd.io/opaque-ports": "5432"}),
+    );
+    k.apply(
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        })
+        .to_string(),
+    );
+    let cluster_ip = k.ok(&[
+        "get",
+        "service",
+        "-n",
+        "apps",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    k.apply(&endpoint_slice(
+        "apps",
+        &[("web-1", "10.1.0.1"), ("web-2", "10.1.0.2")],
+    ));
+
+    // Exactly the installed RBAC.
+    let restricted = k.service_account_kubeconfig("linkerd", "linkerd-destination");
+    let dst = Destination::start_as(&restricted, None, &[]);
+    wait_for("destination ready", Duration::from_secs(30), || {
+        (support::admin_get(dst.admin, "/ready").0 == 200).then_some(())
+    });
+    let url = format!("http://127.0.0.1:{}", dst.grpc);
+    const WEB_ID: &str = "web.apps.serviceaccount.identity.linkerd.cluster.local";
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
+            tokio::time::timeout(Duration::from_secs(10), s.message())
+                .await
+                .expect("an update within 10 s")
+                .expect("no error")
+                .expect("open")
+        }
+        let describe = |u: &d::Update| -> String {
+            let addr = |a: &linkerd2_proxy_api::net::TcpAddress| {
+                let ip: std::net::IpAddr = a.ip.and_then(|i| i.try_into().ok()).expect("ip");
+                format!("{ip}:{}", a.port)
+            };
+            match u.update.as_ref() {
+                Some(d::update::Update::Add(s)) => {
+                    let mut v: Vec<String> = s
+                        .addrs
+                        .iter()
+                        .map(|w| {
+                            let id = match w.tls_identity.as_ref().and_then(|t| t.strategy.as_ref())
+                            {
+                                Some(d::tls_identity::Strategy::DnsLikeIdentity(n)) => {
+                                    n.name.clone()
+                                }
+                                _ => "-".into(),
+                            };
+                            let h2 = matches!(
+                                w.protocol_hint.as_ref().and_then(|h| h.protocol.as_ref()),
+                                Some(d::protocol_hint::Protocol::H2(_))
+                            );
+                            format!("{} {id} h2={h2}", addr(w.addr.as_ref().expect("addr")))
+                        })
+                        .collect();
+                    v.sort();
+                    format!("add {}", v.join(", "))
+                }
+                Some(d::update::Update::Remove(s)) => {
+                    format!(
+                        "remove {}",
+                        s.addrs.iter().map(addr).collect::<Vec<_>>().join(", ")
+                    )
+                }
+                Some(d::update::Update::NoEndpoints(n)) => format!("none {}", n.exists),
+                None => "empty".into(),
+            }
+        };
+
+        // Destination/Get: the Service's endpoints, then add and remove as
+        // the EndpointSlice changes.
+        let mut dc = d::destination_client::DestinationClient::connect(url.clone())
+            .await
+            .expect("connect");
+        let mut get = dc
+            .get(d::GetDestination {
+                scheme: "k8s".into(),
+                path: "web.apps.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(
+            describe(&next(&mut get).await),
+            format!("add 10.1.0.1:8080 {WEB_ID} h2=true, 10.1.0.2:8080 {WEB_ID} h2=true")
+        );
+        k.apply(&endpoint_slice(
+            "apps",
+            &[
+                ("web-1", "10.1.0.1"),
+                ("web-2", "10.1.0.2"),
+                ("web-3", "10.1.0.3"),
+            ],
+        ));
+        assert_eq!(
+            describe(&next(&mut get).await),
+            format!("add 10.1.0.3:8080 {WEB_ID} h2=true")
+        );
+        k.apply(&endpoint_slice(
+            "apps",
+            &[("web-2", "10.1.0.2"), ("web-3", "10.1.0.3")],
+        ));
+        assert_eq!(describe(&next(&mut get).await), "remove 10.1.0.1:8080");
+        let missing = dc
+            .get(d::GetDestination {
+                scheme: "k8s".into(),
+                path: "nope.apps.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .message()
+            .await
+            .expect("ok")
+            .expect("a message");
+        assert_eq!(describe(&missing), "none false");
+
+        // OutboundPolicies/Watch by the Service's cluster IP.
+        let mut oc = ob::outbound_policies_client::OutboundPoliciesClient::connect(url.clone())
+            .await
+            .expect("connect");
+        let target = |ip: &str, port: u32| ob::TrafficSpec {
+            source_workload: "{\"ns\":\"apps\",\"pod\":\"web-1\"}\n".into(),
+            target: Some(ob::traffic_spec::Target::Addr(
+                linkerd2_proxy_api::net::TcpAddress {
+                    ip: Some(ip.parse::<std::net::IpAddr>().expect("ip").into()),
+                    port,
+                },
+            )),
+        };
+        let policy = oc
+            .watch(target(&cluster_ip, 80))
+            .await
+            .expect("a Service's policy")
+            .into_inner()
+            .message()
+            .await
+            .expect("ok")
+            .expect("a policy");
+        let text = format!("{policy:?}");
+        assert!(text.contains("web.apps.svc.cluster.local:80"), "{text}");
+        let err = oc
+            .watch(target("10.1.0.1", 8080))
+            .await
+            .expect_err("a pod IP");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+
+        // InboundServerPolicies/WatchPort follows the namespace's annotation,
+        // and a strict policy keeps the kubelet's probe path open.
+        let mut ic =
+            ib::inbound_server_policies_client::InboundServerPoliciesClient::connect(url.clone())
+                .await
+                .expect("connect");
+        let mut inbound = ic
+            .watch_port(ib::PortSpec {
+                workload: "{\"ns\":\"apps\",\"pod\":\"web-1\"}\n".into(),
+                port: 8080,
+            })
+            .await
+            .expect("watch port")
+            .into_inner();
+        let s = next(&mut inbound).await;
+        assert_eq!(
+            s.labels.get("name").map(String::as_str),
+            Some("all-unauthenticated")
+        );
+        k.ok(&[
+            "annotate",
+            "namespace",
+            "apps",
+            "config.linkerd.io/default-inbound-policy=deny",
+        ]);
+        let s = next(&mut inbound).await;
+        assert_eq!(s.labels.get("name").map(String::as_str), Some("deny"));
+        assert!(s.authorizations.is_empty());
+        assert!(
+            format!("{s:?}").contains("/healthz"),
+            "the probe route: {s:?}"
+        );
+
+        // GetProfile for a pod IP: the pod itself, opaque on its opaque port.
+        let profile = dc
+            .get_profile(d::GetDestination {
+                scheme: "k8s".into(),
+                path: "10.1.0.9:5432".into(),
+                context_token: String::new(),
+            })
+            .await
+            .expect("profile")
+            .into_inner()
+            .message()
+            .await
+            .expect("ok")
+            .expect("a profile");
+        assert!(profile.opaque_protocol);
+        let ep = profile.endpoint.expect("endpoint");
+        assert!(format!("{:?}", ep.tls_identity).contains(WEB_ID));
+
+        // Streams that end free their watches (waited for here, while the
+        // client's connection task still runs and can reset the streams).
+        drop(get);
+        drop(inbound);
+        let open = |api: &str| {
+            support::metric(
+                dst.admin,
+                &format!("kinject_destination_streams_open{{api=\"{api}\"}}"),
+            )
+        };
+        for _ in 0..100 {
+            if open("get") == Some(0.0) && open("inbound") == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            (open("get"), open("inbound")),
+            (Some(0.0), Some(0.0)),
+            "every stream closed"
+        );
+    });
+    let log = dst.log();
+    assert!(!log.contains("forbidden"), "a call was refused:\n{log}");
+
+    // Over TLS: not ready until identity writes the certificate, then the
+    // name the injected env expects, without ALPN (as the proxy dials).
+    let certs = tempfile::tempdir().expect("tmp");
+    let tls_dst = Destination::start_as(&restricted, Some(certs.path()), &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, body) = support::admin_get(tls_dst.admin, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no serving certificate yet"), "{body}");
+    let _id = Identity::start_with(
+        &k,
+        &[
+            "--destination-cert-dir",
+            certs.path().to_str().expect("utf-8"),
+        ],
+    );
+    wait_for("TLS destination ready", Duration::from_secs(30), || {
+        (support::admin_get(tls_dst.admin, "/ready").0 == 200).then_some(())
+    });
+    let secret = k.json(&[
+        "get",
+        "secret",
+        "-n",
+        "linkerd",
+        "linkerd-destination-k8s-tls",
+    ]);
+    let root_pem = support::secret_text(&secret, "ca.crt");
+    rt.block_on(async {
+        use rustls::pki_types::pem::PemObject;
+        let name = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local";
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                rustls::pki_types::CertificateDer::from_pem_slice(root_pem.as_bytes())
+                    .expect("root"),
+            )
+            .expect("add");
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_dst.grpc))
+            .await
+            .expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from(name.to_string()).expect("name"),
+                tcp,
+            )
+            .await
+            .expect("the destination's certificate carries the service name");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&root_pem))
+            .domain_name(name);
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", tls_dst.grpc))
+                .expect("endpoint")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await
+                .expect("TLS channel");
+        let mut dc = d::destination_client::DestinationClient::new(channel);
+        let first = dc
+            .get(d::GetDestination {
+                scheme: "k8s".into(),
+                path: "web.apps.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            })
+            .await
+            .expect("get over TLS")
+            .into_inner()
+            .message()
+            .await
+            .expect("ok")
+            .expect("a message");
+        assert!(matches!(first.update, Some(d::update::Update::Add(ref s)) if s.addrs.len() == 2));
+    });
+}

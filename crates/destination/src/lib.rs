@@ -47,14 +47,17 @@ pub struct Config {
 /// the injected `LINKERD2_PROXY_DESTINATION_SVC_NAME` and
 /// `LINKERD2_PROXY_POLICY_SVC_NAME` say).
 pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
-    format!("linkerd-destination.{control_ns}.serviceaccount.identity.{control_ns}.{trust_domain}")
+    kinject_inject::proxy::control_plane_identity("linkerd-destination", control_ns, trust_domain)
 }
 
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub config: Config,
-    pub grpc_addr: SocketAddr,
+    /// Where to serve all three APIs: the injected env dials
+    /// `linkerd-dst-headless:8086` and `linkerd-policy:8090`, both headless
+    /// Services, so the pod listens on both ports.
+    pub grpc_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     /// Serve in plaintext (loopback, tests: the proxy dials loopback control
     /// planes in plaintext).
@@ -134,47 +137,57 @@ pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
             kinject_runtime::admin::serve_admin(listener, app, stop_rx).await;
         });
     }
-    let router = grpc::router(shared);
-    let addr = server.grpc_addr;
-    match tls {
-        None => {
-            info!(%addr, "serving Destination and policy APIs in plaintext");
-            router
-                .serve(addr)
-                .await
-                .with_context(|| format!("the destination gRPC server on {addr}"))
-        }
-        Some(tls) => {
-            // The certificate comes from a mounted Secret: re-read it, so a
-            // renewal is served on the next handshake.
-            let reloader = tls.clone();
-            let every = server.reload_interval;
-            tokio::spawn(async move {
-                let mut last_err = String::new();
-                loop {
-                    match reloader.reload() {
-                        Ok(expiry) => {
-                            cert_expiry.set(expiry);
-                            last_err.clear();
-                        }
-                        Err(e) => {
-                            let e = format!("{e:#}");
-                            if e != last_err {
-                                warn!(error = %e, "no usable serving certificate yet (waiting for kinject identity to write it)");
-                                last_err = e;
-                            }
+    if let Some(tls) = &tls {
+        // The certificate comes from a mounted Secret: re-read it, so a
+        // renewal is served on the next handshake.
+        let reloader = tls.clone();
+        let every = server.reload_interval;
+        tokio::spawn(async move {
+            let mut last_err = String::new();
+            loop {
+                match reloader.reload() {
+                    Ok(expiry) => {
+                        cert_expiry.set(expiry);
+                        last_err.clear();
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        if e != last_err {
+                            warn!(error = %e, "no usable serving certificate yet (waiting for kinject identity to write it)");
+                            last_err = e;
                         }
                     }
-                    tokio::time::sleep(every).await;
                 }
-            });
-            let incoming =
-                kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
-            info!(%addr, "serving Destination and policy APIs over TLS 1.3");
-            router
-                .serve_with_incoming(incoming)
-                .await
-                .with_context(|| format!("the destination gRPC server on {addr}"))
-        }
+                tokio::time::sleep(every).await;
+            }
+        });
     }
+    let mut servers = Vec::new();
+    for addr in server.grpc_addrs.iter().copied() {
+        let router = grpc::router(shared.clone());
+        let tls = tls.clone();
+        servers.push(tokio::spawn(async move {
+            match tls {
+                None => {
+                    info!(%addr, "serving Destination and policy APIs in plaintext");
+                    router
+                        .serve(addr)
+                        .await
+                        .with_context(|| format!("the destination gRPC server on {addr}"))
+                }
+                Some(tls) => {
+                    let incoming =
+                        kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
+                    info!(%addr, "serving Destination and policy APIs over TLS 1.3");
+                    router
+                        .serve_with_incoming(incoming)
+                        .await
+                        .with_context(|| format!("the destination gRPC server on {addr}"))
+                }
+            }
+        }));
+    }
+    // The first server to stop (a port in use, say) stops the process.
+    let (first, _, _) = futures::future::select_all(servers).await;
+    first.context("the gRPC server task")?
 }

@@ -303,7 +303,7 @@ pub struct EndpointSliceLite {
     pub metadata: SliceMeta,
     #[serde(default, rename = "addressType")]
     pub address_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub endpoints: Vec<LiteEndpoint>,
     #[serde(default)]
     pub ports: Option<Vec<LitePort>>,
@@ -315,13 +315,13 @@ pub struct SliceMeta {
     pub name: String,
     #[serde(default)]
     pub namespace: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LiteEndpoint {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub addresses: Vec<String>,
     #[serde(default)]
     pub conditions: Option<LiteConditions>,
@@ -349,6 +349,16 @@ pub struct LitePort {
     pub name: Option<String>,
     pub port: Option<i32>,
     pub protocol: Option<String>,
+}
+
+/// The API server writes `"endpoints": null` for a Service with no
+/// endpoints: read it as empty.
+fn null_is_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -479,6 +489,17 @@ mod tests {
             assert_eq!(ready, vec![true, false, true]);
             assert_eq!(info.endpoints[0].pod.as_deref(), Some("web-1"));
         }
+    }
+
+    #[test]
+    fn an_empty_slice_has_null_endpoints() {
+        let s: EndpointSliceLite = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "namespace": "a", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": null, "ports": null
+        }))
+        .expect("the API server's empty slice");
+        let info = slice_info(&s).expect("a Service's slice");
+        assert!(info.endpoints.is_empty() && info.ports.is_empty());
     }
 
     #[test]

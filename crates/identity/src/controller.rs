@@ -40,6 +40,9 @@ pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
 pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
+/// The destination controller's serving certificate (Destination and
+/// policy APIs), for `linkerd-destination.<ns>.serviceaccount.identity.<ns>.<td>`.
+pub const DESTINATION_SECRET: &str = "linkerd-destination-k8s-tls";
 const MANAGED_LABEL: &str = "kinject.io/workload-identity";
 const FIELD_MANAGER: &str = "kinject-identity";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -63,6 +66,11 @@ pub struct IdentityConfig {
     /// Also write the serving certificate (`tls.crt`, `tls.key`) and the trust
     /// bundle (`ca.crt`) here, for an injector running outside the cluster.
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Lifetime of the destination controller's serving certificate.
+    pub destination_lifetime: Duration,
+    /// Also write it (`tls.crt`, `tls.key`, `ca.crt`) here, for a
+    /// destination controller running outside the cluster.
+    pub destination_cert_dir: Option<std::path::PathBuf>,
     /// A user-provided trust root (PEM) and issuer (certificate and key PEM)
     /// to use instead of the issuer Secret.
     pub provided: Option<(String, CertAndKey)>,
@@ -92,6 +100,8 @@ impl Default for IdentityConfig {
             webhook_service: "linkerd-proxy-injector".into(),
             webhook_lifetime: 30 * DAY,
             webhook_cert_dir: None,
+            destination_lifetime: 30 * DAY,
+            destination_cert_dir: None,
             provided: None,
             admin_addr: None,
             holder: std::env::var("HOSTNAME")
@@ -496,7 +506,43 @@ async fn reconcile(
     for ns in &namespaces {
         apply_bundle(client, ns, bundle).await?;
     }
-    webhook_certificate(client, cfg, ca, bundle, now).await?;
+    let ns = &cfg.namespace;
+    let svc = &cfg.webhook_service;
+    serving_certificate(
+        client,
+        cfg,
+        ca,
+        bundle,
+        now,
+        &ServingCert {
+            what: "the injector's serving certificate",
+            secret: WEBHOOK_SECRET,
+            dns: vec![
+                format!("{svc}.{ns}.svc"),
+                format!("{svc}.{ns}.svc.cluster.local"),
+            ],
+            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            lifetime: cfg.webhook_lifetime,
+            dir: cfg.webhook_cert_dir.as_deref(),
+        },
+    )
+    .await?;
+    serving_certificate(
+        client,
+        cfg,
+        ca,
+        bundle,
+        now,
+        &ServingCert {
+            what: "the destination controller's serving certificate",
+            secret: DESTINATION_SECRET,
+            dns: vec![destination_service_name(ns, &cfg.trust_domain)],
+            ips: Vec::new(),
+            lifetime: cfg.destination_lifetime,
+            dir: cfg.destination_cert_dir.as_deref(),
+        },
+    )
+    .await?;
     // Workloads are independent: up to 16 are handled at once (the API
     // server round trips dominate), and one failure does not stop the others.
     let results: Vec<Result<()>> = futures::stream::iter(&workloads)
@@ -543,55 +589,63 @@ fn tls_secret_data(chain: &str, key: &str, trust: &str) -> BTreeMap<String, Byte
         .collect()
 }
 
-/// The injector's serving certificate: a Secret in the control-plane
-/// namespace (mounted and hot-reloaded in cluster) and, optionally, files.
-/// Its `ca.crt` is the trust bundle (the injector registers it as caBundle), so
-/// a root rotation's overlap covers admission too.
-async fn webhook_certificate(
+/// The name the destination and policy services' certificate carries (the
+/// injected `LINKERD2_PROXY_DESTINATION_SVC_NAME`/`_POLICY_SVC_NAME`).
+pub fn destination_service_name(control_ns: &str, trust_domain: &str) -> String {
+    kinject_inject::proxy::control_plane_identity("linkerd-destination", control_ns, trust_domain)
+}
+
+/// A serving certificate the controller keeps for a control-plane server.
+struct ServingCert<'a> {
+    what: &'static str,
+    secret: &'static str,
+    dns: Vec<String>,
+    ips: Vec<std::net::IpAddr>,
+    lifetime: Duration,
+    dir: Option<&'a std::path::Path>,
+}
+
+/// A server's certificate: a Secret in the control-plane namespace (mounted
+/// and hot-reloaded in cluster) and, optionally, files. Its `ca.crt` is the
+/// trust bundle (the injector registers it as caBundle), so a root
+/// rotation's overlap covers admission too.
+async fn serving_certificate(
     client: &kube::Client,
     cfg: &IdentityConfig,
     ca: &Ca,
     bundle: &str,
     now: OffsetDateTime,
+    want: &ServingCert<'_>,
 ) -> Result<()> {
     let ns = &cfg.namespace;
-    let svc = &cfg.webhook_service;
-    let dns = vec![
-        format!("{svc}.{ns}.svc"),
-        format!("{svc}.{ns}.svc.cluster.local"),
-    ];
+    let dns = &want.dns;
     let api = Api::<Secret>::namespaced(client.clone(), ns);
-    let mut current = api.get_opt(WEBHOOK_SECRET).await?;
+    let mut current = api.get_opt(want.secret).await?;
     if !current
         .as_ref()
-        .is_some_and(|s| secret_ok(ca, s, &dns, bundle, now))
+        .is_some_and(|s| secret_ok(ca, s, dns, bundle, now))
     {
-        let leaf = ca.issue(
-            &dns,
-            &[std::net::Ipv4Addr::LOCALHOST.into()],
-            now,
-            cfg.webhook_lifetime,
-        )?;
+        let leaf = ca.issue(dns, &want.ips, now, want.lifetime)?;
         let secret = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "kubernetes.io/tls",
-            "metadata": {"name": WEBHOOK_SECRET, "namespace": ns,
+            "metadata": {"name": want.secret, "namespace": ns,
                          "annotations": {"kinject.io/not-after": leaf.not_after.to_string()}},
             "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, bundle),
         });
         current = Some(
             api.patch(
-                WEBHOOK_SECRET,
+                want.secret,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&secret),
             )
             .await
-            .context("writing the injector's serving certificate")?,
+            .with_context(|| format!("writing {}", want.what))?,
         );
-        info!(not_after = %leaf.not_after, "issued the injector's serving certificate");
+        info!(not_after = %leaf.not_after, secret = want.secret, "issued {}", want.what);
     }
-    if let (Some(dir), Some(s)) = (&cfg.webhook_cert_dir, &current) {
+    if let (Some(dir), Some(s)) = (want.dir, &current) {
         for (file, key) in [
             ("ca.crt", "ca.crt"),
             ("tls.key", "tls.key"),

@@ -236,7 +236,7 @@ impl Identity for CertifyService {
 /// The name the identity service's certificate carries (what the injected
 /// `LINKERD2_PROXY_IDENTITY_SVC_NAME` says).
 pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
-    format!("linkerd-identity.{control_ns}.serviceaccount.identity.{control_ns}.{trust_domain}")
+    kinject_inject::proxy::control_plane_identity("linkerd-identity", control_ns, trust_domain)
 }
 
 /// The Certify server's own certificate, issued by the CA and renewed at

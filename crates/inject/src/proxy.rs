@@ -336,7 +336,10 @@ fn param_env<'a>(prefix: &str, m: &'a Map<String, Value>, out: &mut Vec<EnvVar<'
     }
 }
 
-fn svc_name(who: &str, ns: &str, td: &str) -> String {
+/// The identity of a control-plane component (`linkerd-identity`,
+/// `linkerd-destination`) as the injected `*_SVC_NAME` env names it: the
+/// servers' certificates must carry exactly this name.
+pub fn control_plane_identity(who: &str, ns: &str, td: &str) -> String {
     format!("{who}.{ns}.serviceaccount.identity.{ns}.{td}")
 }
 
@@ -584,9 +587,9 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
     ));
     e.push(env(
         "LINKERD2_PROXY_IDENTITY_SVC_NAME",
-        svc_name("linkerd-identity", ns, td),
+        control_plane_identity("linkerd-identity", ns, td),
     ));
-    let dst = svc_name("linkerd-destination", ns, td);
+    let dst = control_plane_identity("linkerd-destination", ns, td);
     e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", dst.clone()));
     e.push(env("LINKERD2_PROXY_POLICY_SVC_NAME", dst));
     if let Some(log) = non_empty(&p.access_log) {

@@ -556,6 +556,60 @@ impl Drop for Identity {
     }
 }
 
+/// `kinject destination` on loopback, in plaintext unless `--cert-dir` is
+/// among `extra` (then TLS).
+pub struct Destination {
+    child: Child,
+    pub log: PathBuf,
+    pub admin: u16,
+    pub grpc: u16,
+}
+
+impl Destination {
+    pub fn start_as(kubeconfig: &Path, tls_dir: Option<&Path>, extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("kinject-destination-{}.log", free_port()));
+        let admin = free_port();
+        let grpc = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinject"));
+        cmd.args(["destination", "-l", "linkerd", "--values-from-cluster"])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--reload-interval", "200ms"]);
+        match tls_dir {
+            Some(dir) => cmd.arg("--cert-dir").arg(dir),
+            None => cmd.arg("--plaintext"),
+        };
+        let child = cmd
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start kinject destination");
+        Self {
+            child,
+            log,
+            admin,
+            grpc,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Destination {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- destination log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 /// A Secret's data value, decoded.
 pub fn secret_text(secret: &Value, key: &str) -> String {
     use base64::Engine as _;

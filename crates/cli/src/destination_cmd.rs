@@ -1,0 +1,171 @@
+//! `kinject destination`: values and flags → `kinject_destination::ServerConfig`.
+//!
+//! The policy defaults come from the same values the injector renders with
+//! (`proxy.defaultInboundPolicy`, `clusterNetworks`, `clusterDomain`,
+//! `identityTrustDomain`, `proxy.opaquePorts`), read once at start: a
+//! restart applies new values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kinject_destination::{Config, DefaultPolicy, Names, PolicyConfig, ServerConfig};
+use kinject_inject::Values;
+
+use crate::server_args::{LogArgs, positive_duration};
+use crate::values_cmd::ValuesArgs;
+
+#[derive(Args, Debug)]
+pub struct DestinationArgs {
+    #[command(flatten)]
+    pub namespace: crate::namespace_arg::NamespaceArg,
+    /// Addresses to serve Destination, InboundServerPolicies and
+    /// OutboundPolicies on (each serves all three). The injected proxy
+    /// dials linkerd-dst-headless:8086 and linkerd-policy:8090.
+    #[arg(long = "grpc-addr", value_name = "ADDR", default_values = ["0.0.0.0:8086", "0.0.0.0:8090"])]
+    pub grpc_addrs: Vec<SocketAddr>,
+    /// Serve in plaintext (loopback only: the proxy dials a loopback control
+    /// plane in plaintext).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// Directory with the serving certificate (tls.crt, tls.key) that
+    /// `kinject identity` writes to Secret linkerd-destination-k8s-tls;
+    /// re-read every --reload-interval. Not ready until it is there.
+    #[arg(long, value_name = "DIR", default_value = "/var/run/linkerd/tls")]
+    pub cert_dir: PathBuf,
+    /// How often the certificate files are re-read (Go duration).
+    #[arg(long, default_value = "2s")]
+    pub reload_interval: String,
+    /// Plain-HTTP address of /metrics, /live and /ready.
+    #[arg(long, default_value = "0.0.0.0:9996")]
+    pub admin_addr: SocketAddr,
+    /// Values files and sets, as for `kinject inject`.
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    /// Start from the values of ConfigMap `linkerd-config` in the -l
+    /// namespace (what `kinject install` renders), read once at start.
+    #[arg(long)]
+    pub values_from_cluster: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The answers' configuration from the values; every bad value is named.
+pub fn config_from_values(v: &Values, control_namespace: &str) -> Result<Config> {
+    let default_policy: DefaultPolicy = v
+        .proxy
+        .default_inbound_policy
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("proxy.defaultInboundPolicy: {e}"))?;
+    let cluster_networks = v
+        .cluster_networks
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse().map_err(|_| {
+                anyhow::anyhow!("clusterNetworks: {n:?} is not a CIDR (e.g. 10.0.0.0/8)")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let default_opaque_ports = kinject_inject::parse::port_ranges(&v.proxy.opaque_ports)
+        .map_err(|e| anyhow::anyhow!("proxy.opaquePorts: {e}"))?;
+    Ok(Config {
+        names: Names {
+            control_namespace: control_namespace.to_string(),
+            // Linkerd's rule: an empty identityTrustDomain is the cluster domain.
+            trust_domain: if v.identity_trust_domain.is_empty() {
+                v.cluster_domain.clone()
+            } else {
+                v.identity_trust_domain.clone()
+            },
+            cluster_domain: v.cluster_domain.clone(),
+        },
+        policy: PolicyConfig {
+            default_policy,
+            cluster_networks,
+            cluster_domain: v.cluster_domain.clone(),
+            ..PolicyConfig::default()
+        },
+        default_opaque_ports,
+    })
+}
+
+pub fn run(args: &DestinationArgs) -> Result<i32> {
+    let ns = &args.namespace.name;
+    let cluster = if args.values_from_cluster {
+        Some(crate::values_cmd::fetch_cluster_config(ns)?)
+    } else {
+        None
+    };
+    let loaded = crate::values_cmd::load(&args.values, cluster.as_ref(), ns)?;
+    crate::values_cmd::warn_unknown(&loaded)?;
+    let config = config_from_values(&loaded.values, ns)?;
+    if args.grpc_addrs.is_empty() {
+        anyhow::bail!("--grpc-addr: give at least one address");
+    }
+    let server = ServerConfig {
+        config,
+        grpc_addrs: args.grpc_addrs.clone(),
+        admin_addr: Some(args.admin_addr),
+        plaintext: args.plaintext,
+        cert_dir: args.cert_dir.clone(),
+        reload_interval: positive_duration("--reload-interval", &args.reload_interval)?,
+    };
+    args.log.init()?;
+    kinject_runtime::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        crate::allocator::spawn_periodic_collect();
+        let client = kube::Client::try_default()
+            .await
+            .context("kinject destination needs a cluster: set KUBECONFIG or run in a pod")?;
+        tokio::select! {
+            r = kinject_destination::run(client, server) => r,
+            _ = kinject_runtime::shutdown::signal() => Ok(()),
+        }
+    })?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_become_the_policy_defaults() {
+        let mut v = Values::default();
+        let c = config_from_values(&v, "linkerd").expect("defaults");
+        assert_eq!(c.policy.default_policy, DefaultPolicy::AllUnauthenticated);
+        assert_eq!(c.policy.cluster_networks.len(), 5);
+        assert_eq!(c.names.trust_domain, "cluster.local");
+        assert!(c.default_opaque_ports.iter().any(|r| r.contains(3306)));
+
+        v.identity_trust_domain = String::new();
+        v.cluster_domain = "example.org".into();
+        let c = config_from_values(&v, "linkerd").expect("trust domain");
+        assert_eq!(c.names.trust_domain, "example.org", "the cluster domain");
+        v.identity_trust_domain = "mesh.example".into();
+        let c = config_from_values(&v, "linkerd").expect("trust domain");
+        assert_eq!(c.names.trust_domain, "mesh.example");
+        v.proxy.default_inbound_policy = "deny".into();
+        v.cluster_networks = "10.0.0.0/8".into();
+        let c = config_from_values(&v, "linkerd").expect("custom");
+        assert_eq!(c.policy.default_policy, DefaultPolicy::Deny);
+        assert_eq!(c.policy.cluster_networks.len(), 1);
+
+        v.cluster_networks = "10.0.0.0/8,nope".into();
+        let e = config_from_values(&v, "linkerd").expect_err("bad CIDR");
+        assert!(format!("{e}").contains("clusterNetworks: \"nope\""), "{e}");
+        v.cluster_networks = "10.0.0.0/8".into();
+        v.proxy.default_inbound_policy = "open".into();
+        let e = config_from_values(&v, "linkerd").expect_err("bad policy");
+        assert!(
+            format!("{e}").starts_with("proxy.defaultInboundPolicy"),
+            "{e}"
+        );
+    }
+}
