@@ -93,6 +93,9 @@ pub fn config_from_values(v: &Values, control_namespace: &str) -> Result<Config>
 }
 
 pub fn run(args: &DestinationArgs) -> Result<i32> {
+    // Before anything else: this may re-execute the process.
+    #[cfg(unix)]
+    crate::allocator::ensure_server_allocator_options()?;
     let ns = &args.namespace.name;
     let cluster = if args.values_from_cluster {
         Some(crate::values_cmd::fetch_cluster_config(ns)?)

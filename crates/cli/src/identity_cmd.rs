@@ -87,6 +87,9 @@ fn time_now() -> time::OffsetDateTime {
 }
 
 pub fn run(args: &IdentityArgs) -> Result<i32> {
+    // Before anything else: this may re-execute the process.
+    #[cfg(unix)]
+    crate::allocator::ensure_server_allocator_options()?;
     let cfg = IdentityConfig {
         namespace: args.namespace.name.clone(),
         workload_lifetime: positive_duration("--workload-lifetime", &args.workload_lifetime)?,
