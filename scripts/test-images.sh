@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The images the node tests run, built locally with umoci (nothing is ever
+# pulled): `localhost/pause:kinject` (a static C program that waits for a
+# signal) and `localhost/app:kinject` (busybox httpd). Archives are cached
+# outside the repository. Prints the directory holding them.
+#
+#   KINJECT_IMAGE_DIR  default ~/.cache/kinject/image
+set -euo pipefail
+
+out=${KINJECT_IMAGE_DIR:-$HOME/.cache/kinject/image}
+stamp=2
+log() { echo "test-images: $*" >&2; }
+sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
+  echo "$out"
+  exit 0
+fi
+need=()
+for p in umoci busybox-static gcc libc6-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  sudo_ apt-get update -qq >&2
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# image NAME ROOTFS-FILLER ENTRYPOINT...
+image() {
+  local name=$1 fill=$2
+  shift 2
+  local layout=$work/$name-layout bundle=$work/$name-bundle
+  umoci init --layout "$layout" >&2
+  umoci new --image "$layout:build" >&2
+  umoci unpack --image "$layout:build" "$bundle" >&2
+  "$fill" "$bundle/rootfs"
+  umoci repack --image "$layout:build" "$bundle" >&2
+  local args=()
+  for a in "$@"; do args+=(--config.entrypoint "$a"); done
+  umoci config --image "$layout:build" --tag kinject "${args[@]}" \
+    --history.created_by "scripts/test-images.sh" >&2
+  umoci rm --image "$layout:build" >&2
+  umoci gc --layout "$layout" >&2
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+    -C "$layout" -cf "$out/$name.oci.tar.tmp" oci-layout index.json blobs
+  mv "$out/$name.oci.tar.tmp" "$out/$name.oci.tar"
+}
+
+pause_rootfs() {
+  cat >"$work/pause.c" <<'C'
+#include <signal.h>
+#include <unistd.h>
+static void stop(int sig) { (void)sig; _exit(0); }
+int main(void) {
+  signal(SIGINT, stop);
+  signal(SIGTERM, stop);
+  for (;;) pause();
+}
+C
+  gcc -static -O2 -o "$1/pause" "$work/pause.c"
+}
+
+app_rootfs() {
+  install -D -m 0755 /bin/busybox "$1/bin/busybox"
+  for a in sh httpd wget nc cat echo ls sleep id hostname; do ln -s busybox "$1/bin/$a"; done
+  install -d "$1/www" "$1/tmp"
+  echo "hello from kinject's test app" >"$1/www/index.html"
+}
+
+image pause pause_rootfs /pause
+image app app_rootfs /bin/busybox httpd -f -p 8080 -h /www
+echo "$stamp" >"$out/test-images.stamp"
+log "built $(ls "$out"/*.oci.tar | xargs -n1 basename | tr '\n' ' ')"
+echo "$out"
