@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager 1.20.2 offline from Debian's
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
+# kube-proxy 1.20.2 offline from Debian's
 # `kubernetes` source package (its vendor/ tree is complete) and caches them
 # outside the repository. Prints the directory holding the binaries.
 #
@@ -9,8 +10,13 @@ set -euo pipefail
 cache=${KINJECT_K8S_CACHE:-$HOME/.cache/kinject/k8s}
 bin=$cache/bin
 # Bump when the build changes, so stale cached binaries are rebuilt.
-stamp="1.20.2+reflect2-1.0.2"
-if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager && $(cat "$bin/STAMP" 2>/dev/null) == "$stamp" ]]; then
+stamp="1.20.2+reflect2-1.0.2+nodes"
+cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+have_all() {
+  for c in "${cmds[@]}"; do [[ -x $bin/$c ]] || return 1; done
+  [[ $(cat "$bin/STAMP" 2>/dev/null) == "$stamp" ]]
+}
+if have_all; then
   echo "$bin"
   exit 0
 fi
@@ -66,14 +72,14 @@ if [[ ! -x $go119/go ]]; then
   exit 1
 fi
 
-log "building kube-apiserver and kube-controller-manager with $("$go119/go" version) (about 15 minutes)"
+log "building ${cmds[*]} with $("$go119/go" version) (about 20 minutes the first time)"
 (
   export PATH=$go119:$PATH GOROOT=/usr/lib/go-1.19 GOTOOLCHAIN=local
   cd "$gopath/src/k8s.io/kubernetes"
   export GOPATH=$gopath GO111MODULE=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE=$cache/gocache
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy" >&2
 )
 out=$gopath/src/k8s.io/kubernetes/_output/bin
-cp "$out/kube-apiserver" "$out/kube-controller-manager" "$bin/"
+for c in "${cmds[@]}"; do cp "$out/$c" "$bin/"; done
 echo "$stamp" >"$bin/STAMP"
 echo "$bin"

@@ -34,6 +34,10 @@ pub struct DestinationArgs {
     /// re-read every --reload-interval. Not ready until it is there.
     #[arg(long, value_name = "DIR", default_value = "/var/run/linkerd/tls")]
     pub cert_dir: PathBuf,
+    /// Keep --cert-dir from this Secret in the -l namespace by watching it
+    /// (in a cluster: linkerd-destination-k8s-tls, which identity writes).
+    #[arg(long, value_name = "NAME")]
+    pub cert_secret: Option<String>,
     /// How often the certificate files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
@@ -115,6 +119,7 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         plaintext: args.plaintext,
         cert_dir: args.cert_dir.clone(),
         reload_interval: positive_duration("--reload-interval", &args.reload_interval)?,
+        cert_secret: args.cert_secret.clone(),
     };
     args.log.init()?;
     kinject_runtime::tls::install_crypto_provider();

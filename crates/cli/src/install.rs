@@ -401,6 +401,14 @@ fn resources(cpu: &str, memory: &str, memory_limit: &str) -> Value {
     json!({"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}})
 }
 
+/// Where the injector and destination keep their serving certificate: an
+/// emptyDir the server fills from the Secret identity writes (`--cert-secret`,
+/// a watch), so it is ready seconds after identity issues the certificate;
+/// a Secret volume would wait for the kubelet's refresh (about a minute).
+fn cert_volume() -> Value {
+    json!([{"name": "tls", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}])
+}
+
 fn injector_deployment(p: &Plan) -> Value {
     let ns = &p.namespace;
     let tls = |f: &str| format!("{TLS_DIR}/{f}");
@@ -418,7 +426,7 @@ fn injector_deployment(p: &Plan) -> Value {
             "--ca-bundle", tls("ca.crt"),
             "--trust-anchors", tls("ca.crt"),
             "--values-from-cluster",
-            "--wait-for-cert",
+            "--cert-secret", format!("{INJECTOR}-k8s-tls"),
             "--service-name", INJECTOR,
             "--service-port", "443",
             "--failure-policy", p.failure_policy.as_str(),
@@ -437,15 +445,9 @@ fn injector_deployment(p: &Plan) -> Value {
         "readinessProbe": probe("/ready", INJECTOR_ADMIN_PORT, 2, 3),
         "resources": resources("10m", "32Mi", "256Mi"),
         "securityContext": security_context(),
-        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR, "readOnly": true}],
+        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR}],
     });
-    let volumes = json!([{
-        "name": "tls",
-        // Written by identity; optional so the two may start in any order
-        // (the injector waits, not ready, until the files appear).
-        "secret": {"secretName": format!("{INJECTOR}-k8s-tls"), "optional": true},
-    }]);
-    deployment(p, INJECTOR, "proxy-injector", container, volumes)
+    deployment(p, INJECTOR, "proxy-injector", container, cert_volume())
 }
 
 fn identity_deployment(p: &Plan) -> Value {
@@ -489,6 +491,7 @@ fn destination_deployment(p: &Plan) -> Value {
             "--grpc-addr", format!("0.0.0.0:{POLICY_GRPC_PORT}"),
             "--admin-addr", format!("0.0.0.0:{DESTINATION_ADMIN_PORT}"),
             "--cert-dir", TLS_DIR,
+            "--cert-secret", format!("{DESTINATION}-k8s-tls"),
             "--values-from-cluster",
             "--log-level", p.log_level,
             "--log-format", "json",
@@ -502,19 +505,17 @@ fn destination_deployment(p: &Plan) -> Value {
         "readinessProbe": probe("/ready", DESTINATION_ADMIN_PORT, 2, 3),
         "resources": resources("10m", "32Mi", "256Mi"),
         "securityContext": security_context(),
-        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR, "readOnly": true}],
+        "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR}],
     });
-    let volumes = json!([{
-        "name": "tls",
-        // Written by identity; optional, as for the injector: not ready
-        // until the files appear.
-        "secret": {"secretName": format!("{DESTINATION}-k8s-tls"), "optional": true},
-    }]);
-    deployment(p, DESTINATION, "destination", container, volumes)
+    deployment(p, DESTINATION, "destination", container, cert_volume())
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+fn named_rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "resourceNames": names, "verbs": verbs})
 }
 
 fn binding(kind: &str, name: &str, ns: &str, sa: &str, namespaced: bool) -> Value {
@@ -671,6 +672,13 @@ pub fn render(p: &Plan) -> Vec<Value> {
                     &["leases"],
                     &["get", "create", "update"],
                 ),
+                // Its serving certificate, and no other Secret.
+                named_rule(
+                    &[""],
+                    &["secrets"],
+                    &[&format!("{INJECTOR}-k8s-tls")],
+                    &["get", "list", "watch"],
+                ),
             ],
         ));
         out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
@@ -705,7 +713,16 @@ pub fn render(p: &Plan) -> Vec<Value> {
         "Role",
         DESTINATION,
         ns,
-        vec![rule(&[""], &["configmaps"], &["get"])],
+        vec![
+            rule(&[""], &["configmaps"], &["get"]),
+            // Its serving certificate, and no other Secret.
+            named_rule(
+                &[""],
+                &["secrets"],
+                &[&format!("{DESTINATION}-k8s-tls")],
+                &["get", "list", "watch"],
+            ),
+        ],
     ));
     out.push(binding("RoleBinding", DESTINATION, ns, DESTINATION, true));
     out.push(json!({

@@ -110,6 +110,12 @@ pub struct ProxyInjectorArgs {
     /// cluster they come from the Secret `kinject identity` writes.
     #[arg(long)]
     pub wait_for_cert: bool,
+    /// Keep the certificate files (the directory of --tls-cert) from this
+    /// Secret in the -l namespace, by watching it (in a cluster: what
+    /// identity writes, without waiting for the kubelet to refresh a Secret
+    /// volume). Implies --wait-for-cert.
+    #[arg(long, value_name = "NAME")]
+    pub cert_secret: Option<String>,
     /// How often watched files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
@@ -176,7 +182,8 @@ impl ProxyInjectorArgs {
             gzip: !self.no_gzip,
             max_body_memory: self.max_body_memory as usize * 1024 * 1024,
             reload_interval,
-            wait_for_cert: self.wait_for_cert,
+            wait_for_cert: self.wait_for_cert || self.cert_secret.is_some(),
+            cert_secret: self.cert_secret.clone(),
         })
     }
 }

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// `reload_interval`. Until they exist the server is not ready.
     pub cert_dir: PathBuf,
     pub reload_interval: Duration,
+    /// Keep `cert_dir` from this Secret (control-plane namespace) by
+    /// watching it, rather than a Secret volume the kubelet refreshes late.
+    pub cert_secret: Option<String>,
 }
 
 struct Ready {
@@ -91,6 +94,14 @@ pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
     let version = kinject_k8s::version::ServerVersion::detect(&client).await?;
     // EndpointSlice v1 arrived in 1.21.
     let modern_slices = (version.major, version.minor) >= (1, 21);
+    if let (Some(secret), false) = (&server.cert_secret, server.plaintext) {
+        tokio::spawn(kinject_k8s::secret_files::sync(
+            client.clone(),
+            server.config.names.control_namespace.clone(),
+            secret.clone(),
+            server.cert_dir.clone(),
+        ));
+    }
     let index = index::Index::new();
     let synced = cluster::Synced::default();
     tokio::spawn(cluster::run(

@@ -6,12 +6,15 @@
 //! - [`version`]: what the API server supports (native sidecars);
 //! - [`linkerd_config`]: a running Linkerd's `linkerd-config` values and trust
 //!   roots, read once or watched;
+//! - [`secret_files`]: a Secret's keys mirrored into files (serving
+//!   certificates, without waiting for the kubelet's volume refresh);
 //! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod events;
 pub mod linkerd_config;
+pub mod secret_files;
 pub mod version;
 pub mod webhook_config;
 

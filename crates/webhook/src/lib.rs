@@ -78,6 +78,10 @@ pub struct ProxyInjectorConfig {
     /// ready and not registered, until the files appear (in a cluster: the
     /// Secret identity writes, mounted as an optional volume).
     pub wait_for_cert: bool,
+    /// Mirror this Secret (in the control-plane namespace) into the
+    /// directory of `tls_cert`, from a watch: no wait for the kubelet's
+    /// volume refresh.
+    pub cert_secret: Option<String>,
 }
 
 /// The Lease whose holder writes the webhook configuration.
@@ -381,6 +385,19 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    if let Some(secret) = &cfg.cert_secret {
+        let dir = cfg
+            .tls_cert
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        tokio::spawn(kinject_k8s::secret_files::sync(
+            client.clone(),
+            cfg.linkerd_namespace.clone(),
+            secret.clone(),
+            dir,
+        ));
+    }
     let version = kinject_k8s::ServerVersion::detect(&client)
         .await
         .context("cannot reach the Kubernetes API server")?;

@@ -62,6 +62,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Started by `scripts/cluster.sh` (with a node) rather than `k8s-env.sh`.
+    pub nodes: bool,
 }
 
 impl Cluster {
@@ -78,7 +80,38 @@ impl Cluster {
             "the test cluster did not start (see output above)"
         );
         let kubeconfig = dir.path().join("kubeconfig");
-        Self { dir, kubeconfig }
+        Self {
+            dir,
+            kubeconfig,
+            nodes: false,
+        }
+    }
+
+    /// A cluster whose pods run: `scripts/cluster.sh up DIR <version>`.
+    pub fn start_with_node(version: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = Instant::now();
+        let out = Command::new(repo_root().join("scripts/cluster.sh"))
+            .arg("up")
+            .arg(dir.path())
+            .arg(version)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/cluster.sh");
+        let cluster = Self {
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+            nodes: true,
+        };
+        assert!(
+            out.status.success(),
+            "the {version} cluster did not start (see output above)"
+        );
+        eprintln!(
+            "cluster {version} with a Ready node in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        cluster
     }
 
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -215,6 +248,24 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.nodes {
+            if std::thread::panicking() {
+                for log in ["kubelet.log", "containerd.log", "kube-apiserver.log"] {
+                    let text =
+                        std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("--- {log} (last lines) ---");
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+            let _ = Command::new(repo_root().join("scripts/cluster.sh"))
+                .arg("down")
+                .arg(self.dir.path())
+                .status();
+            return;
+        }
         let _ = Command::new(repo_root().join("scripts/k8s-env.sh"))
             .arg("stop")
             .arg(self.dir.path())
