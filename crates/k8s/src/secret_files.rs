@@ -78,19 +78,21 @@ mod tests {
     #[test]
     fn keys_become_files_and_unsafe_keys_do_not() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut secret = Secret::default();
-        secret.data = Some(
-            [
-                ("tls.crt", "CERT"),
-                ("tls.key", "KEY"),
-                ("../escape", "x"),
-                (".hidden", "x"),
-                ("a/b", "x"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-            .collect(),
-        );
+        let secret = Secret {
+            data: Some(
+                [
+                    ("tls.crt", "CERT"),
+                    ("tls.key", "KEY"),
+                    ("../escape", "x"),
+                    (".hidden", "x"),
+                    ("a/b", "x"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+            ),
+            ..Secret::default()
+        };
         let mut written = write_keys(&secret, dir.path()).expect("write");
         written.sort();
         assert_eq!(written, vec!["tls.crt", "tls.key"]);
