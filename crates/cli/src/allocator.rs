@@ -36,41 +36,6 @@ pub fn spawn_periodic_collect() {
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn collect_returns_freed_memory_to_the_os() {
-        // 48 MiB in 64 KiB blocks, touched so it is resident, then freed on a
-        // thread that then exits (its pages go back to the shared arena).
-        std::thread::spawn(|| {
-            let blocks: Vec<Vec<u8>> = (0..768).map(|i| vec![i as u8; 64 * 1024]).collect();
-            std::hint::black_box(&blocks);
-        })
-        .join()
-        .expect("allocating thread");
-        let before = rss_kib();
-        collect(true);
-        let after = rss_kib();
-        // Other tests run in this process too: ask for most, not all, of it.
-        assert!(
-            after + 24 * 1024 < before,
-            "RSS {before} KiB -> {after} KiB after collect"
-        );
-    }
-}
-
 /// mimalloc's defaults suit the batch CLI, not a long-running server: arenas
 /// are committed eagerly (~9 MiB of idle RSS), and freed memory is kept for a
 /// second before it is returned (mimalloc 3's `purge_delay` of 1000 ms: under
@@ -105,4 +70,39 @@ pub fn ensure_server_allocator_options() -> anyhow::Result<()> {
     // exec only returns on failure; carry on with the defaults.
     eprintln!("warning: could not re-execute with server allocator options: {err}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn collect_returns_freed_memory_to_the_os() {
+        // 48 MiB in 64 KiB blocks, touched so it is resident, then freed on a
+        // thread that then exits (its pages go back to the shared arena).
+        std::thread::spawn(|| {
+            let blocks: Vec<Vec<u8>> = (0..768).map(|i| vec![i as u8; 64 * 1024]).collect();
+            std::hint::black_box(&blocks);
+        })
+        .join()
+        .expect("allocating thread");
+        let before = rss_kib();
+        collect(true);
+        let after = rss_kib();
+        // Other tests run in this process too: ask for most, not all, of it.
+        assert!(
+            after + 24 * 1024 < before,
+            "RSS {before} KiB -> {after} KiB after collect"
+        );
+    }
 }
