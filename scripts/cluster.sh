@@ -191,10 +191,12 @@ done
 pki=$dir/pki
 mkdir -p "$pki"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" -subj "/CN=kinject-test-ca" -days 2 2>/dev/null
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$pki/client.ext"
+# X.509 v3 (an extension file), which rustls requires of every certificate.
 client_cert() {
   openssl req -newkey rsa:2048 -nodes -keyout "$pki/$1.key" -out "$pki/$1.csr" -subj "$2" 2>/dev/null
   openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-    -out "$pki/$1.crt" -days 2 ${3:+-extfile "$3"} 2>/dev/null
+    -out "$pki/$1.crt" -days 2 -extfile "${3:-$pki/client.ext}" 2>/dev/null
 }
 printf 'subjectAltName=IP:%s,IP:10.96.0.1,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' "$gw" >"$pki/apiserver.ext"
 client_cert apiserver "/CN=kube-apiserver" "$pki/apiserver.ext"

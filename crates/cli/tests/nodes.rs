@@ -1,0 +1,365 @@
+//! In-cluster end-to-end tests: a cluster whose pods really run
+//! (`scripts/cluster.sh`: containerd, a kubelet, kube-proxy, a CNI bridge),
+//! kinject installed from its locally built image, the seed's walkthrough
+//! with Deployments that are scheduled and started.
+//!
+//! `KINJECT_NODES=1` runs them (scripts/test.sh does, once per version);
+//! `KINJECT_K8S=1.37|1.20` picks the version (default 1.37). The proxy image
+//! is in no registry: injected pods stop at pulling it, and the tests assert
+//! exactly that. With `KINJECT_PROXY_IMAGE` naming a proxy image present on
+//! the node they would go further; in CI they say loudly that they did not.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Cluster, wait_for};
+
+fn enabled(test: &str) -> bool {
+    if std::env::var("KINJECT_NODES").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs a node; run scripts/test.sh or set KINJECT_NODES=1");
+    false
+}
+
+fn version() -> String {
+    std::env::var("KINJECT_K8S").unwrap_or_else(|_| "1.37".into())
+}
+
+fn kinject(k: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(args)
+        .env("KUBECONFIG", &k.kubeconfig)
+        .env_remove("LINKERD_NAMESPACE")
+        .output()
+        .expect("kinject");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn deployment(ns: &str, name: &str, replicas: u32, pod_label: Option<&str>) -> String {
+    let label = pod_label
+        .map(|v| format!(", linkerd.io/auto-inject: {v}"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}{label}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/app:kinject
+        imagePullPolicy: IfNotPresent
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+"#
+    )
+}
+
+/// A namespace whose default ServiceAccount exists (pods need it).
+fn namespace(k: &Cluster, name: &str, labels: &str) {
+    k.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n"
+    ));
+    wait_for(
+        &format!("ServiceAccount default in {name}"),
+        Duration::from_secs(30),
+        || {
+            k.kubectl(&["get", "serviceaccount", "-n", name, "default"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+}
+
+/// `what` is `deployment/<name>`, or `deployment` for all of them.
+fn available(k: &Cluster, ns: &str, what: &str, timeout: &str) {
+    let mut args = vec!["wait", "-n", ns, "--for=condition=Available", what];
+    if !what.contains('/') {
+        args.push("--all");
+    }
+    let t = format!("--timeout={timeout}");
+    args.push(&t);
+    k.ok(&args);
+}
+
+fn pods(k: &Cluster, ns: &str, app: &str) -> Vec<Value> {
+    k.json(&["get", "pods", "-n", ns, "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn injected(pod: &Value) -> bool {
+    let all: Vec<String> = names(&pod["spec"]["initContainers"])
+        .into_iter()
+        .chain(names(&pod["spec"]["containers"]))
+        .collect();
+    all.iter().any(|n| n == "linkerd-proxy")
+}
+
+/// What the host gets from the pod's port 8080.
+fn http_get(ip: &str) -> String {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:8080").parse().expect("addr"),
+        Duration::from_secs(3),
+    )
+    .expect("connect to the pod");
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// An uninjected app pod: Running with its one container ready, and serving
+/// HTTP to the host.
+fn runs_unmeshed(k: &Cluster, ns: &str, app: &str) {
+    available(k, ns, &format!("deployment/{app}"), "90s");
+    for pod in pods(k, ns, app) {
+        assert!(!injected(&pod), "{ns}/{app} was injected");
+        assert_eq!(pod["status"]["phase"], "Running");
+        let ip = pod["status"]["podIP"].as_str().expect("pod IP");
+        let answer = http_get(ip);
+        assert!(
+            answer.contains("hello from kinject's test app"),
+            "{ns}/{app} at {ip}: {answer}"
+        );
+    }
+}
+
+/// An injected pod got as far as a node here can take it: scheduled, its
+/// sandbox and volumes up (the kubelet pulls only after mounting), and the
+/// only thing waiting is the Linkerd images no registry here carries.
+fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool) {
+    let pod = wait_for(
+        &format!("{ns}/{app} to wait on the proxy image"),
+        Duration::from_secs(90),
+        || {
+            let pod = pods(k, ns, app).into_iter().next()?;
+            let waiting: Vec<(String, String)> = ["initContainerStatuses", "containerStatuses"]
+                .iter()
+                .filter_map(|s| pod["status"][s].as_array())
+                .flatten()
+                .filter_map(|c| {
+                    let reason = c["state"]["waiting"]["reason"].as_str()?;
+                    Some((c["image"].as_str()?.to_string(), reason.to_string()))
+                })
+                .collect();
+            waiting
+                .iter()
+                .any(|(_, r)| r == "ErrImagePull" || r == "ImagePullBackOff")
+                .then_some(pod)
+        },
+    );
+    assert!(injected(&pod), "{ns}/{app} was not injected");
+    let init = names(&pod["spec"]["initContainers"]);
+    let containers = names(&pod["spec"]["containers"]);
+    if native {
+        assert_eq!(init, ["linkerd-init", "linkerd-proxy"], "native sidecar");
+        assert_eq!(
+            pod["spec"]["initContainers"][1]["restartPolicy"], "Always",
+            "the proxy is a native sidecar"
+        );
+        assert_eq!(containers, ["app"]);
+    } else {
+        assert_eq!(init, ["linkerd-init"]);
+        assert_eq!(containers, ["linkerd-proxy", "app"], "classic sidecar");
+    }
+    let vols = names(&pod["spec"]["volumes"]);
+    assert!(vols.iter().any(|v| v == "linkerd-identity-token"), "{vols:?}");
+    for s in ["initContainerStatuses", "containerStatuses"] {
+        for c in pod["status"][s].as_array().into_iter().flatten() {
+            if let Some(reason) = c["state"]["waiting"]["reason"].as_str() {
+                let image = c["image"].as_str().unwrap_or("");
+                assert!(
+                    image.starts_with("cr.l5d.io/linkerd/")
+                        || reason == "PodInitializing"
+                        || reason == "ContainerCreating",
+                    "{} waits on {reason} ({image}): only the Linkerd images may be missing",
+                    c["name"]
+                );
+            }
+        }
+    }
+    assert!(pod["status"]["podIP"].is_string(), "the sandbox is up");
+    let pod_name = pod["metadata"]["name"].as_str().expect("name");
+    let events = k.json(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        &format!("involvedObject.name={pod_name}"),
+    ]);
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        !reasons.iter().any(|r| *r == "FailedMount" || *r == "FailedCreatePodSandBox"),
+        "{reasons:?}"
+    );
+    assert!(reasons.contains(&"Pulling"), "volumes mounted, then pulling: {reasons:?}");
+}
+
+fn secret_field(k: &Cluster, ns: &str, name: &str, key: &str) -> String {
+    let s = k.json(&["get", "secret", "-n", ns, name]);
+    s["data"][key].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn in_cluster_install_and_walkthrough() {
+    if !enabled("in_cluster_install_and_walkthrough") {
+        return;
+    }
+    let version = version();
+    let native = version != "1.20";
+    let k = Cluster::start_with_node(&version);
+
+    // The control plane as pods, from the local image.
+    let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
+    let (code, manifest, err) = kinject(&k, &["install", "--image", &image]);
+    assert_eq!(code, 0, "{err}");
+    let started = Instant::now();
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    available(&k, "linkerd", "deployment", "120s");
+    let ready_in = started.elapsed();
+    eprintln!("kinject install applied → control plane Available in {ready_in:?} ({version})");
+    assert!(ready_in < Duration::from_secs(60), "{ready_in:?}");
+    let mwc = k.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "linkerd-proxy-injector-webhook-config",
+    ]);
+    assert_eq!(
+        mwc["webhooks"][0]["clientConfig"]["service"]["name"], "linkerd-proxy-injector",
+        "registered by Service: the API server reaches the pod through the cluster network"
+    );
+    let (code, out, err) = kinject(&k, &["check", "--wait", "60s"]);
+    assert_eq!(code, 0, "kinject check on the running control plane:\n{out}\n{err}");
+
+    // The seed's walkthrough.
+    namespace(&k, "apps", "");
+    namespace(&k, "legacy", "linkerd.io/auto-inject: disabled");
+    k.apply(&deployment("apps", "web", 1, None));
+    k.apply(&deployment("apps", "optout", 1, Some("disabled")));
+    k.apply(&deployment("apps", "done", 1, Some("completed")));
+    k.apply(&deployment("legacy", "plain", 1, None));
+    runs_unmeshed(&k, "apps", "optout");
+    runs_unmeshed(&k, "apps", "done");
+    runs_unmeshed(&k, "legacy", "plain");
+    stops_only_at_the_proxy_image(&k, "apps", "web", native);
+    match std::env::var("KINJECT_PROXY_IMAGE") {
+        Ok(img) => eprintln!(
+            "NOTE: KINJECT_PROXY_IMAGE={img} is set, but the 2/2 Running check is not written yet"
+        ),
+        Err(_) => eprintln!(
+            "NOT RUN: injected pods running 2/2 with a real proxy (no linkerd2-proxy image exists here; \
+             docs/REAL-PROXY.md records a run by hand)"
+        ),
+    }
+
+    // A namespace relabelled from disabled to enabled: new pods are
+    // injected, the running one keeps running unmeshed.
+    let old: Vec<String> = pods(&k, "legacy", "plain")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    k.ok(&["label", "namespace", "legacy", "linkerd.io/auto-inject=enabled", "--overwrite"]);
+    k.ok(&["scale", "-n", "legacy", "deployment/plain", "--replicas=2"]);
+    let fresh = wait_for("a second plain pod", Duration::from_secs(30), || {
+        pods(&k, "legacy", "plain")
+            .into_iter()
+            .find(|p| !old.iter().any(|o| p["metadata"]["name"] == o.as_str()))
+    });
+    assert!(injected(&fresh), "a pod created after the relabel is injected");
+    for p in pods(&k, "legacy", "plain") {
+        if old.iter().any(|o| p["metadata"]["name"] == o.as_str()) {
+            assert!(!injected(&p));
+            assert_eq!(p["status"]["phase"], "Running", "the old pod keeps running");
+        }
+    }
+
+    // The injector's pod killed while a Deployment scales: with
+    // failurePolicy Ignore nothing is refused; once the replacement is
+    // Ready, injection resumes.
+    k.apply(&deployment("apps", "burst", 0, None));
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=proxy-injector",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    k.ok(&["scale", "-n", "apps", "deployment/burst", "--replicas=3"]);
+    wait_for("3 burst pods", Duration::from_secs(60), || {
+        (pods(&k, "apps", "burst").len() == 3).then_some(())
+    });
+    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "90s");
+    // Ready means registered; the API server may still hold a connection to
+    // the old pod for a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    let before: Vec<String> = pods(&k, "apps", "burst")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    k.ok(&["scale", "-n", "apps", "deployment/burst", "--replicas=5"]);
+    let after = wait_for("5 burst pods", Duration::from_secs(60), || {
+        let all = pods(&k, "apps", "burst");
+        (all.len() == 5).then_some(all)
+    });
+    for p in after
+        .iter()
+        .filter(|p| !before.iter().any(|b| p["metadata"]["name"] == b.as_str()))
+    {
+        assert!(injected(p), "created after the new injector was Ready: injected");
+    }
+
+    // Identity restarted: the trust root is unchanged.
+    let root = secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt");
+    assert!(!root.is_empty());
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=identity",
+        "--wait=true",
+    ]);
+    available(&k, "linkerd", "deployment/linkerd-identity", "90s");
+    assert_eq!(
+        secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt"),
+        root,
+        "a restarted identity keeps the trust root"
+    );
+}
