@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (which also type-check the benches),
 # unit, conformance, property, CLI and webhook tests, then the real-cluster
-# tests (etcd + kube-apiserver + kube-controller-manager on loopback).
+# tests (etcd + kube-apiserver + kube-controller-manager on loopback), then
+# the in-cluster tests on clusters whose pods run (containerd, kubelet,
+# kube-proxy; Kubernetes 1.37 and 1.20).
 # CI (.ci/run) runs exactly this.
 # Benchmarks are never run here: timings do not gate CI.
 set -euo pipefail
@@ -44,8 +46,17 @@ KINJECT_HELM=$KINJECT_HELM KINJECT_E2E=1 cargo test -p kinject --test chart
 step "Kubernetes 1.20 control plane for the real-cluster tests (built once, cached)"
 scripts/k8s-build.sh
 
-step "real-cluster tests: proxy-injector and identity against kube-apiserver + kube-controller-manager"
+step "real-cluster tests (1.20): proxy-injector, identity and destination against kube-apiserver + kube-controller-manager"
 KINJECT_E2E=1 cargo test -p kinject --test cluster -- --test-threads=1
+
+step "Kubernetes 1.37 from the Go module proxy, and the test images (built once, cached)"
+scripts/k8s-build-modern.sh
+scripts/test-images.sh
+
+for v in 1.37 1.20; do
+  step "in-cluster tests on Kubernetes $v: kinject installed as pods, pods scheduled and started (scripts/cluster.sh)"
+  KINJECT_NODES=1 KINJECT_K8S=$v cargo test -p kinject --test nodes -- --test-threads=1
+done
 
 echo
 echo "all tests passed"
