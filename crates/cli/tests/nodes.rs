@@ -188,7 +188,10 @@ fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool)
         assert_eq!(containers, ["linkerd-proxy", "app"], "classic sidecar");
     }
     let vols = names(&pod["spec"]["volumes"]);
-    assert!(vols.iter().any(|v| v == "linkerd-identity-token"), "{vols:?}");
+    assert!(
+        vols.iter().any(|v| v == "linkerd-identity-token"),
+        "{vols:?}"
+    );
     for s in ["initContainerStatuses", "containerStatuses"] {
         for c in pod["status"][s].as_array().into_iter().flatten() {
             if let Some(reason) = c["state"]["waiting"]["reason"].as_str() {
@@ -220,10 +223,15 @@ fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool)
         .filter_map(|e| e["reason"].as_str())
         .collect();
     assert!(
-        !reasons.iter().any(|r| *r == "FailedMount" || *r == "FailedCreatePodSandBox"),
+        !reasons
+            .iter()
+            .any(|r| *r == "FailedMount" || *r == "FailedCreatePodSandBox"),
         "{reasons:?}"
     );
-    assert!(reasons.contains(&"Pulling"), "volumes mounted, then pulling: {reasons:?}");
+    assert!(
+        reasons.contains(&"Pulling"),
+        "volumes mounted, then pulling: {reasons:?}"
+    );
 }
 
 fn secret_field(k: &Cluster, ns: &str, name: &str, key: &str) -> String {
@@ -261,7 +269,10 @@ fn in_cluster_install_and_walkthrough() {
         "registered by Service: the API server reaches the pod through the cluster network"
     );
     let (code, out, err) = kinject(&k, &["check", "--wait", "60s"]);
-    assert_eq!(code, 0, "kinject check on the running control plane:\n{out}\n{err}");
+    assert_eq!(
+        code, 0,
+        "kinject check on the running control plane:\n{out}\n{err}"
+    );
 
     // The seed's walkthrough.
     namespace(&k, "apps", "");
@@ -290,14 +301,23 @@ fn in_cluster_install_and_walkthrough() {
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect();
-    k.ok(&["label", "namespace", "legacy", "linkerd.io/auto-inject=enabled", "--overwrite"]);
+    k.ok(&[
+        "label",
+        "namespace",
+        "legacy",
+        "linkerd.io/auto-inject=enabled",
+        "--overwrite",
+    ]);
     k.ok(&["scale", "-n", "legacy", "deployment/plain", "--replicas=2"]);
     let fresh = wait_for("a second plain pod", Duration::from_secs(30), || {
         pods(&k, "legacy", "plain")
             .into_iter()
             .find(|p| !old.iter().any(|o| p["metadata"]["name"] == o.as_str()))
     });
-    assert!(injected(&fresh), "a pod created after the relabel is injected");
+    assert!(
+        injected(&fresh),
+        "a pod created after the relabel is injected"
+    );
     for p in pods(&k, "legacy", "plain") {
         if old.iter().any(|o| p["metadata"]["name"] == o.as_str()) {
             assert!(!injected(&p));
@@ -341,7 +361,10 @@ fn in_cluster_install_and_walkthrough() {
         .iter()
         .filter(|p| !before.iter().any(|b| p["metadata"]["name"] == b.as_str()))
     {
-        assert!(injected(p), "created after the new injector was Ready: injected");
+        assert!(
+            injected(p),
+            "created after the new injector was Ready: injected"
+        );
     }
 
     // Identity restarted: the trust root is unchanged.
