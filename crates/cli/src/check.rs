@@ -304,7 +304,9 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
     if args.pre {
         pre_checks(&client, ns, c).await;
     } else {
-        control_plane_checks(&client, args, c).await;
+        let server = kinject_k8s::ServerVersion::parse(&version.major, &version.minor);
+        let match_conditions = server.is_some_and(|v| v.supports_match_conditions());
+        control_plane_checks(&client, args, c, match_conditions).await;
     }
 }
 
@@ -428,7 +430,13 @@ fn managed_by_kinject(meta: &kube::api::ObjectMeta) -> bool {
     })
 }
 
-async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut Checker) {
+/// `match_conditions`: the server supports them, so the injector registers them.
+async fn control_plane_checks(
+    client: &kube::Client,
+    args: &CheckArgs,
+    c: &mut Checker,
+    match_conditions: bool,
+) {
     let ns = args.namespace.name.as_str();
     let ok = c
         .run("kinject-existence", "control plane namespace exists", Kind::Fatal, || async {
@@ -518,7 +526,7 @@ async fn control_plane_checks(client: &kube::Client, args: &CheckArgs, c: &mut C
         cat,
         "webhook configuration has the expected rules and selectors",
         Kind::Normal,
-        || async { expected_rules(&mwc, ns) },
+        || async { expected_rules(&mwc, ns, match_conditions) },
     )
     .await;
     c.run(
@@ -741,7 +749,7 @@ fn issuer_valid(s: &Secret, min_days: u32) -> Status {
     Status::Ok
 }
 
-fn expected_rules(mwc: &MutatingWebhookConfiguration, ns: &str) -> Status {
+fn expected_rules(mwc: &MutatingWebhookConfiguration, ns: &str, match_conditions: bool) -> Status {
     use kinject_k8s::webhook_config::{ClientTarget, WebhookConfigSpec};
     let Some(w) = mwc.webhooks.iter().flatten().next() else {
         return fail("it has no webhook; restart the injector so it re-registers");
@@ -772,9 +780,16 @@ fn expected_rules(mwc: &MutatingWebhookConfiguration, ns: &str) -> Status {
             .iter()
             .flatten()
             .any(|r| r.resources.iter().flatten().any(|x| x == "services")),
+        // On 1.30+ the injector registers them: missing ones did not reach
+        // (or were removed from) the API server.
+        match_conditions,
     };
     match kinject_k8s::webhook_config::drift(&spec.build(), mwc) {
         None => Status::Ok,
+        Some(why) if why.starts_with("matchConditions") => fail(format!(
+            "{why}: the API server supports matchConditions (1.30+) but the configuration lacks them; \
+             is the AdmissionWebhookMatchConditions feature gate off, or an old injector registering?"
+        )),
         Some(why) => fail(format!(
             "{why}: something edits the webhook configuration; the injector repairs it while it runs (is it running?)"
         )),

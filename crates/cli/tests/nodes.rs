@@ -367,6 +367,56 @@ fn in_cluster_install_and_walkthrough() {
         );
     }
 
+    // matchConditions (1.30+): the API server does not even call the
+    // webhook for hostNetwork pods. On 1.20 it does, and the engine skips
+    // them (an InjectionSkipped Event says so).
+    let conditions: Vec<String> = mwc["webhooks"][0]["matchConditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    if native {
+        assert_eq!(conditions, ["not-the-control-plane", "not-host-network"]);
+    } else {
+        assert!(conditions.is_empty(), "1.20 has no matchConditions");
+    }
+    k.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hostnet, namespace: apps}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hostnet}}
+  template:
+    metadata: {labels: {app: hostnet}}
+    spec:
+      hostNetwork: true
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: "localhost/app:kinject", imagePullPolicy: IfNotPresent, command: [/bin/sleep, "3600"]}
+"#,
+    );
+    available(&k, "apps", "deployment/hostnet", "60s");
+    assert!(!injected(&pods(&k, "apps", "hostnet")[0]));
+    let skipped_event = || {
+        k.json(&["get", "events", "-n", "apps"])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "InjectionSkipped" && e["involvedObject"]["name"] == "hostnet")
+    };
+    if native {
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(!skipped_event(), "the API server skipped the webhook call");
+    } else {
+        wait_for(
+            "an InjectionSkipped Event for hostnet",
+            Duration::from_secs(20),
+            || skipped_event().then_some(()),
+        );
+    }
+
     // Identity restarted: the trust root is unchanged.
     let root = secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt");
     assert!(!root.is_empty());

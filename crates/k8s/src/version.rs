@@ -34,6 +34,15 @@ impl ServerVersion {
         }
     }
 
+    /// `matchConditions` on admission webhooks (CEL) are GA, on by default,
+    /// from 1.30; older servers drop the field.
+    pub fn supports_match_conditions(self) -> bool {
+        self >= Self {
+            major: 1,
+            minor: 30,
+        }
+    }
+
     pub async fn detect(client: &kube::Client) -> anyhow::Result<Self> {
         let info = client.apiserver_version().await?;
         Self::parse(&info.major, &info.minor).ok_or_else(|| {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -57,6 +57,26 @@ pub struct WebhookConfigSpec {
     pub excluded_namespaces: Vec<String>,
     /// Also intercept Services (for the opaque-ports annotation).
     pub include_services: bool,
+    /// Add CEL `matchConditions` (Kubernetes 1.30+), so the API server does
+    /// not even call the webhook for the control plane's own namespace or
+    /// for `hostNetwork` pods. The engine skips both anyway; this saves the
+    /// round trip, and keeps the control plane's pods from depending on the
+    /// injector at all.
+    pub match_conditions: bool,
+}
+
+/// The `matchConditions` kinject registers on servers that support them.
+pub fn match_conditions(control_ns: &str) -> Vec<MatchCondition> {
+    vec![
+        MatchCondition {
+            name: "not-the-control-plane".into(),
+            expression: format!("request.namespace != '{control_ns}'"),
+        },
+        MatchCondition {
+            name: "not-host-network".into(),
+            expression: "request.resource.resource != 'pods' || !has(object.spec.hostNetwork) || !object.spec.hostNetwork".into(),
+        },
+    ]
 }
 
 fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -164,7 +184,9 @@ impl WebhookConfigSpec {
                 }]),
                 side_effects: "None".into(),
                 timeout_seconds: Some(self.timeout_seconds),
-                ..MutatingWebhook::default()
+                match_conditions: self
+                    .match_conditions
+                    .then(|| match_conditions(&self.control_plane_namespace)),
             }]),
         }
     }
@@ -503,7 +525,43 @@ mod tests {
             timeout_seconds: 10,
             excluded_namespaces: vec!["kube-system".into()],
             include_services: true,
+            match_conditions: false,
         }
+    }
+
+    #[test]
+    fn match_conditions_only_when_asked() {
+        let v = serde_json::to_value(spec().build()).unwrap();
+        assert!(v["webhooks"][0].get("matchConditions").is_none());
+        let v = serde_json::to_value(
+            WebhookConfigSpec {
+                match_conditions: true,
+                ..spec()
+            }
+            .build(),
+        )
+        .unwrap();
+        let names: Vec<&str> = v["webhooks"][0]["matchConditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["not-the-control-plane", "not-host-network"]);
+        assert_eq!(
+            v["webhooks"][0]["matchConditions"][0]["expression"],
+            "request.namespace != 'linkerd'"
+        );
+        // A server that dropped them is drift (the injector re-applies; check says so).
+        let desired = WebhookConfigSpec {
+            match_conditions: true,
+            ..spec()
+        }
+        .build();
+        assert_eq!(
+            drift(&desired, &spec().build()).as_deref(),
+            Some("matchConditions changed")
+        );
     }
 
     #[test]

@@ -450,6 +450,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         timeout_seconds: cfg.timeout_seconds,
         excluded_namespaces: cfg.policy.excluded_namespaces.clone(),
         include_services: true,
+        match_conditions: version.supports_match_conditions(),
     };
     let (spec_tx, spec_rx) = watch::channel(spec);
     if cfg.register {
