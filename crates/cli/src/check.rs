@@ -653,6 +653,7 @@ async fn pods_ready(client: &kube::Client, ns: &str) -> Status {
         ));
     }
     let mut problems = Vec::new();
+    let mut first_unready = None;
     for p in &list {
         let name = p.metadata.name.as_deref().unwrap_or("?");
         let status = p.status.as_ref();
@@ -673,6 +674,7 @@ async fn pods_ready(client: &kube::Client, ns: &str) -> Status {
             })
             .next();
         let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+        first_unready.get_or_insert(name.to_string());
         problems.push(format!(
             "{name} is not ready ({})",
             waiting.unwrap_or(phase)
@@ -684,10 +686,7 @@ async fn pods_ready(client: &kube::Client, ns: &str) -> Status {
         fail(format!(
             "{}; kubectl -n {ns} describe pod {}",
             problems.join("; "),
-            list.iter()
-                .filter_map(|p| p.metadata.name.clone())
-                .next()
-                .unwrap_or_default()
+            first_unready.unwrap_or_default()
         ))
     }
 }

@@ -417,6 +417,154 @@ spec:
         );
     }
 
+    // Identity unavailable when the injector starts: the injector waits, not
+    // Ready, and converges once identity is back.
+    k.ok(&[
+        "scale",
+        "-n",
+        "linkerd",
+        "deployment/linkerd-identity",
+        "--replicas=0",
+    ]);
+    wait_for("identity gone", Duration::from_secs(60), || {
+        k.json(&[
+            "get",
+            "pods",
+            "-n",
+            "linkerd",
+            "-l",
+            "linkerd.io/control-plane-component=identity",
+        ])["items"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
+    });
+    k.ok(&[
+        "delete",
+        "secret",
+        "-n",
+        "linkerd",
+        "linkerd-proxy-injector-k8s-tls",
+    ]);
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=proxy-injector",
+        "--wait=true",
+    ]);
+    std::thread::sleep(Duration::from_secs(8));
+    let injector = k.json(&[
+        "get",
+        "pods",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=proxy-injector",
+    ]);
+    let ready = injector["items"][0]["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(!ready, "no certificate yet: the injector must not be Ready");
+    let (code, out, _) = kinject(&k, &["check"]);
+    assert_eq!(code, 2, "check fails while identity is down:\n{out}");
+    k.ok(&[
+        "scale",
+        "-n",
+        "linkerd",
+        "deployment/linkerd-identity",
+        "--replicas=1",
+    ]);
+    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "90s");
+
+    // A node without kinject's image: the pod reports the pull error, and
+    // check says the control plane is not ready, and why.
+    let sock = k.dir.path().join("containerd/containerd.sock");
+    let ctr = |args: &[&str]| {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctr(&["images", "rm", &image]);
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=destination",
+        "--wait=true",
+    ]);
+    wait_for(
+        "destination's pod to report the pull error",
+        Duration::from_secs(60),
+        || {
+            let p = k.json(&[
+                "get",
+                "pods",
+                "-n",
+                "linkerd",
+                "-l",
+                "linkerd.io/control-plane-component=destination",
+            ]);
+            let reason =
+                p["items"][0]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(())
+        },
+    );
+    let (code, out, err) = kinject(&k, &["check"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("control plane pods are ready"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("linkerd-destination")
+            && (line.contains("ErrImagePull") || line.contains("ImagePullBackOff")),
+        "check names the pod and the pull error: {line}"
+    );
+    let archive = format!(
+        "{}/.cache/kinject/image/kinject-{}.oci.tar",
+        std::env::var("HOME").unwrap_or_default(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let archive = std::env::var("KINJECT_IMAGE_DIR")
+        .map(|d| format!("{d}/kinject-{}.oci.tar", env!("CARGO_PKG_VERSION")))
+        .unwrap_or(archive);
+    ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "localhost/kinject",
+        &archive,
+    ]);
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=destination",
+        "--wait=false",
+    ]);
+    available(&k, "linkerd", "deployment/linkerd-destination", "90s");
+
     // Identity restarted: the trust root is unchanged.
     let root = secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt");
     assert!(!root.is_empty());
