@@ -93,7 +93,29 @@ fn available(k: &Cluster, ns: &str, what: &str, timeout: &str) {
     }
     let t = format!("--timeout={timeout}");
     args.push(&t);
-    k.ok(&args);
+    let out = k.kubectl(&args, None);
+    if !out.status.success() {
+        // Say why before failing: the pods, their events, the server's logs.
+        let pods = k.kubectl(&["get", "pods", "-n", ns, "-o", "wide"], None);
+        let events = k.kubectl(
+            &["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+            None,
+        );
+        let mut logs = String::new();
+        if let Some(name) = what.strip_prefix("deployment/") {
+            let l = k.kubectl(
+                &["logs", "-n", ns, &format!("deploy/{name}"), "--tail=30"],
+                None,
+            );
+            logs = String::from_utf8_lossy(&l.stdout).into_owned();
+        }
+        panic!(
+            "{what} in {ns} not Available within {timeout}: {}\n--- pods ---\n{}\n--- events ---\n{}\n--- logs ---\n{logs}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&pods.stdout),
+            String::from_utf8_lossy(&events.stdout),
+        );
+    }
 }
 
 fn pods(k: &Cluster, ns: &str, app: &str) -> Vec<Value> {
@@ -344,7 +366,7 @@ fn in_cluster_install_and_walkthrough() {
     wait_for("3 burst pods", Duration::from_secs(60), || {
         (pods(&k, "apps", "burst").len() == 3).then_some(())
     });
-    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "90s");
+    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "120s");
     // Ready means registered; the API server may still hold a connection to
     // the old pod for a moment.
     std::thread::sleep(Duration::from_secs(2));
@@ -479,7 +501,7 @@ spec:
         "deployment/linkerd-identity",
         "--replicas=1",
     ]);
-    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "90s");
+    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "120s");
 
     // A node without kinject's image: the pod reports the pull error, and
     // check says the control plane is not ready, and why.
