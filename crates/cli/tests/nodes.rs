@@ -439,6 +439,12 @@ spec:
         );
     }
 
+    // Destination, in the cluster, over TLS: a Deployment scaled up and
+    // down gives add and remove updates with the pods' identity. Its pods
+    // carry the meshed label (as the injector writes it) but are not
+    // injected, so they run and become ready endpoints here.
+    destination_follows_a_scaling_deployment(&k);
+
     // Identity unavailable when the injector starts: the injector waits, not
     // Ready, and converges once identity is back.
     k.ok(&[
@@ -605,4 +611,167 @@ spec:
         root,
         "a restarted identity keeps the trust root"
     );
+}
+
+fn destination_follows_a_scaling_deployment(k: &Cluster) {
+    use linkerd2_proxy_api::destination as d;
+    k.ok(&["create", "serviceaccount", "-n", "apps", "meshlike"]);
+    k.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: meshlike, namespace: apps}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: meshlike}}
+  template:
+    metadata:
+      labels: {app: meshlike, linkerd.io/control-plane-ns: linkerd}
+      annotations: {linkerd.io/inject: disabled}
+    spec:
+      serviceAccountName: meshlike
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/app:kinject
+        imagePullPolicy: IfNotPresent
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: meshlike, namespace: apps}
+spec:
+  selector: {app: meshlike}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#,
+    );
+    available(k, "apps", "deployment/meshlike", "60s");
+    let dst = k.json(&[
+        "get",
+        "pods",
+        "-n",
+        "linkerd",
+        "-l",
+        "linkerd.io/control-plane-component=destination",
+    ]);
+    let dst_ip = dst["items"][0]["status"]["podIP"]
+        .as_str()
+        .expect("destination's pod IP")
+        .to_string();
+    let root = {
+        use base64::Engine as _;
+        let b64 = secret_field(k, "linkerd", "linkerd-identity-issuer", "ca.crt");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64"),
+        )
+        .expect("PEM")
+    };
+    let ips = |n: usize| -> Vec<String> {
+        wait_for(
+            &format!("{n} ready meshlike pods"),
+            Duration::from_secs(60),
+            || {
+                let list = pods(k, "apps", "meshlike");
+                let ready: Vec<String> = list
+                    .iter()
+                    .filter(|p| {
+                        p["metadata"]["deletionTimestamp"].is_null()
+                            && p["status"]["conditions"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                    .filter_map(|p| p["status"]["podIP"].as_str().map(|ip| format!("{ip}:8080")))
+                    .collect();
+                (ready.len() == n && list.len() == n).then_some(ready)
+            },
+        )
+    };
+    let first = ips(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&root))
+            .domain_name(
+                "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+            );
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{dst_ip}:8086"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("TLS to destination's pod, with the name the proxy checks");
+        let mut client = d::destination_client::DestinationClient::new(channel);
+        let mut stream = client
+            .get(d::GetDestination {
+                scheme: "k8s".into(),
+                path: "meshlike.apps.svc.cluster.local:80".into(),
+                context_token: String::new(),
+            })
+            .await
+            .expect("Get")
+            .into_inner();
+        // Collect updates into the set the proxy would hold, with identities.
+        let mut held: std::collections::BTreeMap<String, String> = Default::default();
+        let addr = |a: &linkerd2_proxy_api::net::TcpAddress| {
+            let ip: std::net::IpAddr = a.ip.and_then(|i| i.try_into().ok()).expect("ip");
+            format!("{ip}:{}", a.port)
+        };
+        let mut until = async |held: &mut std::collections::BTreeMap<String, String>,
+                               want: &[String]| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut keys: Vec<String> = held.keys().cloned().collect();
+                let mut want = want.to_vec();
+                keys.sort();
+                want.sort();
+                if keys == want {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let msg = tokio::time::timeout(left, stream.message())
+                    .await
+                    .unwrap_or_else(|_| panic!("held {keys:?}, expected {want:?}"))
+                    .expect("no error")
+                    .expect("open");
+                match msg.update {
+                    Some(d::update::Update::Add(set)) => {
+                        for w in set.addrs {
+                            let id = match w.tls_identity.and_then(|t| t.strategy) {
+                                Some(d::tls_identity::Strategy::DnsLikeIdentity(n)) => n.name,
+                                _ => String::new(),
+                            };
+                            held.insert(addr(&w.addr.expect("addr")), id);
+                        }
+                    }
+                    Some(d::update::Update::Remove(set)) => {
+                        for a in set.addrs {
+                            held.remove(&addr(&a));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        };
+        until(&mut held, &first).await;
+        k.ok(&["scale", "-n", "apps", "deployment/meshlike", "--replicas=3"]);
+        let three = ips(3);
+        until(&mut held, &three).await;
+        for id in held.values() {
+            assert_eq!(
+                id,
+                "meshlike.apps.serviceaccount.identity.linkerd.cluster.local"
+            );
+        }
+        k.ok(&["scale", "-n", "apps", "deployment/meshlike", "--replicas=1"]);
+        let one = ips(1);
+        until(&mut held, &one).await;
+    });
 }
