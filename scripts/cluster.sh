@@ -46,6 +46,16 @@ contain_rules=(
 )
 sysctls=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet vm.overcommit_memory kernel.panic kernel.panic_on_oops net.bridge.bridge-nf-call-iptables)
 
+# One cluster per machine: the bridge, the address ranges and the iptables
+# chains are machine-wide. The lock names the DIR that holds them.
+lock=${KINJECT_CLUSTER_LOCK:-/run/kinject-cluster.lock}
+other_cluster() {
+  local other
+  other=$(cat "$lock" 2>/dev/null) || return 1
+  [[ -n $other && $other != "$dir" ]] || return 1
+  [[ -f $other/kube-apiserver.pid ]] && kill -0 "$(cat "$other/kube-apiserver.pid")" 2>/dev/null
+}
+
 stop_pid() {
   local f=$dir/$1.pid
   [[ -f $f ]] || return 0
@@ -110,8 +120,14 @@ down() {
     rm -f "$dir/sysctl.orig"
   fi
   rm -rf "$dir/containerd" "$dir/kubelet" "$dir/etcd"
+  [[ $(cat "$lock" 2>/dev/null) == "$dir" ]] && rm -f "$lock"
   set -e
 }
+
+if other_cluster; then
+  echo "cluster: another test cluster holds this machine's bridge and iptables chains ($(cat "$lock")); stop it first: scripts/cluster.sh down $(cat "$lock")" >&2
+  exit 1
+fi
 
 case $cmd in
 down)
@@ -143,6 +159,7 @@ if [[ -f $dir/kubeconfig && -f $dir/version && $(cat "$dir/version") == "$versio
   exit 0
 fi
 down 2>/dev/null || true
+echo "$dir" >"$lock"
 started=$(date +%s.%N)
 
 need=()
