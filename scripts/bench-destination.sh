@@ -14,7 +14,7 @@ cargo build --release -q -p kinject
 cargo build --release -q -p kinject-destination --example fanout
 work=$(mktemp -d)
 cleanup() {
-  kill "${dst_pid:-}" 2>/dev/null || true
+  kill "${dst_pid:-}" "${id_pid:-}" 2>/dev/null || true
   scripts/k8s-env.sh stop "$work/k8s" || true
   rm -rf "$work"
 }
@@ -67,6 +67,14 @@ until curl -fs "127.0.0.1:$admin/ready" >/dev/null 2>&1; do sleep 0.05; done
 echo "synced (ready) $(python3 -c "print(round($(date +%s.%N) - $started, 2))") s after start"
 sleep 3
 echo "destination RSS, idle: $(awk '/VmRSS/{printf "%.1f MiB", $2/1024}' /proc/$dst_pid/status)"
+# identity beside it (the other half of the control plane the proxy talks
+# to): it watches the same meshed pods and writes their workload Secrets.
+./target/release/kinject identity -l linkerd --admin-addr "127.0.0.1:0" \
+  --grpc-addr "127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
+  --grpc-plaintext --log-level warn 2>"$work/identity.log" &
+id_pid=$!
+sleep 15
+echo "identity RSS, idle after its first pass: $(awk '/VmRSS/{printf "%.1f MiB", $2/1024}' /proc/$id_pid/status)"
 ./target/release/examples/fanout --remote "127.0.0.1:$grpc" "$services" 1000 &
 load_pid=$!
 sleep 8
@@ -74,6 +82,7 @@ echo "destination RSS, 1000 Get streams open over $services Services: $(awk '/Vm
 kill $load_pid 2>/dev/null || true
 wait $load_pid 2>/dev/null || true
 echo "peak (VmHWM): $(awk '/VmHWM/{printf "%.1f MiB", $2/1024}' /proc/$dst_pid/status)"
+echo "identity + destination now: $(awk '/VmRSS/{s+=$2} END {printf "%.1f MiB", s/1024}' /proc/$id_pid/status /proc/$dst_pid/status)"
 if grep -q "WARN\|ERROR" "$work/destination.log"; then
   echo "destination logged:"; cat "$work/destination.log"
 fi

@@ -424,6 +424,12 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
         watcher::Config::default().labels(&selector),
     )
     .default_backoff()
+    // Only names and labels are read: keep no more of each pod (memory
+    // grows with the cluster's pods).
+    .modify(|p| {
+        p.metadata.managed_fields = None;
+        p.metadata.annotations = None;
+    })
     .reflect(pod_writer)
     .touched_objects();
     let secret_stream = watcher(
@@ -431,6 +437,7 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
         watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")),
     )
     .default_backoff()
+    .modify(|s| s.metadata.managed_fields = None)
     .reflect(secret_writer)
     .touched_objects();
     for (stream, what) in [
