@@ -166,8 +166,30 @@ fn target_port(ep: &EndpointView, name: Option<&str>) -> Option<u16> {
 /// `no_endpoints`.
 #[derive(Debug, Default)]
 pub struct EndpointStream {
-    told: Option<BTreeMap<SocketAddr, d::WeightedAddr>>,
+    /// Each address told, with a fingerprint of what was told about it: a
+    /// stream holds 8 bytes per endpoint instead of the whole message (a
+    /// thousand streams on one Service add up).
+    told: Option<BTreeMap<SocketAddr, u64>>,
     told_exists: Option<bool>,
+}
+
+/// A fingerprint of what the proxy is told about an endpoint. Labels are
+/// hashed in order (a `HashMap`'s own order varies between instances).
+fn fingerprint(w: &d::WeightedAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same value always gives the same hash.
+    let mut h = std::hash::DefaultHasher::new();
+    w.weight.hash(&mut h);
+    let mut labels: Vec<_> = w.metric_labels.iter().collect();
+    labels.sort();
+    labels.hash(&mut h);
+    w.tls_identity.hash(&mut h);
+    format!(
+        "{:?}|{:?}|{:?}",
+        w.protocol_hint, w.authority_override, w.resource_ref
+    )
+    .hash(&mut h);
+    h.finish()
 }
 
 fn add(addrs: Vec<d::WeightedAddr>) -> d::Update {
@@ -207,7 +229,7 @@ impl EndpointStream {
         // hint): `add` replaces what the proxy holds for that address.
         let added: Vec<d::WeightedAddr> = now
             .iter()
-            .filter(|(a, w)| told.get(a) != Some(w))
+            .filter(|(a, w)| told.get(a) != Some(&fingerprint(w)))
             .map(|(_, w)| w.clone())
             .collect();
         if !added.is_empty() {
@@ -216,7 +238,7 @@ impl EndpointStream {
         if now.is_empty() && (self.told_exists != Some(exists) || !out.is_empty()) {
             out.push(no_endpoints(exists));
         }
-        self.told = Some(now);
+        self.told = Some(now.iter().map(|(a, w)| (*a, fingerprint(w))).collect());
         self.told_exists = Some(exists);
         out
     }
