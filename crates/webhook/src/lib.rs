@@ -267,11 +267,16 @@ fn read(path: &Option<PathBuf>) -> Result<Option<String>> {
 /// Re-reads `paths` every `interval`; when any content changed, calls `apply`
 /// with the new contents. A failure is logged and counted and the last good
 /// state stays in force.
+/// Re-reads `paths` every `interval` and applies them when they change.
+/// `applied` says whether the caller already loaded them: when it did not
+/// (a certificate not written yet), the first read is applied even if the
+/// files appeared in between, when the caller looked and when this starts.
 fn spawn_reloader(
     what: &'static str,
     paths: Vec<PathBuf>,
     interval: Duration,
     metrics: Metrics,
+    applied: bool,
     mut apply: impl FnMut(&[Vec<u8>]) -> Result<()> + Send + 'static,
 ) {
     tokio::spawn(async move {
@@ -281,7 +286,12 @@ fn spawn_reloader(
                 .map(|p| std::fs::read(p).unwrap_or_default())
                 .collect()
         };
-        let mut last = read_all(&paths);
+        // Nothing read matches an empty list: not yet applied means apply.
+        let mut last = if applied {
+            read_all(&paths)
+        } else {
+            Vec::new()
+        };
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
@@ -376,9 +386,9 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         Err(e) => return Err(e),
     };
     let (cert_tx, cert_rx) = watch::channel(cert_now);
-    let bundle = match ca_bundle(&cfg) {
-        Ok(b) => b,
-        Err(_) if cfg.wait_for_cert => Vec::new(),
+    let (bundle, bundle_applied) = match ca_bundle(&cfg) {
+        Ok(b) => (b, true),
+        Err(_) if cfg.wait_for_cert => (Vec::new(), false),
         Err(e) => return Err(e),
     };
 
@@ -421,6 +431,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         metrics: metrics.clone(),
         loaded: Arc::new(loaded_tx),
     };
+    let mut engine_applied = true;
     if cfg.values_from_cluster {
         info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
         reloader.clone().spawn_cluster_watch();
@@ -430,6 +441,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         if !cfg.wait_for_cert {
             return Err(e);
         }
+        engine_applied = false;
         warn!(error = %format!("{e:#}"), "engine inputs not loaded yet; not ready until they are");
     }
 
@@ -524,6 +536,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             engine_paths,
             cfg.reload_interval,
             metrics.clone(),
+            engine_applied,
             move |_| reloader.reload(),
         );
     }
@@ -535,6 +548,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             vec![cfg.tls_cert.clone(), cfg.tls_key.clone()],
             cfg.reload_interval,
             metrics.clone(),
+            cert_now,
             move |_| {
                 let expiry = resolver.reload()?;
                 m.serving_cert_expiry.set(expiry);
@@ -554,6 +568,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             vec![path],
             cfg.reload_interval,
             metrics.clone(),
+            bundle_applied,
             move |_| {
                 let bundle = ca_bundle(&cfg2)?;
                 spec_tx.send_modify(|s| s.ca_bundle = bundle);
@@ -601,4 +616,64 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
     let _ = admin_task.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files that appear between the caller's failed load and the
+    /// reloader's start must still be applied (seen in a cluster: the
+    /// certificate Secret's files were written a few milliseconds after the
+    /// injector looked, and it stayed unready).
+    #[tokio::test]
+    async fn files_present_at_start_are_applied_when_the_caller_had_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("tls.crt");
+        std::fs::write(&path, "CERT").expect("write");
+        let mut reg = Registry::default();
+        let metrics = Metrics::register(&mut reg);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        spawn_reloader(
+            "test",
+            vec![path.clone()],
+            Duration::from_millis(20),
+            metrics.clone(),
+            false,
+            move |contents| {
+                let _ = tx.send(contents[0].clone());
+                Ok(())
+            },
+        );
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("applied without any change to the file")
+            .expect("a value");
+        assert_eq!(got, b"CERT");
+
+        // Already applied by the caller: nothing until the file changes.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        spawn_reloader(
+            "test",
+            vec![path.clone()],
+            Duration::from_millis(20),
+            metrics,
+            true,
+            move |contents| {
+                let _ = tx.send(contents[0].clone());
+                Ok(())
+            },
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .is_err()
+        );
+        std::fs::write(&path, "NEW").expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("a change is applied")
+            .expect("a value");
+        assert_eq!(got, b"NEW");
+    }
 }
