@@ -109,9 +109,6 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
     let loaded = crate::values_cmd::load(&args.values, cluster.as_ref(), ns)?;
     crate::values_cmd::warn_unknown(&loaded)?;
     let config = config_from_values(&loaded.values, ns)?;
-    if args.grpc_addrs.is_empty() {
-        anyhow::bail!("--grpc-addr: give at least one address");
-    }
     let server = ServerConfig {
         config,
         grpc_addrs: args.grpc_addrs.clone(),

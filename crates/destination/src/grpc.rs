@@ -325,6 +325,21 @@ fn port_of(p: u32) -> Result<u16, String> {
 
 pub struct InboundService(pub Shared);
 
+impl InboundService {
+    /// The pod and port a `PortSpec` names, or InvalidArgument.
+    fn port_spec(&self, spec: ib::PortSpec) -> Result<(ObjKey, u16), Status> {
+        let refuse = |e: String| {
+            self.0
+                .metrics
+                .refuse("inbound", Status::invalid_argument(e))
+        };
+        Ok((
+            parse_workload(&spec.workload).map_err(refuse)?,
+            port_of(spec.port).map_err(refuse)?,
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl ib::inbound_server_policies_server::InboundServerPolicies for InboundService {
     async fn get_port(
@@ -332,12 +347,8 @@ impl ib::inbound_server_policies_server::InboundServerPolicies for InboundServic
         request: Request<ib::PortSpec>,
     ) -> Result<Response<ib::Server>, Status> {
         let sh = &self.0;
-        let spec = request.into_inner();
-        let refuse = |e: String| sh.metrics.refuse("inbound", Status::invalid_argument(e));
-        let key = parse_workload(&spec.workload).map_err(refuse)?;
-        let port = port_of(spec.port).map_err(refuse)?;
-        let mut sub = sh.index.subscribe_pod(&key);
-        let view = sub.current();
+        let (key, port) = self.port_spec(request.into_inner())?;
+        let view = sh.index.pod_view(&key);
         policy::inbound_server(&view, port, &sh.cfg.policy)
             .map(Response::new)
             .ok_or_else(|| {
@@ -353,10 +364,7 @@ impl ib::inbound_server_policies_server::InboundServerPolicies for InboundServic
         request: Request<ib::PortSpec>,
     ) -> Result<Response<Self::WatchPortStream>, Status> {
         let sh = &self.0;
-        let spec = request.into_inner();
-        let refuse = |e: String| sh.metrics.refuse("inbound", Status::invalid_argument(e));
-        let key = parse_workload(&spec.workload).map_err(refuse)?;
-        let port = port_of(spec.port).map_err(refuse)?;
+        let (key, port) = self.port_spec(request.into_inner())?;
         debug!(pod = %key, port, "WatchPort");
         let sub = sh.index.subscribe_pod(&key);
         let cfg = sh.cfg.clone();
@@ -420,8 +428,7 @@ impl ob::outbound_policies_server::OutboundPolicies for OutboundService {
         request: Request<ob::TrafficSpec>,
     ) -> Result<Response<ob::OutboundPolicy>, Status> {
         let (svc, port) = self.service(request.get_ref())?;
-        let mut sub = self.0.index.subscribe_service(&svc);
-        let view = sub.current();
+        let view = self.0.index.service_view(&svc);
         policy::outbound_policy(&svc, &view, port, &self.0.cfg.policy)
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("Service {svc} is gone")))

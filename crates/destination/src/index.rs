@@ -6,7 +6,7 @@
 //! its entry when the last stream of that key goes away, so clients that come
 //! and go leave nothing behind.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -276,6 +276,16 @@ impl Index {
         self.lock().services.contains_key(key)
     }
 
+    /// A Service's view now, for a one-off answer (no watch is made).
+    pub fn service_view(&self, key: &ObjKey) -> ServiceView {
+        self.lock().service_view(key)
+    }
+
+    /// A pod's view now, for a one-off answer (no watch is made).
+    pub fn pod_view(&self, key: &ObjKey) -> PodView {
+        self.lock().pod_view(key)
+    }
+
     /// Watches a Service's view (it need not exist yet).
     pub fn subscribe_service(&self, key: &ObjKey) -> Subscription<ServiceView> {
         let mut s = self.lock();
@@ -316,17 +326,6 @@ impl Index {
     pub fn watches(&self) -> (usize, usize) {
         let s = self.lock();
         (s.service_watches.len(), s.pod_watches.len())
-    }
-
-    /// Objects held (pods, Services, slices, namespaces).
-    pub fn sizes(&self) -> (usize, usize, usize, usize) {
-        let s = self.lock();
-        (
-            s.pods.len(),
-            s.services.len(),
-            s.slices.len(),
-            s.namespaces.len(),
-        )
     }
 }
 
@@ -509,12 +508,4 @@ impl<T> Drop for Subscription<T> {
             }
         }
     }
-}
-
-/// Helper for tests and benches: a slice's endpoints by IP.
-pub fn endpoint_ips(view: &ServiceView) -> BTreeMap<IpAddr, Option<String>> {
-    view.endpoints
-        .iter()
-        .map(|e| (e.ip, e.pod.as_ref().map(|(n, _)| n.clone())))
-        .collect()
 }
