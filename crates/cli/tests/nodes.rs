@@ -256,6 +256,26 @@ fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool)
     );
 }
 
+/// The control plane's pods of one component (`identity`, `destination`,
+/// `proxy-injector`), as kubectl lists them.
+fn control_plane_pods(k: &Cluster, component: &str) -> Value {
+    k.json(&[
+        "get",
+        "pods",
+        "-n",
+        "linkerd",
+        "-l",
+        &format!("linkerd.io/control-plane-component={component}"),
+    ])
+}
+
+fn delete_control_plane_pods(k: &Cluster, component: &str, flags: &[&str]) {
+    let selector = format!("linkerd.io/control-plane-component={component}");
+    let mut args = vec!["delete", "pod", "-n", "linkerd", "-l", &selector];
+    args.extend_from_slice(flags);
+    k.ok(&args);
+}
+
 fn secret_field(k: &Cluster, ns: &str, name: &str, key: &str) -> String {
     let s = k.json(&["get", "secret", "-n", ns, name]);
     s["data"][key].as_str().unwrap_or_default().to_string()
@@ -351,17 +371,11 @@ fn in_cluster_install_and_walkthrough() {
     // failurePolicy Ignore nothing is refused; once the replacement is
     // Ready, injection resumes.
     k.apply(&deployment("apps", "burst", 0, None));
-    k.ok(&[
-        "delete",
-        "pod",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=proxy-injector",
-        "--grace-period=0",
-        "--force",
-        "--wait=false",
-    ]);
+    delete_control_plane_pods(
+        &k,
+        "proxy-injector",
+        &["--grace-period=0", "--force", "--wait=false"],
+    );
     k.ok(&["scale", "-n", "apps", "deployment/burst", "--replicas=3"]);
     wait_for("3 burst pods", Duration::from_secs(60), || {
         (pods(&k, "apps", "burst").len() == 3).then_some(())
@@ -455,14 +469,7 @@ spec:
         "--replicas=0",
     ]);
     wait_for("identity gone", Duration::from_secs(60), || {
-        k.json(&[
-            "get",
-            "pods",
-            "-n",
-            "linkerd",
-            "-l",
-            "linkerd.io/control-plane-component=identity",
-        ])["items"]
+        control_plane_pods(&k, "identity")["items"]
             .as_array()
             .is_some_and(|a| a.is_empty())
             .then_some(())
@@ -474,24 +481,9 @@ spec:
         "linkerd",
         "linkerd-proxy-injector-k8s-tls",
     ]);
-    k.ok(&[
-        "delete",
-        "pod",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=proxy-injector",
-        "--wait=true",
-    ]);
+    delete_control_plane_pods(&k, "proxy-injector", &["--wait=true"]);
     std::thread::sleep(Duration::from_secs(8));
-    let injector = k.json(&[
-        "get",
-        "pods",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=proxy-injector",
-    ]);
+    let injector = control_plane_pods(&k, "proxy-injector");
     let ready = injector["items"][0]["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -527,27 +519,12 @@ spec:
         );
     };
     ctr(&["images", "rm", &image]);
-    k.ok(&[
-        "delete",
-        "pod",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=destination",
-        "--wait=true",
-    ]);
+    delete_control_plane_pods(&k, "destination", &["--wait=true"]);
     wait_for(
         "destination's pod to report the pull error",
         Duration::from_secs(60),
         || {
-            let p = k.json(&[
-                "get",
-                "pods",
-                "-n",
-                "linkerd",
-                "-l",
-                "linkerd.io/control-plane-component=destination",
-            ]);
+            let p = control_plane_pods(&k, "destination");
             let reason =
                 p["items"][0]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
                     .as_str()
@@ -582,29 +559,13 @@ spec:
         "localhost/kinject",
         &archive,
     ]);
-    k.ok(&[
-        "delete",
-        "pod",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=destination",
-        "--wait=false",
-    ]);
+    delete_control_plane_pods(&k, "destination", &["--wait=false"]);
     available(&k, "linkerd", "deployment/linkerd-destination", "90s");
 
     // Identity restarted: the trust root is unchanged.
     let root = secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt");
     assert!(!root.is_empty());
-    k.ok(&[
-        "delete",
-        "pod",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=identity",
-        "--wait=true",
-    ]);
+    delete_control_plane_pods(&k, "identity", &["--wait=true"]);
     available(&k, "linkerd", "deployment/linkerd-identity", "90s");
     assert_eq!(
         secret_field(&k, "linkerd", "linkerd-identity-issuer", "ca.crt"),
@@ -646,14 +607,7 @@ spec:
 "#,
     );
     available(k, "apps", "deployment/meshlike", "60s");
-    let dst = k.json(&[
-        "get",
-        "pods",
-        "-n",
-        "linkerd",
-        "-l",
-        "linkerd.io/control-plane-component=destination",
-    ]);
+    let dst = control_plane_pods(k, "destination");
     let dst_ip = dst["items"][0]["status"]["podIP"]
         .as_str()
         .expect("destination's pod IP")
