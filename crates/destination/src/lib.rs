@@ -43,13 +43,6 @@ pub struct Config {
     pub default_opaque_ports: Vec<PortRange>,
 }
 
-/// The name the destination and policy services' certificate carries (what
-/// the injected `LINKERD2_PROXY_DESTINATION_SVC_NAME` and
-/// `LINKERD2_PROXY_POLICY_SVC_NAME` say).
-pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
-    kinject_inject::proxy::control_plane_identity("linkerd-destination", control_ns, trust_domain)
-}
-
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
