@@ -30,4 +30,7 @@ GOBIN="$cache/$version" GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 \
   GOPATH="$cache/gopath" GOCACHE="$cache/gocache" \
   "$go" install "helm.sh/helm/v4/cmd/helm@$version" >&2
 "$bin" version >&2
+# Only the binary is kept: its module and build caches are about 2 GB.
+GOPATH="$cache/gopath" GOMODCACHE="$cache/gopath/pkg/mod" "$go" clean -modcache >&2
+rm -rf "$cache/gopath" "$cache/gocache"
 echo "$bin"

@@ -98,4 +98,9 @@ GO
   $go build -trimpath -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2
 )
 echo "$stamp" >"$bin/STAMP"
+# Only the binaries are kept: the module and build caches (about 5 GB) are
+# needed for nothing else, and CI's disk is shared by everything it builds.
+log "pruning the Go module and build caches"
+$go clean -modcache >&2
+rm -rf "$root/go"
 echo "$bin"

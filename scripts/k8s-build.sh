@@ -82,4 +82,9 @@ log "building ${cmds[*]} with $("$go119/go" version) (about 20 minutes the first
 out=$gopath/src/k8s.io/kubernetes/_output/bin
 for c in "${cmds[@]}"; do cp "$out/$c" "$bin/"; done
 echo "$stamp" >"$bin/STAMP"
+# The binaries are all that is kept: the source tree with its build output and
+# the Go build cache are about 5 GB that CI's disk needs for other things. A
+# later rebuild (a new stamp) fetches the source again.
+log "pruning the source tree and build cache"
+rm -rf "$src" "$gopath" "$cache/gocache"
 echo "$bin"
