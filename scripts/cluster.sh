@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A whole test cluster whose pods really run, on this machine only:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
-# one kubelet registered as a Node, kube-proxy (iptables), and a CNI bridge
-# on a pod network that exists only here. Nothing listens on or routes to the
+# one kubelet registered as a Node, kube-proxy (iptables), CoreDNS as the
+# cluster DNS (1.37), and a CNI bridge on a pod network that exists only here. Nothing listens on or routes to the
 # machine's outside interface.
 #
 #   scripts/cluster.sh up DIR [1.37|1.20]   start (default 1.37); writes DIR/kubeconfig, DIR/env
@@ -10,8 +10,9 @@
 #
 # `up` is idempotent: on a DIR whose cluster answers it does nothing; on a
 # half-started one it cleans up first. Binaries: scripts/k8s-build.sh (1.20.2,
-# Debian's source) or scripts/k8s-build-modern.sh (1.37, the Go module proxy).
-# Images (pause, app, kinject) are imported from scripts/test-images.sh and
+# Debian's source) or scripts/k8s-build-modern.sh (1.37, the Go module proxy),
+# and scripts/coredns-build.sh. Images (pause, app, the proxy stand-in,
+# kinject, and a real proxy named by KINJECT_PROXY_IMAGE) are imported from scripts/test-images.sh and
 # scripts/image.sh archives; nothing is pulled.
 set -euo pipefail
 
@@ -73,6 +74,7 @@ down() {
   set +e
   stop_pid kube-proxy
   stop_pid kubelet
+  stop_pid coredns
   # Containers first, then containerd, so no shim outlives its pods.
   if [[ -S $dir/containerd/containerd.sock ]]; then
     local c=(ctr --address "$dir/containerd/containerd.sock" -n k8s.io)
@@ -163,7 +165,7 @@ echo "$dir" >"$lock"
 started=$(date +%s.%N)
 
 need=()
-for p in containerd runc containernetworking-plugins iptables conntrack ipset umoci busybox-static openssl; do
+for p in containerd runc containernetworking-plugins iptables conntrack ipset umoci busybox-static openssl curl; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -292,6 +294,42 @@ echo $! >"$dir/kube-controller-manager.pid"
   >"$dir/kube-scheduler.log" 2>&1 &
 echo $! >"$dir/kube-scheduler.pid"
 
+# Cluster DNS (1.37): CoreDNS with its kubernetes plugin, as kubeadm runs it,
+# but as a process on the bridge address, which the pods' resolv.conf names.
+# It answers cluster.local and reverse lookups only; any other name is
+# REFUSED, so no query leaves the machine. (CoreDNS 1.15 reads EndpointSlices
+# v1, which a 1.20 API server does not serve: there pods have no cluster DNS.)
+cluster_dns=""
+if [[ $version != 1.20 ]]; then
+  coredns=$("$here/coredns-build.sh")
+  dns_ready=127.0.0.1:$(free_port)
+  cat >"$dir/Corefile" <<CF
+cluster.local:53 in-addr.arpa:53 {
+  bind $gw
+  errors
+  ready $dns_ready
+  kubernetes cluster.local in-addr.arpa {
+    kubeconfig $dir/admin.kubeconfig test
+    pods insecure
+  }
+}
+CF
+  "$coredns" -conf "$dir/Corefile" >"$dir/coredns.log" 2>&1 &
+  echo $! >"$dir/coredns.pid"
+  cluster_dns="clusterDNS: [$gw]"
+  # Ready once the kubernetes plugin has synced Services and EndpointSlices.
+  for _ in $(seq 1 100); do
+    curl -fs "http://$dns_ready/ready" >/dev/null 2>&1 && break
+    kill -0 "$(cat "$dir/coredns.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  curl -fs "http://$dns_ready/ready" >/dev/null 2>&1 || {
+    log "CoreDNS is not ready; its log:"
+    tail -20 "$dir/coredns.log" >&2
+    false
+  }
+fi
+
 # containerd: state under DIR; the three changes the machine needs.
 mkdir -p "$dir/containerd/net.d"
 cat >"$dir/containerd/net.d/10-kinject.conflist" <<CNI
@@ -324,12 +362,23 @@ containerd --config "$dir/containerd/config.toml" >"$dir/containerd.log" 2>&1 &
 echo $! >"$dir/containerd.pid"
 sock=$dir/containerd/containerd.sock
 for _ in $(seq 1 100); do [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-for img in "$images"/pause.oci.tar "$images"/app.oci.tar "$images"/kinject-*.oci.tar; do
+for img in "$images"/pause.oci.tar "$images"/app.oci.tar "$images"/proxy-standin.oci.tar "$images"/kinject-*.oci.tar; do
   [[ -f $img ]] || continue
   name=$(basename "$img" .oci.tar)
   name=${name%%-[0-9]*}
   ctr --address "$sock" -n k8s.io images import --base-name "localhost/$name" "$img" >/dev/null
 done
+# A real linkerd2-proxy image built on this machine (no registry has one):
+# KINJECT_PROXY_IMAGE names it (localhost/NAME:TAG), KINJECT_PROXY_IMAGE_ARCHIVE
+# is its OCI archive, whose index tags it TAG.
+if [[ -n ${KINJECT_PROXY_IMAGE_ARCHIVE:-} ]]; then
+  [[ -f $KINJECT_PROXY_IMAGE_ARCHIVE && ${KINJECT_PROXY_IMAGE:-} == */*:* ]] || {
+    log "KINJECT_PROXY_IMAGE_ARCHIVE needs an OCI archive, and KINJECT_PROXY_IMAGE its name (localhost/NAME:TAG)"
+    false
+  }
+  ctr --address "$sock" -n k8s.io images import --base-name "${KINJECT_PROXY_IMAGE%:*}" "$KINJECT_PROXY_IMAGE_ARCHIVE" >/dev/null
+  log "imported $KINJECT_PROXY_IMAGE"
+fi
 
 # kubelet: anonymous and AlwaysAllow, so it listens on the bridge address
 # only, which the outside interface and the pods are kept from (above). The
@@ -348,6 +397,7 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 failCgroupV1: false
 clusterDomain: cluster.local
+$cluster_dns
 resolvConf: /etc/resolv.conf
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

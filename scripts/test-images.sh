@@ -4,14 +4,21 @@
 # signal) and `localhost/app:kinject` (busybox httpd). Archives are cached
 # outside the repository. Prints the directory holding them.
 #
+# `localhost/proxy-standin:kinject` stands in for Linkerd's proxy image, which
+# no registry here carries, so that an injected pod's lifecycle can be tested
+# in CI: its `linkerd2-proxy-init` programs nothing and exits 0, and its
+# entrypoint serves `/live` and `/ready` on the admin port (4191) until
+# SIGTERM. It is named a stand-in wherever a test uses it; the real proxy is
+# used instead when KINJECT_PROXY_IMAGE names one (crates/cli/tests/nodes.rs).
+#
 #   KINJECT_IMAGE_DIR  default ~/.cache/kinject/image
 set -euo pipefail
 
 out=${KINJECT_IMAGE_DIR:-$HOME/.cache/kinject/image}
-stamp=2
+stamp=3
 log() { echo "test-images: $*" >&2; }
 sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
+if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && -f $out/proxy-standin.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
   echo "$out"
   exit 0
 fi
@@ -65,13 +72,49 @@ C
 
 app_rootfs() {
   install -D -m 0755 /bin/busybox "$1/bin/busybox"
-  for a in sh httpd wget nc cat echo ls sleep id hostname; do ln -s busybox "$1/bin/$a"; done
+  for a in sh httpd wget nc cat echo ls sleep id hostname nslookup; do ln -s busybox "$1/bin/$a"; done
   install -d "$1/www" "$1/tmp"
   echo "hello from kinject's test app" >"$1/www/index.html"
 }
 
+# Runs as any user (the injector sets 2102, and 65534 for init) on a
+# read-only root filesystem. sh is PID 1 and traps TERM, which a PID 1 with
+# no handler would ignore, so the sidecar stops at once when the kubelet asks.
+proxy_standin_rootfs() {
+  install -D -m 0755 /bin/busybox "$1/bin/busybox"
+  for a in sh httpd wget sleep; do ln -s busybox "$1/bin/$a"; done
+  install -d "$1/admin" "$1/usr/lib/linkerd"
+  echo "live (kinject's proxy stand-in)" >"$1/admin/live"
+  echo "ready (kinject's proxy stand-in)" >"$1/admin/ready"
+  cat >"$1/usr/lib/linkerd/proxy-standin" <<'SH'
+#!/bin/sh
+trap "exit 0" TERM INT
+httpd -f -p 4191 -h /admin &
+wait
+SH
+  cat >"$1/usr/lib/linkerd/linkerd2-proxy-init" <<'SH'
+#!/bin/sh
+echo "kinject proxy stand-in: linkerd2-proxy-init programs no iptables rules"
+SH
+  # The classic sidecar's postStart hook: wait until the admin port is ready.
+  cat >"$1/usr/lib/linkerd/linkerd-await" <<'SH'
+#!/bin/sh
+port=4191
+for a in "$@"; do case $a in --port=*) port=${a#--port=} ;; esac; done
+i=0
+while [ $i -lt 120 ]; do
+  wget -q -O /dev/null "http://127.0.0.1:$port/ready" && exit 0
+  sleep 1
+  i=$((i + 1))
+done
+exit 1
+SH
+  chmod 0755 "$1"/usr/lib/linkerd/*
+}
+
 image pause pause_rootfs /pause
 image app app_rootfs /bin/busybox httpd -f -p 8080 -h /www
+image proxy-standin proxy_standin_rootfs /usr/lib/linkerd/proxy-standin
 echo "$stamp" >"$out/test-images.stamp"
 log "built $(ls "$out"/*.oci.tar | xargs -n1 basename | tr '\n' ' ')"
 echo "$out"
