@@ -261,8 +261,18 @@ struct ProxyImage {
 }
 
 impl ProxyImage {
-    fn from_env() -> Self {
+    /// The real proxy needs the cluster DNS to find its control plane (the
+    /// injected addresses are Service names); the 1.20 cluster has none, so
+    /// it runs the stand-in there and says so.
+    fn from_env(cluster_dns: bool) -> Self {
         match std::env::var("KINJECT_PROXY_IMAGE") {
+            Ok(img) if !cluster_dns => {
+                eprintln!(
+                    "NOTE: KINJECT_PROXY_IMAGE={img} is not used on this cluster: it has no \
+                     cluster DNS (CoreDNS 1.15 cannot serve a 1.20 API server)"
+                );
+                Self::standin()
+            }
             Ok(img) => {
                 let (name, version) = img
                     .rsplit_once(':')
@@ -274,11 +284,15 @@ impl ProxyImage {
                     real: true,
                 }
             }
-            Err(_) => ProxyImage {
-                name: "localhost/proxy-standin".into(),
-                version: "kinject".into(),
-                real: false,
-            },
+            Err(_) => Self::standin(),
+        }
+    }
+
+    fn standin() -> Self {
+        ProxyImage {
+            name: "localhost/proxy-standin".into(),
+            version: "kinject".into(),
+            real: false,
         }
     }
 
@@ -337,7 +351,8 @@ fn http_get_on(ip: &str, port: u16, path: &str) -> (u16, String) {
 /// security context, volumes); with the real proxy `/ready` also means that
 /// identity certified it through the cluster's Services and DNS.
 fn meshed_pods_run(k: &Cluster, native: bool) {
-    let proxy = ProxyImage::from_env();
+    // The 1.37 cluster has CoreDNS; the 1.20 one has not (scripts/cluster.sh).
+    let proxy = ProxyImage::from_env(native);
     let annotations = proxy.annotations();
     k.apply(&format!(
         r#"apiVersion: apps/v1
@@ -356,6 +371,13 @@ spec:
         imagePullPolicy: IfNotPresent
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: meshed, namespace: apps}}
+spec:
+  selector: {{app: meshed}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
 "#
     ));
     let started = Instant::now();
@@ -389,6 +411,26 @@ spec:
 
     if native {
         native_sidecar_job_completes(k, &proxy);
+        if proxy.real {
+            // The Job's request went through both proxies: the server's
+            // proxy counts it as mTLS from the Job's ServiceAccount.
+            let (code, metrics) = http_get_on(ip, 4191, "/metrics");
+            assert_eq!(code, 200, "{metrics}");
+            let client = "client_id=\"default.apps.serviceaccount.identity.linkerd.cluster.local\"";
+            let mtls: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.contains("direction=\"inbound\"") || l.starts_with("inbound_"))
+                .filter(|l| l.contains("tls=\"true\"") && l.contains(client))
+                .collect();
+            assert!(
+                !mtls.is_empty(),
+                "the server's proxy saw the Job's request over mTLS:\n{metrics}"
+            );
+            eprintln!(
+                "mTLS between two injected pods, as the server's proxy counts it:\n  {}",
+                mtls[..mtls.len().min(3)].join("\n  ")
+            );
+        }
     }
     if !proxy.real {
         eprintln!(
@@ -402,7 +444,9 @@ spec:
 
 /// A Job whose proxy is a native sidecar: the task starts only after the
 /// proxy's startup probe passed (so it finds `/ready` answering), resolves
-/// the destination's headless Service through the cluster DNS, and exits;
+/// the destination's headless Service through the cluster DNS, gets a page
+/// from the meshed Service (through both proxies when they are real), and
+/// exits;
 /// the kubelet then stops the sidecar, the pod finishes and the Job
 /// completes. (A classic sidecar would keep such a pod running forever.)
 fn native_sidecar_job_completes(k: &Cluster, proxy: &ProxyImage) {
@@ -424,7 +468,10 @@ spec:
         command:
         - /bin/sh
         - -c
-        - wget -q -O- http://127.0.0.1:4191/ready && nslookup linkerd-dst-headless.linkerd.svc.cluster.local
+        - >-
+          wget -q -O- http://127.0.0.1:4191/ready &&
+          nslookup linkerd-dst-headless.linkerd.svc.cluster.local &&
+          wget -q -O- http://meshed.apps.svc.cluster.local/
 "#
     ));
     let out = k.kubectl(
@@ -469,6 +516,10 @@ spec:
         logs.contains("ready") && logs.contains(&dst_ip),
         "the task saw the proxy ready, and the cluster DNS answered the destination's \
          headless Service with its pod ({dst_ip}):\n{logs}"
+    );
+    assert!(
+        logs.contains("hello from kinject's test app"),
+        "the task got the meshed Service's page:\n{logs}"
     );
 }
 
