@@ -54,10 +54,18 @@ scripts/k8s-build-modern.sh
 scripts/coredns-build.sh
 scripts/test-images.sh
 
+# --nocapture: the tests' timings, and their NOT RUN line for the real proxy,
+# belong in CI's log.
 for v in 1.37 1.20; do
   step "in-cluster tests on Kubernetes $v: kinject installed as pods, pods scheduled and started (scripts/cluster.sh)"
-  KINJECT_NODES=1 KINJECT_K8S=$v cargo test -p kinject --test nodes -- --test-threads=1
+  KINJECT_NODES=1 KINJECT_K8S=$v cargo test -p kinject --test nodes -- --test-threads=1 --nocapture
 done
+if [[ -z ${KINJECT_PROXY_IMAGE:-} ]]; then
+  echo
+  echo "!!! NOT RUN: meshed pods with the real linkerd2-proxy (no registry carries its image;"
+  echo "!!! the in-cluster tests used kinject's proxy stand-in). docs/REAL-PROXY.md records a run"
+  echo "!!! with a locally built image: KINJECT_PROXY_IMAGE and KINJECT_PROXY_IMAGE_ARCHIVE."
+fi
 
 echo
 echo "all tests passed"
