@@ -505,6 +505,10 @@ async fn control_plane_checks(
     )
     .await;
 
+    if !installed.is_empty() {
+        destination_checks(client, args, c).await;
+    }
+
     let cat = "kinject-webhook";
     let mwc = c
         .value(cat, "webhook configuration exists", Kind::Retryable, || async {
@@ -593,6 +597,199 @@ async fn control_plane_checks(
         })
         .await;
     }
+}
+
+/// The Services through which injected proxies find identity, destination
+/// and policy. They are headless: their DNS names answer with ready endpoints
+/// only, so with none a new proxy cannot start its control-plane clients and
+/// never becomes ready.
+const PROXY_FACING_SERVICES: [&str; 3] = [
+    "linkerd-identity-headless",
+    "linkerd-dst-headless",
+    "linkerd-policy",
+];
+
+/// What a proxy needs of the installed control plane beyond running pods:
+/// endpoints behind the names it dials, and a destination certificate for
+/// the name it checks.
+async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Checker) {
+    let ns = args.namespace.name.as_str();
+    let cat = "kinject-destination";
+    c.run(
+        cat,
+        "the proxy's control-plane Services have ready endpoints",
+        Kind::Retryable,
+        || async {
+            let mut empty = Vec::new();
+            for svc in PROXY_FACING_SERVICES {
+                match ready_endpoints(client, ns, svc).await {
+                    Ok(0) => empty.push(svc),
+                    Ok(_) => {}
+                    Err(e) => return fail(e),
+                }
+            }
+            if empty.is_empty() {
+                Status::Ok
+            } else {
+                fail(format!(
+                    "no ready endpoints behind {}: new proxies cannot reach the control plane and stay unready; \
+                     kubectl -n {ns} get pods,endpointslices",
+                    empty.join(", ")
+                ))
+            }
+        },
+    )
+    .await;
+    c.run(
+        cat,
+        "destination's certificate names what proxies check, and chains to the trust root",
+        Kind::Retryable,
+        || async {
+            let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+            let issuer = match timed(
+                "GET issuer Secret",
+                secrets.get_opt(kinject_identity::controller::ISSUER_SECRET),
+            )
+            .await
+            {
+                Ok(Some(s)) => s,
+                Ok(None) => return fail("no trust root yet: see the identity checks above"),
+                Err(e) => return fail(e),
+            };
+            let Some(root) = secret_text(&issuer, "ca.crt") else {
+                return fail("the issuer Secret lacks ca.crt: see the identity checks above");
+            };
+            let td = match trust_domain(client, ns).await {
+                Ok(td) => td,
+                Err(e) => return fail(e),
+            };
+            let name = kinject_inject::proxy::control_plane_identity("linkerd-destination", ns, &td);
+            let secret = kinject_identity::controller::DESTINATION_SECRET;
+            match timed("GET destination Secret", secrets.get_opt(secret)).await {
+                Ok(Some(s)) => destination_certificate(
+                    &s,
+                    ns,
+                    &root,
+                    &name,
+                    args.cert_min_days,
+                    time::OffsetDateTime::now_utc(),
+                ),
+                Ok(None) => fail(format!(
+                    "no Secret {ns}/{secret}: identity writes it; kubectl -n {ns} logs deploy/{IDENTITY}"
+                )),
+                Err(e) => fail(e),
+            }
+        },
+    )
+    .await;
+}
+
+/// Ready endpoints of one Service, from its EndpointSlices: `v1`, or
+/// `v1beta1` on servers older than 1.21. An endpoint without a `ready`
+/// condition counts as ready, as the API defines it.
+async fn ready_endpoints(client: &kube::Client, ns: &str, svc: &str) -> Result<usize, String> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let mut last = String::new();
+    for version in ["v1", "v1beta1"] {
+        let gvk = GroupVersionKind::gvk("discovery.k8s.io", version, "EndpointSlice");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+        match tokio::time::timeout(CALL_TIMEOUT, api.list(&lp)).await {
+            Ok(Ok(list)) => {
+                return Ok(list
+                    .items
+                    .iter()
+                    .filter_map(|s| s.data["endpoints"].as_array())
+                    .flatten()
+                    .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
+                    .map(|e| e["addresses"].as_array().map_or(0, Vec::len))
+                    .sum());
+            }
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
+                last = format!("list EndpointSlices: {e}");
+            }
+            Ok(Err(e)) => return Err(format!("list EndpointSlices of {svc}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "list EndpointSlices of {svc}: no answer within {}s",
+                    CALL_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The trust domain the injector renders into `*_SVC_NAME`: from the
+/// installed `linkerd-config` values, as the servers read them.
+async fn trust_domain(client: &kube::Client, ns: &str) -> Result<String, String> {
+    let cfg = timed(
+        "GET linkerd-config",
+        kinject_k8s::linkerd_config::fetch(client, ns),
+    )
+    .await?;
+    let text = match cfg.values {
+        Some(Ok(text)) => text,
+        Some(Err(e)) => return Err(e),
+        None => return Err(kinject_k8s::linkerd_config::missing_message(ns)),
+    };
+    let mut loader = kinject_inject::values::ValuesLoader::new();
+    loader
+        .add_document(&kinject_k8s::linkerd_config::values_source_name(ns), &text)
+        .and_then(|()| loader.finish())
+        .map(|l| l.values.trust_domain().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Destination's serving certificate as a proxy checks it: the chain ends at
+/// the trust root, the leaf carries the name the injected
+/// `LINKERD2_PROXY_DESTINATION_SVC_NAME` gives, and it is not about to expire.
+fn destination_certificate(
+    s: &Secret,
+    ns: &str,
+    root_pem: &str,
+    name: &str,
+    min_days: u32,
+    now: time::OffsetDateTime,
+) -> Status {
+    use kinject_identity::ca;
+    let secret = kinject_identity::controller::DESTINATION_SECRET;
+    // Identity repairs the Secret on its next pass; if this persists, its
+    // log says why.
+    let repair =
+        format!("identity rewrites it; if this persists, kubectl -n {ns} logs deploy/{IDENTITY}");
+    let Some(chain) = secret_text(s, "tls.crt") else {
+        return fail(format!("Secret {ns}/{secret} lacks tls.crt; {repair}"));
+    };
+    let Ok(leaf) = ca::parse_pem_cert("destination certificate", &chain) else {
+        return fail(format!(
+            "Secret {ns}/{secret}: tls.crt is not a PEM certificate; {repair}"
+        ));
+    };
+    if !ca::chain_verifies(&chain, root_pem) {
+        return fail(format!(
+            "it does not chain to the trust root, so proxies refuse destination; {repair}"
+        ));
+    }
+    let names = ca::dns_names(&leaf);
+    if !names.iter().any(|n| n == name) {
+        return fail(format!(
+            "it names {names:?}, but proxies check {name}; {repair}"
+        ));
+    }
+    let Some((_, not_after)) = ca::validity(&leaf) else {
+        return fail("the destination certificate does not parse");
+    };
+    if not_after <= now {
+        return fail(format!("it expired at {not_after}; {repair}"));
+    }
+    if not_after - now < time::Duration::days(i64::from(min_days)) {
+        return fail(format!(
+            "it expires at {not_after}; identity renews it at two thirds of its life: {repair}"
+        ));
+    }
+    Status::Ok
 }
 
 /// A warning when another writer keeps reverting the webhook configuration:
@@ -1030,5 +1227,100 @@ async fn probe_injection(client: &kube::Client, probe_ns: &str) -> Status {
         Err(e) => fail(format!(
             "{e}; with failurePolicy Fail this means the injector is unreachable"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use kinject_identity::ca::{self, Ca};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+    const NAME: &str = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local";
+
+    /// A trust root and a CA issuing under it.
+    fn mesh_ca(now: time::OffsetDateTime) -> (String, Ca) {
+        let root = ca::generate_root("root.linkerd.cluster.local", now, 365 * DAY).expect("root");
+        let issuer = Ca::new_issuer(&root, now, 90 * DAY).expect("issuer");
+        let ca = Ca::load(&root.cert_pem, &issuer, now).expect("load");
+        (root.cert_pem, ca)
+    }
+
+    fn secret(tls_crt: Option<&str>) -> Secret {
+        Secret {
+            data: tls_crt.map(|c| {
+                [("tls.crt".to_string(), ByteString(c.as_bytes().to_vec()))]
+                    .into_iter()
+                    .collect()
+            }),
+            ..Secret::default()
+        }
+    }
+
+    fn check(s: &Secret, root: &str, now: time::OffsetDateTime) -> Status {
+        destination_certificate(s, "linkerd", root, NAME, 7, now)
+    }
+
+    fn failure(st: Status) -> String {
+        match st {
+            Status::Fail(why) => why,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_destination_certificate_for_the_checked_name_from_the_root_passes() {
+        let now = time::OffsetDateTime::now_utc();
+        let (root, ca) = mesh_ca(now);
+        let leaf = ca
+            .issue(&[NAME.to_string()], &[], now, 30 * DAY)
+            .expect("leaf");
+        assert_eq!(
+            check(&secret(Some(&leaf.chain_pem)), &root, now),
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn every_way_a_destination_certificate_fails_a_proxy_is_named() {
+        let now = time::OffsetDateTime::now_utc();
+        let (root, ca) = mesh_ca(now);
+        let (foreign_root, _) = mesh_ca(now);
+
+        let why = failure(check(&secret(None), &root, now));
+        assert!(
+            why.contains("lacks tls.crt") && why.contains("logs deploy/"),
+            "{why}"
+        );
+
+        let why = failure(check(&secret(Some("not a certificate")), &root, now));
+        assert!(why.contains("not a PEM certificate"), "{why}");
+
+        let good = ca
+            .issue(&[NAME.to_string()], &[], now, 30 * DAY)
+            .expect("leaf");
+        let why = failure(check(&secret(Some(&good.chain_pem)), &foreign_root, now));
+        assert!(why.contains("does not chain to the trust root"), "{why}");
+
+        let other = "linkerd-destination.other.serviceaccount.identity.other.cluster.local";
+        let wrong = ca
+            .issue(&[other.to_string()], &[], now, 30 * DAY)
+            .expect("leaf");
+        let why = failure(check(&secret(Some(&wrong.chain_pem)), &root, now));
+        assert!(
+            why.contains(other) && why.contains(&format!("proxies check {NAME}")),
+            "{why}"
+        );
+
+        let short = ca
+            .issue(&[NAME.to_string()], &[], now, 2 * DAY)
+            .expect("leaf");
+        let why = failure(check(&secret(Some(&short.chain_pem)), &root, now));
+        assert!(why.contains("expires at"), "{why}");
+
+        let later = now + time::Duration::days(3);
+        let why = failure(check(&secret(Some(&short.chain_pem)), &root, later));
+        assert!(why.contains("expired at"), "{why}");
     }
 }

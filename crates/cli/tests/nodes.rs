@@ -803,6 +803,16 @@ spec:
             && (line.contains("ErrImagePull") || line.contains("ImagePullBackOff")),
         "check names the pod and the pull error: {line}"
     );
+    let line = out
+        .lines()
+        .find(|l| l.contains("control-plane Services have ready endpoints"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("linkerd-dst-headless")
+            && line.contains("linkerd-policy")
+            && !line.contains("linkerd-identity-headless"),
+        "check says which Services proxies cannot reach: {line}"
+    );
     let archive = format!(
         "{}/.cache/kinject/image/kinject-{}.oci.tar",
         std::env::var("HOME").unwrap_or_default(),
