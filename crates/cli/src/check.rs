@@ -305,8 +305,7 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
         pre_checks(&client, ns, c).await;
     } else {
         let server = kinject_k8s::ServerVersion::parse(&version.major, &version.minor);
-        let match_conditions = server.is_some_and(|v| v.supports_match_conditions());
-        control_plane_checks(&client, args, c, match_conditions).await;
+        control_plane_checks(&client, args, c, server).await;
     }
 }
 
@@ -430,14 +429,16 @@ fn managed_by_kinject(meta: &kube::api::ObjectMeta) -> bool {
     })
 }
 
-/// `match_conditions`: the server supports them, so the injector registers them.
+/// `server`: what the server supports (matchConditions, so the injector
+/// registers them; EndpointSlices v1).
 async fn control_plane_checks(
     client: &kube::Client,
     args: &CheckArgs,
     c: &mut Checker,
-    match_conditions: bool,
+    server: Option<kinject_k8s::ServerVersion>,
 ) {
     let ns = args.namespace.name.as_str();
+    let match_conditions = server.is_some_and(|v| v.supports_match_conditions());
     let ok = c
         .run("kinject-existence", "control plane namespace exists", Kind::Fatal, || async {
             match timed("GET namespace", Api::<Namespace>::all(client.clone()).get_opt(ns)).await {
@@ -482,31 +483,38 @@ async fn control_plane_checks(
         }
     })
     .await;
-    c.run(
-        "kinject-identity",
-        "trust root and issuer are valid",
-        Kind::Retryable,
-        || async {
-            let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-            match timed(
-                "GET issuer Secret",
-                secrets.get_opt(kinject_identity::controller::ISSUER_SECRET),
-            )
-            .await
-            {
-                Ok(Some(s)) => issuer_valid(&s, args.cert_min_days),
-                Ok(None) => fail(format!(
-                    "no Secret {ns}/{}: identity creates it at its first start; is it running?",
-                    kinject_identity::controller::ISSUER_SECRET
-                )),
-                Err(e) => fail(e),
-            }
-        },
-    )
-    .await;
+    // The trust root, once it and the issuer are valid: destination's
+    // certificate must chain to it.
+    let root = c
+        .value(
+            "kinject-identity",
+            "trust root and issuer are valid",
+            Kind::Retryable,
+            || async {
+                let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+                match timed(
+                    "GET issuer Secret",
+                    secrets.get_opt(kinject_identity::controller::ISSUER_SECRET),
+                )
+                .await
+                {
+                    Ok(Some(s)) => match issuer_valid(&s, args.cert_min_days) {
+                        Status::Ok => secret_text(&s, "ca.crt").ok_or(Status::Ok),
+                        bad => Err(bad),
+                    },
+                    Ok(None) => Err(fail(format!(
+                        "no Secret {ns}/{}: identity creates it at its first start; is it running?",
+                        kinject_identity::controller::ISSUER_SECRET
+                    ))),
+                    Err(e) => Err(fail(e)),
+                }
+            },
+        )
+        .await;
 
     if !installed.is_empty() {
-        destination_checks(client, args, c).await;
+        let modern_slices = server.is_none_or(|v| v.serves_endpoint_slices_v1());
+        destination_checks(client, args, c, root.as_deref(), modern_slices).await;
     }
 
     let cat = "kinject-webhook";
@@ -612,7 +620,14 @@ const PROXY_FACING_SERVICES: [&str; 3] = [
 /// What a proxy needs of the installed control plane beyond running pods:
 /// endpoints behind the names it dials, and a destination certificate for
 /// the name it checks.
-async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Checker) {
+/// `root`: the trust root, when the identity checks found it valid.
+async fn destination_checks(
+    client: &kube::Client,
+    args: &CheckArgs,
+    c: &mut Checker,
+    root: Option<&str>,
+    modern_slices: bool,
+) {
     let ns = args.namespace.name.as_str();
     let cat = "kinject-destination";
     c.run(
@@ -622,7 +637,7 @@ async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Che
         || async {
             let mut empty = Vec::new();
             for svc in PROXY_FACING_SERVICES {
-                match ready_endpoints(client, ns, svc).await {
+                match ready_endpoints(client, ns, svc, modern_slices).await {
                     Ok(0) => empty.push(svc),
                     Ok(_) => {}
                     Err(e) => return fail(e),
@@ -645,20 +660,10 @@ async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Che
         "destination's certificate names what proxies check, and chains to the trust root",
         Kind::Retryable,
         || async {
+            let Some(root) = root else {
+                return fail("no valid trust root: see the identity checks above");
+            };
             let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-            let issuer = match timed(
-                "GET issuer Secret",
-                secrets.get_opt(kinject_identity::controller::ISSUER_SECRET),
-            )
-            .await
-            {
-                Ok(Some(s)) => s,
-                Ok(None) => return fail("no trust root yet: see the identity checks above"),
-                Err(e) => return fail(e),
-            };
-            let Some(root) = secret_text(&issuer, "ca.crt") else {
-                return fail("the issuer Secret lacks ca.crt: see the identity checks above");
-            };
             let td = match trust_domain(client, ns).await {
                 Ok(td) => td,
                 Err(e) => return fail(e),
@@ -669,7 +674,7 @@ async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Che
                 Ok(Some(s)) => destination_certificate(
                     &s,
                     ns,
-                    &root,
+                    root,
                     &name,
                     args.cert_min_days,
                     time::OffsetDateTime::now_utc(),
@@ -684,62 +689,45 @@ async fn destination_checks(client: &kube::Client, args: &CheckArgs, c: &mut Che
     .await;
 }
 
-/// Ready endpoints of one Service, from its EndpointSlices: `v1`, or
-/// `v1beta1` on servers older than 1.21. An endpoint without a `ready`
-/// condition counts as ready, as the API defines it.
-async fn ready_endpoints(client: &kube::Client, ns: &str, svc: &str) -> Result<usize, String> {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-    let mut last = String::new();
-    for version in ["v1", "v1beta1"] {
-        let gvk = GroupVersionKind::gvk("discovery.k8s.io", version, "EndpointSlice");
-        let ar = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-        match tokio::time::timeout(CALL_TIMEOUT, api.list(&lp)).await {
-            Ok(Ok(list)) => {
-                return Ok(list
-                    .items
-                    .iter()
-                    .filter_map(|s| s.data["endpoints"].as_array())
-                    .flatten()
-                    .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
-                    .map(|e| e["addresses"].as_array().map_or(0, Vec::len))
-                    .sum());
-            }
-            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
-                last = format!("list EndpointSlices: {e}");
-            }
-            Ok(Err(e)) => return Err(format!("list EndpointSlices of {svc}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "list EndpointSlices of {svc}: no answer within {}s",
-                    CALL_TIMEOUT.as_secs()
-                ));
-            }
-        }
-    }
-    Err(last)
+/// Ready endpoints of one Service, read from its EndpointSlices as
+/// destination reads them (`v1`, or `v1beta1` on servers before 1.21; an
+/// endpoint without a `ready` condition is ready, as the API defines it).
+async fn ready_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    svc: &str,
+    modern_slices: bool,
+) -> Result<usize, String> {
+    use kinject_destination::model;
+    let ar = kinject_destination::cluster::endpoint_slice_resource(modern_slices);
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+    let lp = ListParams::default().labels(&format!("{}={svc}", model::SERVICE_NAME_LABEL));
+    let list = timed(&format!("list EndpointSlices of {svc}"), api.list(&lp)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| {
+            serde_json::from_value::<model::EndpointSliceLite>(serde_json::to_value(o).ok()?).ok()
+        })
+        .filter_map(|s| model::slice_info(&s))
+        .flat_map(|info| info.endpoints)
+        .filter(|e| e.ready)
+        .map(|e| e.ips.len())
+        .sum())
 }
 
 /// The trust domain the injector renders into `*_SVC_NAME`: from the
-/// installed `linkerd-config` values, as the servers read them.
+/// installed `linkerd-config` values, loaded as the servers load them.
 async fn trust_domain(client: &kube::Client, ns: &str) -> Result<String, String> {
     let cfg = timed(
         "GET linkerd-config",
         kinject_k8s::linkerd_config::fetch(client, ns),
     )
     .await?;
-    let text = match cfg.values {
-        Some(Ok(text)) => text,
-        Some(Err(e)) => return Err(e),
-        None => return Err(kinject_k8s::linkerd_config::missing_message(ns)),
-    };
-    let mut loader = kinject_inject::values::ValuesLoader::new();
-    loader
-        .add_document(&kinject_k8s::linkerd_config::values_source_name(ns), &text)
-        .and_then(|()| loader.finish())
+    kinject_webhook::values_source::ValuesSources::default()
+        .load_over(Some(&cfg), ns)
         .map(|l| l.values.trust_domain().to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Destination's serving certificate as a proxy checks it: the chain ends at

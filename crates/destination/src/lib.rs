@@ -85,8 +85,7 @@ impl kinject_runtime::admin::Readiness for Ready {
 /// Serves the three APIs until the process ends.
 pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
     let version = kinject_k8s::version::ServerVersion::detect(&client).await?;
-    // EndpointSlice v1 arrived in 1.21.
-    let modern_slices = (version.major, version.minor) >= (1, 21);
+    let modern_slices = version.serves_endpoint_slices_v1();
     if let (Some(secret), false) = (&server.cert_secret, server.plaintext) {
         tokio::spawn(kinject_k8s::secret_files::sync(
             client.clone(),

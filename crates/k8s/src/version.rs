@@ -43,6 +43,15 @@ impl ServerVersion {
         }
     }
 
+    /// EndpointSlices are served as `discovery.k8s.io/v1` from 1.21; 1.20
+    /// serves only `v1beta1`.
+    pub fn serves_endpoint_slices_v1(self) -> bool {
+        self >= Self {
+            major: 1,
+            minor: 21,
+        }
+    }
+
     pub async fn detect(client: &kube::Client) -> anyhow::Result<Self> {
         let info = client.apiserver_version().await?;
         Self::parse(&info.major, &info.minor).ok_or_else(|| {
@@ -76,6 +85,12 @@ mod tests {
             ServerVersion::parse("1", "29")
                 .unwrap()
                 .supports_native_sidecars()
+        );
+        assert!(!v.serves_endpoint_slices_v1());
+        assert!(
+            ServerVersion::parse("1", "21")
+                .unwrap()
+                .serves_endpoint_slices_v1()
         );
         assert!(ServerVersion::parse("1", "x").is_none());
     }
