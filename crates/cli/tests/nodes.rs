@@ -47,6 +47,17 @@ fn kinject(k: &Cluster, args: &[&str]) -> (i32, String, String) {
 }
 
 fn deployment(ns: &str, name: &str, replicas: u32, pod_label: Option<&str>) -> String {
+    deployment_annotated(ns, name, replicas, pod_label, "{}")
+}
+
+/// `annotations`: the pod template's, as a YAML flow mapping.
+fn deployment_annotated(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    pod_label: Option<&str>,
+    annotations: &str,
+) -> String {
     let label = pod_label
         .map(|v| format!(", linkerd.io/auto-inject: {v}"))
         .unwrap_or_default();
@@ -58,7 +69,7 @@ spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}{label}}}}}
+    metadata: {{labels: {{app: {name}{label}}}, annotations: {annotations}}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
@@ -71,21 +82,17 @@ spec:
     )
 }
 
-/// A namespace whose default ServiceAccount exists (pods need it).
-fn namespace(k: &Cluster, name: &str, labels: &str) {
-    k.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n"
-    ));
-    wait_for(
-        &format!("ServiceAccount default in {name}"),
-        Duration::from_secs(30),
-        || {
-            k.kubectl(&["get", "serviceaccount", "-n", name, "default"], None)
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+/// A Service on port 80 for the `app: <name>` pods' `http` port.
+fn service(ns: &str, name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    )
 }
 
 /// `what` is `deployment/<name>`, or `deployment` for all of them.
@@ -353,33 +360,14 @@ fn http_get_on(ip: &str, port: u16, path: &str) -> (u16, String) {
 fn meshed_pods_run(k: &Cluster, native: bool) {
     // The 1.37 cluster has CoreDNS; the 1.20 one has not (scripts/cluster.sh).
     let proxy = ProxyImage::from_env(native);
-    let annotations = proxy.annotations();
-    k.apply(&format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: meshed, namespace: apps}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: meshed}}}}
-  template:
-    metadata: {{labels: {{app: meshed}}, annotations: {annotations}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: localhost/app:kinject
-        imagePullPolicy: IfNotPresent
-        ports: [{{name: http, containerPort: 8080}}]
-        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: meshed, namespace: apps}}
-spec:
-  selector: {{app: meshed}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
-"#
+    k.apply(&deployment_annotated(
+        "apps",
+        "meshed",
+        1,
+        None,
+        &proxy.annotations(),
     ));
+    k.apply(&service("apps", "meshed"));
     let started = Instant::now();
     available(k, "apps", "deployment/meshed", "120s");
     let pod = pods(k, "apps", "meshed")
@@ -584,8 +572,8 @@ fn in_cluster_install_and_walkthrough() {
     );
 
     // The seed's walkthrough.
-    namespace(&k, "apps", "");
-    namespace(&k, "legacy", "linkerd.io/auto-inject: disabled");
+    k.namespace("apps", &[]);
+    k.namespace("legacy", &[("linkerd.io/auto-inject", "disabled")]);
     k.apply(&deployment("apps", "web", 1, None));
     k.apply(&deployment("apps", "optout", 1, Some("disabled")));
     k.apply(&deployment("apps", "done", 1, Some("completed")));
@@ -866,15 +854,9 @@ spec:
         imagePullPolicy: IfNotPresent
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: meshlike, namespace: apps}
-spec:
-  selector: {app: meshlike}
-  ports: [{name: http, port: 80, targetPort: http}]
 "#,
     );
+    k.apply(&service("apps", "meshlike"));
     available(k, "apps", "deployment/meshlike", "60s");
     let dst = control_plane_pods(k, "destination");
     let dst_ip = dst["items"][0]["status"]["podIP"]

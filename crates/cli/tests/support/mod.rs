@@ -178,14 +178,24 @@ impl Cluster {
         self.apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n{labels}"
         ));
+        // Before 1.24 the API server refuses pods until the token controller
+        // has made the ServiceAccount's token Secret and listed it there;
+        // later servers project tokens and make no Secret.
+        let token_secret = self.json(&["version"])["serverVersion"]["minor"]
+            .as_str()
+            .and_then(|m| m.trim_end_matches('+').parse::<u32>().ok())
+            .is_some_and(|minor| minor < 24);
         wait_for(
             &format!("serviceaccount default in {name}"),
             Duration::from_secs(30),
             || {
-                let out = self.kubectl(&["get", "secret", "-n", name, "-o", "name"], None);
-                String::from_utf8_lossy(&out.stdout)
-                    .contains("default-token")
-                    .then_some(())
+                let out = self.kubectl(
+                    &["get", "serviceaccount", "-n", name, "default", "-o", "json"],
+                    None,
+                );
+                let sa: Value = serde_json::from_slice(&out.stdout).ok()?;
+                let listed = sa["secrets"].as_array().is_some_and(|s| !s.is_empty());
+                (!token_secret || listed).then_some(())
             },
         );
     }
