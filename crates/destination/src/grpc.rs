@@ -463,6 +463,9 @@ impl ob::outbound_policies_server::OutboundPolicies for OutboundService {
 /// The tonic router with all three services.
 pub fn router(shared: Shared) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
+        // Unary answers (GetPort, Get) and small stream updates must not
+        // wait for a delayed ACK.
+        .tcp_nodelay(true)
         .add_service(d::destination_server::DestinationServer::new(
             DestinationService(shared.clone()),
         ))

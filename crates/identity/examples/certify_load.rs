@@ -5,6 +5,10 @@
 //! single calls (sequential phase) and the wall time for all N.
 //!
 //!   certify_load ADDR N        (KUBECONFIG names the cluster; namespace `bench`)
+//!
+//! With `TRUST_ANCHORS=FILE` it connects as the proxy does: TLS 1.3, no
+//! ALPN, server name `linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local`
+//! verified against those anchors; without it, plaintext.
 
 use std::time::{Duration, Instant};
 
@@ -78,9 +82,19 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     eprintln!("prepared in {:?}", prep.elapsed());
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = match std::env::var_os("TRUST_ANCHORS") {
+        Some(path) => {
+            let anchors = std::fs::read_to_string(&path)?;
+            let name = kinject_identity::grpc::service_name("linkerd", "cluster.local");
+            eprintln!("connecting over TLS 1.3 as {name}, no ALPN");
+            kinject_runtime::grpc_tls::connect_as_proxy(addr.parse()?, &name, &anchors).await?
+        }
+        None => {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?
+        }
+    };
 
     // Single-call latency: the first 200, one at a time.
     let mut one = IdentityClient::new(channel.clone());

@@ -67,6 +67,14 @@ pub fn admin_router<R: Readiness>(registry: Registry, readiness: R) -> Router {
 
 /// Serves the admin router over plain HTTP until `shutdown`.
 pub async fn serve_admin(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    use axum::serve::ListenerExt;
+    // Scrapes and probes are small request/response pairs: without
+    // TCP_NODELAY each answer can wait out Nagle plus a delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let res = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

@@ -60,6 +60,12 @@ pub async fn incoming(
                 // The server is gone: stop accepting.
                 _ = tx.closed() => return,
             };
+            // Every unary call (Certify, GetPort) is a small request and a
+            // small answer: with Nagle on, the answer's last TLS record
+            // waits for the client's delayed ACK, ~40 ms per call.
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(%peer, error = %e, server = what, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -76,4 +82,47 @@ pub async fn incoming(
     Ok(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|conn| (conn, rx))
     }))
+}
+
+/// A gRPC channel that connects exactly as linkerd2-proxy dials the control
+/// plane: TLS 1.3, no ALPN (HTTP/2 by prior knowledge), the server name of
+/// the injected `*_SVC_NAME`, verified against `trust_anchors_pem`. For
+/// `check`, benchmarks and tests that must see what a proxy sees.
+pub async fn connect_as_proxy(
+    addr: SocketAddr,
+    server_name: &str,
+    trust_anchors_pem: &str,
+) -> Result<tonic::transport::Channel> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(trust_anchors_pem.as_bytes()) {
+        roots
+            .add(cert.context("the trust anchors are not PEM certificates")?)
+            .context("a trust anchor")?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .context("TLS 1.3")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .with_context(|| format!("{server_name:?} is not a server name"))?;
+    let dial = tower::service_fn(move |_: http::Uri| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    // The URI only satisfies tonic; the connector decides where to go.
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .context("endpoint")?
+        .connect_with_connector(dial)
+        .await
+        .with_context(|| format!("cannot connect to {addr} as {server_name}"))
 }
