@@ -18,7 +18,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
@@ -80,6 +80,10 @@ impl CheckResult {
 /// One line in the seed's format (79 columns up to the status).
 pub fn line(r: &CheckResult, colour: bool) -> String {
     let label = r.label();
+    debug_assert!(
+        label.chars().count() < 75,
+        "{label:?} leaves no room for the dots before its status"
+    );
     let dots = 80usize.saturating_sub(label.chars().count() + "[ok]".len() + 1);
     let paint = |code: &str, s: &str| {
         if colour {
@@ -247,11 +251,11 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
             "can initialize the client",
             Kind::Fatal,
             || async {
-                timed("kubeconfig", async { kube::Client::try_default().await })
+                timed("kubeconfig", kinject_k8s::client::client())
                     .await
                     .map_err(|e| {
                         fail(format!(
-                            "{e}; set KUBECONFIG to a kubeconfig for the cluster (or run in a pod)"
+                            "{e}; set KUBECONFIG to a kubeconfig for the cluster (or --kubeconfig and --context, or run in a pod)"
                         ))
                     })
             },
@@ -483,34 +487,34 @@ async fn control_plane_checks(
         }
     })
     .await;
-    // The trust root, once it and the issuer are valid: destination's
-    // certificate must chain to it.
-    let root = c
+    // The issuer and the trust anchors, as identity reads them; then
+    // Linkerd's lines about them. Destination's certificate must chain to
+    // the anchors.
+    let material = c
         .value(
             "kinject-identity",
-            "trust root and issuer are valid",
+            "certificate config is valid",
             Kind::Retryable,
-            || async {
-                let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-                match timed(
-                    "GET issuer Secret",
-                    secrets.get_opt(kinject_identity::controller::ISSUER_SECRET),
-                )
-                .await
-                {
-                    Ok(Some(s)) => match issuer_valid(&s, args.cert_min_days) {
-                        Status::Ok => secret_text(&s, "ca.crt").ok_or(Status::Ok),
-                        bad => Err(bad),
-                    },
-                    Ok(None) => Err(fail(format!(
-                        "no Secret {ns}/{}: identity creates it at its first start; is it running?",
-                        kinject_identity::controller::ISSUER_SECRET
-                    ))),
-                    Err(e) => Err(fail(e)),
-                }
-            },
+            || async { identity_material(client, ns).await },
         )
         .await;
+    let anchors = match material {
+        Some(m) => {
+            let now = time::OffsetDateTime::now_utc();
+            let mut good = true;
+            for (label, status) in pki_lines(&m.anchors_pem, &m.issuer.cert_pem, now) {
+                good &= !matches!(status, Status::Fail(_));
+                c.run("kinject-identity", label, Kind::Normal, || {
+                    let status = status.clone();
+                    async move { status }
+                })
+                .await;
+            }
+            good.then_some(m.anchors_pem)
+        }
+        None => None,
+    };
+    let root = anchors;
 
     if !installed.is_empty() {
         let modern_slices = server.is_none_or(|v| v.serves_endpoint_slices_v1());
@@ -536,7 +540,7 @@ async fn control_plane_checks(
     };
     c.run(
         cat,
-        "webhook configuration has the expected rules and selectors",
+        "webhook configuration has the expected rules",
         Kind::Normal,
         || async { expected_rules(&mwc, ns, match_conditions) },
     )
@@ -632,7 +636,7 @@ async fn destination_checks(
     let cat = "kinject-destination";
     c.run(
         cat,
-        "the proxy's control-plane Services have ready endpoints",
+        "proxies' control-plane Services have ready endpoints",
         Kind::Retryable,
         || async {
             let mut empty = Vec::new();
@@ -657,7 +661,7 @@ async fn destination_checks(
     .await;
     c.run(
         cat,
-        "destination's certificate names what proxies check, and chains to the trust root",
+        "certificate is valid for the name proxies check",
         Kind::Retryable,
         || async {
             let Some(root) = root else {
@@ -905,32 +909,133 @@ fn secret_text(s: &Secret, key: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
 }
 
-fn issuer_valid(s: &Secret, min_days: u32) -> Status {
-    use kinject_identity::ca;
-    let (Some(root), Some(issuer)) = (secret_text(s, "ca.crt"), secret_text(s, "crt.pem")) else {
-        return fail(
-            "the issuer Secret lacks ca.crt or crt.pem; fix or delete it (identity recreates it)",
-        );
+/// The issuer and anchors identity uses: Secret `linkerd-identity-issuer`
+/// and ConfigMap `linkerd-identity-trust-roots`, read by identity's own rules.
+async fn identity_material(
+    client: &kube::Client,
+    ns: &str,
+) -> Result<kinject_identity::issuer::Material, Status> {
+    use kinject_identity::issuer::{self, ISSUER_SECRET, IssuerScheme, TRUST_ROOTS_CONFIG_MAP};
+    let secret = timed(
+        "GET issuer Secret",
+        Api::<Secret>::namespaced(client.clone(), ns).get_opt(ISSUER_SECRET),
+    )
+    .await
+    .map_err(fail)?;
+    let roots = timed(
+        "GET trust-roots ConfigMap",
+        Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(TRUST_ROOTS_CONFIG_MAP),
+    )
+    .await
+    .map_err(fail)?;
+    match issuer::material(ns, IssuerScheme::Kinject, secret.as_ref(), roots.as_ref()) {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(fail(format!(
+            "no Secret {ns}/{ISSUER_SECRET}: identity creates its own at its first start (is it running?); with --identity-external-issuer, cert-manager must create it"
+        ))),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// How long the anchors and the issuer must stay valid (Linkerd's 60 days).
+const PKI_MIN_DAYS: i64 = 60;
+
+/// Linkerd's identity lines (`healthcheck.go`, "linkerd-identity"), pure.
+fn pki_lines(
+    anchors_pem: &str,
+    issuer_pem: &str,
+    now: time::OffsetDateTime,
+) -> Vec<(&'static str, Status)> {
+    use kinject_identity::{ca, pki};
+    let soon = now + time::Duration::days(PKI_MIN_DAYS);
+    // (subject, notBefore, notAfter) of each certificate, for the lines.
+    let dates = |ders: &[Vec<u8>]| -> Vec<(String, time::OffsetDateTime, time::OffsetDateTime)> {
+        ders.iter()
+            .filter_map(|d| ca::validity(d).map(|(nb, na)| (ca::subject(d), nb, na)))
+            .collect()
     };
-    if !ca::chain_verifies(&issuer, &root) {
-        return fail("the issuer certificate is not signed by the trust root");
-    }
-    let now = time::OffsetDateTime::now_utc();
-    for (what, pem) in [("trust root", &root), ("issuer", &issuer)] {
-        let Some((_, not_after)) = ca::parse_pem_cert("certificate", pem)
-            .ok()
-            .and_then(|der| ca::validity(&der))
-        else {
-            return fail(format!("the {what} certificate does not parse"));
+    let validity_lines = |what: &str, ders: &[Vec<u8>], rotate: &str| -> (Status, Status) {
+        let all = dates(ders);
+        let outside: Vec<String> = all
+            .iter()
+            .filter(|(_, nb, na)| *na <= now || *nb > now + ca::CLOCK_SKEW)
+            .map(|(s, nb, na)| format!("{s:?} (valid {nb} to {na})"))
+            .collect();
+        let expiring: Vec<String> = all
+            .iter()
+            .filter(|(_, _, na)| *na > now && *na <= soon)
+            .map(|(s, _, na)| format!("{s:?} expires at {na}"))
+            .collect();
+        let within = if outside.is_empty() {
+            Status::Ok
+        } else {
+            fail(format!(
+                "{what} not valid now: {}; {rotate}",
+                outside.join(", ")
+            ))
         };
-        if not_after <= now {
-            return fail(format!("the {what} expired at {not_after}; rotate it"));
+        let lasting = if expiring.is_empty() {
+            Status::Ok
+        } else {
+            Status::Warning(format!("{}; {rotate}", expiring.join(", ")))
+        };
+        (within, lasting)
+    };
+    let rotate_anchors = "rotate the trust anchors (docs/IDENTITY.md)";
+    let rotate_issuer = "rotate the issuer (docs/IDENTITY.md)";
+    let mut out = Vec::new();
+    let anchors = match pki::parse_trust_anchors(anchors_pem) {
+        Ok(a) => {
+            out.push((
+                "trust anchors are using supported crypto algorithm",
+                Status::Ok,
+            ));
+            a
         }
-        if not_after - now < time::Duration::days(i64::from(min_days)) {
-            return fail(format!("the {what} expires at {not_after}; rotate it now"));
+        Err(e) => {
+            out.push((
+                "trust anchors are using supported crypto algorithm",
+                fail(e.to_string()),
+            ));
+            return out;
         }
-    }
-    Status::Ok
+    };
+    let (within, lasting) = validity_lines("trust anchors", &anchors, rotate_anchors);
+    out.push(("trust anchors are within their validity period", within));
+    out.push(("trust anchors are valid for at least 60 days", lasting));
+    let issuer = match pki::parse_certificates("issuer", issuer_pem, true) {
+        Ok(i) => {
+            out.push((
+                "issuer cert is using supported crypto algorithm",
+                Status::Ok,
+            ));
+            i
+        }
+        Err(e) => {
+            out.push((
+                "issuer cert is using supported crypto algorithm",
+                fail(e.to_string()),
+            ));
+            return out;
+        }
+    };
+    let first = &issuer[..1];
+    let (within, lasting) = validity_lines("the issuer is", first, rotate_issuer);
+    out.push(("issuer cert is within its validity period", within));
+    out.push(("issuer cert is valid for at least 60 days", lasting));
+    let signed = anchors.iter().any(|a| ca::signed_by(&first[0], a));
+    out.push((
+        "issuer cert is issued by the trust anchor",
+        if signed {
+            Status::Ok
+        } else {
+            fail(format!(
+                "no trust anchor signed the issuer {:?}: proxies would refuse every certificate; add its anchor to the bundle, or issue a new issuer from an anchor",
+                ca::subject(&first[0])
+            ))
+        },
+    ));
+    out
 }
 
 fn expected_rules(mwc: &MutatingWebhookConfiguration, ns: &str, match_conditions: bool) -> Status {
@@ -1244,6 +1349,82 @@ mod tests {
             }),
             ..Secret::default()
         }
+    }
+
+    fn status_of(lines: &[(&'static str, Status)], label: &str) -> Status {
+        lines
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no line {label:?} in {lines:?}"))
+    }
+
+    #[test]
+    fn identity_lines_follow_linkerds() {
+        let now = time::OffsetDateTime::now_utc();
+        let old = ca::generate_root("old-root", now, 3650 * DAY).expect("root");
+        let issuer = Ca::new_issuer(&old, now, 365 * DAY).expect("issuer");
+        let all_ok = pki_lines(&old.cert_pem, &issuer.cert_pem, now);
+        assert_eq!(all_ok.len(), 7);
+        assert!(all_ok.iter().all(|(_, s)| *s == Status::Ok), "{all_ok:?}");
+        for (label, _) in &all_ok {
+            assert!(format!("kinject-identity: {label}").len() < 75, "{label}");
+        }
+        // A bundle of two anchors (a rotation) is fine.
+        let new = ca::generate_root("new-root", now, 3650 * DAY).expect("root");
+        let both = format!("{}{}", old.cert_pem, new.cert_pem);
+        assert!(
+            pki_lines(&both, &issuer.cert_pem, now)
+                .iter()
+                .all(|(_, s)| *s == Status::Ok)
+        );
+        // The issuer's anchor removed too early.
+        let lines = pki_lines(&new.cert_pem, &issuer.cert_pem, now);
+        let why = failure(status_of(
+            &lines,
+            "issuer cert is issued by the trust anchor",
+        ));
+        assert!(why.contains("no trust anchor signed the issuer"), "{why}");
+        // Expiring within 60 days: a warning; expired: a failure.
+        let short = Ca::new_issuer(&old, now, 30 * DAY).expect("issuer");
+        let lines = pki_lines(&old.cert_pem, &short.cert_pem, now);
+        assert!(
+            matches!(status_of(&lines, "issuer cert is valid for at least 60 days"), Status::Warning(w) if w.contains("rotate the issuer"))
+        );
+        assert_eq!(
+            status_of(&lines, "issuer cert is within its validity period"),
+            Status::Ok
+        );
+        let later = now + time::Duration::days(31);
+        let lines = pki_lines(&old.cert_pem, &short.cert_pem, later);
+        let why = failure(status_of(
+            &lines,
+            "issuer cert is within its validity period",
+        ));
+        assert!(why.contains("not valid now"), "{why}");
+        let short_root = ca::generate_root("short-root", now, 10 * DAY).expect("root");
+        let lines = pki_lines(&short_root.cert_pem, &issuer.cert_pem, now);
+        assert!(
+            matches!(status_of(&lines, "trust anchors are valid for at least 60 days"), Status::Warning(w) if w.contains("short-root"))
+        );
+        // Unsupported material stops the lines after it.
+        let leaf = {
+            let ca = Ca::load(&old.cert_pem, &issuer, now).expect("ca");
+            ca.issue(&["x.example".into()], &[], now, DAY)
+                .expect("leaf")
+                .chain_pem
+        };
+        let lines = pki_lines(&leaf, &issuer.cert_pem, now);
+        assert_eq!(lines.len(), 1);
+        assert!(failure(lines[0].1.clone()).contains("is not a CA"));
+        let lines = pki_lines(&old.cert_pem, "garbage", now);
+        assert!(
+            failure(status_of(
+                &lines,
+                "issuer cert is using supported crypto algorithm"
+            ))
+            .contains("not a PEM certificate")
+        );
     }
 
     fn check(s: &Secret, root: &str, now: time::OffsetDateTime) -> Status {

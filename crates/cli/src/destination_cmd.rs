@@ -125,9 +125,9 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         .build()?;
     rt.block_on(async {
         crate::allocator::spawn_periodic_collect();
-        let client = kube::Client::try_default()
-            .await
-            .context("kinject destination needs a cluster: set KUBECONFIG or run in a pod")?;
+        let client = kinject_k8s::client::client().await.context(
+            "kinject destination needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod",
+        )?;
         tokio::select! {
             r = kinject_destination::run(client, server) => r,
             _ = kinject_runtime::shutdown::signal() => Ok(()),

@@ -3,6 +3,11 @@
 use anyhow::Result;
 use clap::Args;
 use kinject_identity::controller::IdentityConfig;
+use kinject_identity::issuer::IssuerScheme;
+
+fn parse_scheme(s: &str) -> Result<IssuerScheme, String> {
+    s.parse()
+}
 
 use crate::server_args::{LogArgs, positive_duration};
 
@@ -33,14 +38,27 @@ pub struct IdentityArgs {
     /// trust bundle to this directory, for a destination outside the cluster.
     #[arg(long, value_name = "DIR")]
     pub destination_cert_dir: Option<std::path::PathBuf>,
-    /// A user-provided trust root (PEM), used with --issuer-cert and
-    /// --issuer-key instead of the issuer Secret.
-    #[arg(long, value_name = "FILE", requires_all = ["issuer_cert", "issuer_key"])]
+    /// The trust anchors (a PEM bundle of one or more ECDSA P-256 roots),
+    /// used with --issuer-cert and --issuer-key instead of the issuer Secret.
+    #[arg(long, visible_alias = "trust-anchors", value_name = "FILE", requires_all = ["issuer_cert", "issuer_key"])]
     pub trust_root: Option<std::path::PathBuf>,
+    /// The issuer's certificate (PEM; a P-256 CA signed by one of the anchors).
     #[arg(long, value_name = "FILE", requires = "trust_root")]
     pub issuer_cert: Option<std::path::PathBuf>,
+    /// The issuer's private key (PEM: SEC1 `EC PRIVATE KEY` or PKCS#8).
     #[arg(long, value_name = "FILE", requires = "trust_root")]
     pub issuer_key: Option<std::path::PathBuf>,
+    /// Who provides Secret linkerd-identity-issuer: `kinject` generates its
+    /// own CA when it is missing; `linkerd.io/tls` (crt.pem, key.pem) and
+    /// `kubernetes.io/tls` (tls.crt, tls.key, ca.crt; cert-manager) are the
+    /// operator's, waited for and never generated. Changes to the Secret or
+    /// to ConfigMap linkerd-identity-trust-roots are applied without a restart.
+    #[arg(long, default_value = "kinject", value_parser = parse_scheme)]
+    pub issuer_scheme: IssuerScheme,
+    /// On SIGTERM, stay up this long, not ready, still answering Certify, so
+    /// that endpoint removal reaches every client first (Go duration).
+    #[arg(long, default_value = "5s")]
+    pub drain: String,
     /// Serve the proxy's gRPC `Identity/Certify` on this address (TLS 1.3 with
     /// a certificate for linkerd-identity.<ns>.serviceaccount.identity.<ns>.<trust domain>).
     #[arg(long, value_name = "ADDR")]
@@ -67,19 +85,26 @@ fn read(p: &std::path::Path) -> Result<String> {
 }
 
 fn provided(args: &IdentityArgs) -> Result<Option<(String, kinject_identity::ca::CertAndKey)>> {
+    use kinject_identity::pki;
     let (Some(root), Some(cert), Some(key)) =
         (&args.trust_root, &args.issuer_cert, &args.issuer_key)
     else {
         return Ok(None);
     };
-    let issuer = kinject_identity::ca::CertAndKey {
-        cert_pem: read(cert)?,
-        key_pem: read(key)?,
+    let (anchors, cert_pem, key_pem) = (read(root)?, read(cert)?, read(key)?);
+    // Each file on its own first, so the error names the file at fault;
+    // then together (chain, key match, validity). Nothing has started yet.
+    let named = |flag: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("{flag} {}: {e}", path.display())
     };
-    // Validate now, before anything starts: a clear error, nothing written.
-    kinject_identity::ca::Ca::load(&read(root)?, &issuer, time_now())
+    pki::parse_trust_anchors(&anchors).map_err(|e| named("--trust-root", root, &e))?;
+    pki::parse_certificates("issuer", &cert_pem, true)
+        .map_err(|e| named("--issuer-cert", cert, &e))?;
+    pki::parse_private_key("issuer key", &key_pem).map_err(|e| named("--issuer-key", key, &e))?;
+    let issuer = kinject_identity::ca::CertAndKey { cert_pem, key_pem };
+    kinject_identity::ca::Ca::load(&anchors, &issuer, time_now())
         .map_err(|e| anyhow::anyhow!("--trust-root/--issuer-cert/--issuer-key: {e}"))?;
-    Ok(Some((read(root)?, issuer)))
+    Ok(Some((anchors, issuer)))
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -108,8 +133,10 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         grpc_plaintext: args.grpc_plaintext,
         trust_domain: args.trust_domain.clone(),
         proxy_lifetime: positive_duration("--proxy-lifetime", &args.proxy_lifetime)?,
+        issuer_scheme: args.issuer_scheme,
         ..IdentityConfig::default()
     };
+    let drain = crate::server_args::duration("--drain", &args.drain)?;
     args.log.init()?;
     kinject_runtime::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -117,11 +144,15 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         .build()?;
     rt.block_on(async {
         crate::allocator::spawn_periodic_collect();
-        let client = kube::Client::try_default().await?;
-        tokio::select! {
-            r = kinject_identity::controller::run(client, cfg) => r,
-            _ = tokio::signal::ctrl_c() => Ok(()),
-        }
+        // SIGTERM (the kubelet) or SIGINT: not ready, drain, finish the
+        // calls in flight, release the Lease, exit 0.
+        let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
+        let client = kinject_k8s::client::client().await.map_err(|e| {
+            anyhow::anyhow!(
+                "kinject identity needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod ({e})"
+            )
+        })?;
+        kinject_identity::controller::run(client, cfg, stopping).await
     })?;
     Ok(0)
 }

@@ -110,8 +110,125 @@ pub struct InstallArgs {
     /// Pods with no injection label or annotation anywhere.
     #[arg(long, value_enum, default_value = "enabled")]
     pub default_inject: DefaultInject,
+    /// Your trust anchors: a PEM bundle of ECDSA P-256 roots, what proxies
+    /// verify with (`identityTrustAnchorsPEM`). Needs your issuer, or
+    /// --identity-external-issuer. Without any PKI flag kinject runs its own CA.
+    #[arg(long, value_name = "FILE")]
+    pub identity_trust_anchors_file: Option<std::path::PathBuf>,
+    /// Your issuer's certificate (PEM, a P-256 CA signed by one of the
+    /// anchors; `identity.issuer.tls.crtPEM`), stored in Secret linkerd-identity-issuer.
+    #[arg(long, value_name = "FILE")]
+    pub identity_issuer_certificate_file: Option<std::path::PathBuf>,
+    /// Your issuer's private key (PEM, SEC1 or PKCS#8; `identity.issuer.tls.keyPEM`).
+    #[arg(long, value_name = "FILE")]
+    pub identity_issuer_key_file: Option<std::path::PathBuf>,
+    /// The issuer is Secret linkerd-identity-issuer (tls.crt, tls.key,
+    /// ca.crt) kept by something else, e.g. cert-manager
+    /// (`identity.issuer.scheme: kubernetes.io/tls`); renewals are applied
+    /// without a restart.
+    #[arg(long)]
+    pub identity_external_issuer: bool,
+    /// ConfigMap linkerd-identity-trust-roots is managed outside kinject
+    /// (`identity.externalCA`): install does not render it.
+    #[arg(long)]
+    pub identity_external_ca: bool,
     #[command(flatten)]
     pub values: ValuesArgs,
+}
+
+/// Where identity's issuer comes from, decided at install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityPki {
+    /// Rendered as ConfigMap linkerd-identity-trust-roots (None: kinject's
+    /// own CA, or `identity.externalCA`).
+    pub trust_roots_pem: Option<String>,
+    /// Rendered as Secret linkerd-identity-issuer (`crt.pem`, `key.pem`).
+    pub issuer: Option<(String, String)>,
+    /// identity's `--issuer-scheme` (None: kinject's own CA, the default).
+    pub scheme: Option<&'static str>,
+}
+
+/// Reads the operator's PKI from the values (the flags set them first),
+/// checked as identity will check it: an install that renders is an install
+/// whose identity starts.
+pub fn identity_pki(
+    v: &kinject_inject::values::Values,
+    sources: &PkiSources,
+) -> Result<IdentityPki> {
+    use kinject_identity::{ca, pki};
+    use kinject_inject::values::ISSUER_SCHEME_EXTERNAL;
+    let some = |s: &str| (!s.trim().is_empty()).then(|| s.to_string());
+    let anchors = some(&v.identity_trust_anchors_pem);
+    let crt = some(&v.identity.issuer.tls.crt_pem);
+    let key = some(&v.identity.issuer.tls.key_pem);
+    let external = v.identity.issuer.scheme == ISSUER_SCHEME_EXTERNAL;
+    let external_ca = v.identity.external_ca;
+    let (a, c, k) = (&sources.anchors, &sources.crt, &sources.key);
+    if external && (crt.is_some() || key.is_some()) {
+        bail!(
+            "--identity-external-issuer (identity.issuer.scheme: kubernetes.io/tls) reads the issuer from Secret linkerd-identity-issuer: drop {c} and {k}"
+        );
+    }
+    match (&crt, &key) {
+        (Some(_), None) => bail!("{c} needs {k} too"),
+        (None, Some(_)) => bail!("{k} needs {c} too"),
+        _ => {}
+    }
+    let operator_issuer = crt.is_some() || external;
+    if !operator_issuer {
+        if anchors.is_some() {
+            bail!(
+                "{a} needs the issuer it signs: {c} and {k}, or --identity-external-issuer (without any of them kinject runs its own CA)"
+            );
+        }
+        if external_ca {
+            bail!(
+                "--identity-external-ca (identity.externalCA) needs your issuer: {c} and {k}, or --identity-external-issuer"
+            );
+        }
+        return Ok(IdentityPki {
+            trust_roots_pem: None,
+            issuer: None,
+            scheme: None,
+        });
+    }
+    if anchors.is_none() && !external_ca {
+        bail!(
+            "your issuer needs the trust anchors proxies verify it with: {a}, or --identity-external-ca when ConfigMap linkerd-identity-trust-roots is managed elsewhere"
+        );
+    }
+    if let Some(anchors) = &anchors {
+        pki::parse_trust_anchors(anchors).map_err(|e| anyhow::anyhow!("{a}: {e}"))?;
+    }
+    if let (Some(crt), Some(key)) = (&crt, &key) {
+        pki::parse_certificates("issuer", crt, true).map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
+        pki::parse_private_key("issuer key", key).map_err(|e| anyhow::anyhow!("{k}: {e}"))?;
+        if let Some(anchors) = &anchors {
+            let issuer = ca::CertAndKey {
+                cert_pem: crt.clone(),
+                key_pem: key.clone(),
+            };
+            ca::Ca::load(anchors, &issuer, time::OffsetDateTime::now_utc())
+                .map_err(|e| anyhow::anyhow!("{a}, {c}, {k}: {e}"))?;
+        }
+    }
+    Ok(IdentityPki {
+        trust_roots_pem: anchors.filter(|_| !external_ca),
+        issuer: crt.zip(key),
+        scheme: Some(if external {
+            ISSUER_SCHEME_EXTERNAL
+        } else {
+            kinject_inject::values::ISSUER_SCHEME_LINKERD
+        }),
+    })
+}
+
+/// How each PKI input is named in messages: its flag and file, or its value key.
+#[derive(Clone, Debug)]
+pub struct PkiSources {
+    pub anchors: String,
+    pub crt: String,
+    pub key: String,
 }
 
 /// Everything rendering needs, validated.
@@ -129,6 +246,7 @@ pub struct Plan {
     pub default_inject: DefaultInject,
     /// The `values` key of `linkerd-config`: the effective values, as YAML.
     pub values_yaml: String,
+    pub pki: IdentityPki,
 }
 
 impl InstallArgs {
@@ -165,6 +283,53 @@ impl InstallArgs {
         let mut loaded = values_cmd::load(&self.values, None, ns)?;
         values_cmd::warn_unknown(&loaded)?;
         let v = &mut loaded.values;
+        // The PKI flags are the same values, set after every values source.
+        let file_source = |flag: &str, f: &Option<std::path::PathBuf>, key: &str| match f {
+            Some(p) => format!("{flag} {}", p.display()),
+            None => format!("{flag} (or {key})"),
+        };
+        let sources = PkiSources {
+            anchors: file_source(
+                "--identity-trust-anchors-file",
+                &self.identity_trust_anchors_file,
+                "identityTrustAnchorsPEM",
+            ),
+            crt: file_source(
+                "--identity-issuer-certificate-file",
+                &self.identity_issuer_certificate_file,
+                "identity.issuer.tls.crtPEM",
+            ),
+            key: file_source(
+                "--identity-issuer-key-file",
+                &self.identity_issuer_key_file,
+                "identity.issuer.tls.keyPEM",
+            ),
+        };
+        for (file, slot) in [
+            (
+                &self.identity_trust_anchors_file,
+                &mut v.identity_trust_anchors_pem,
+            ),
+            (
+                &self.identity_issuer_certificate_file,
+                &mut v.identity.issuer.tls.crt_pem,
+            ),
+            (
+                &self.identity_issuer_key_file,
+                &mut v.identity.issuer.tls.key_pem,
+            ),
+        ] {
+            if let Some(path) = file {
+                *slot = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            }
+        }
+        if self.identity_external_issuer {
+            v.identity.issuer.scheme = kinject_inject::values::ISSUER_SCHEME_EXTERNAL.into();
+        }
+        if self.identity_external_ca {
+            v.identity.external_ca = true;
+        }
         for (flag, value, slot) in [
             ("--proxy-image", &self.proxy_image, &mut v.proxy.image.name),
             (
@@ -185,10 +350,19 @@ impl InstallArgs {
         }
         v.webhook_failure_policy = self.failure_policy.as_str().into();
         v.validate()?;
+        let pki = identity_pki(v, &sources)?;
         // Unset settings (`null`) are left out, as Helm leaves them out of
         // rendered values: both mean "the default".
         let mut tree = serde_json::to_value(&loaded.values)?;
         drop_nulls(&mut tree);
+        // linkerd-config is readable by every server: the issuer's key (and
+        // its certificate, which goes with it) live only in their Secret.
+        if let Some(issuer) = tree
+            .pointer_mut("/identity/issuer")
+            .and_then(Value::as_object_mut)
+        {
+            issuer.remove("tls");
+        }
         let values_yaml = serde_saphyr::to_string(&tree)
             .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
         Ok(Plan {
@@ -202,6 +376,7 @@ impl InstallArgs {
             failure_policy: self.failure_policy,
             default_inject: self.default_inject,
             values_yaml,
+            pki,
         })
     }
 }
@@ -475,6 +650,10 @@ fn identity_deployment(p: &Plan) -> Value {
         "resources": resources("10m", "32Mi", "256Mi"),
         "securityContext": security_context(),
     });
+    let mut container = container;
+    if let (Some(scheme), Some(args)) = (p.pki.scheme, container["args"].as_array_mut()) {
+        args.extend([json!("--issuer-scheme"), json!(scheme)]);
+    }
     deployment(p, IDENTITY, "identity", container, json!([]))
 }
 
@@ -619,11 +798,15 @@ pub fn render(p: &Plan) -> Vec<Value> {
         "Role",
         "linkerd-identity-lease",
         ns,
-        vec![rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "create", "update"],
-        )],
+        vec![
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "update"],
+            ),
+            // The trust-roots ConfigMap, watched for rotations.
+            rule(&[""], &["configmaps"], &["get", "list", "watch"]),
+        ],
     ));
     out.push(binding(
         "RoleBinding",
@@ -781,6 +964,27 @@ pub fn render(p: &Plan) -> Vec<Value> {
             "kind": "Service",
             "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels("destination"), ns)},
             "spec": spec,
+        }));
+    }
+    if let Some(roots) = &p.pki.trust_roots_pem {
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": kinject_identity::issuer::TRUST_ROOTS_CONFIG_MAP, "namespace": ns,
+                         "labels": {"app.kubernetes.io/part-of": "kinject"}},
+            "data": {kinject_identity::issuer::TRUST_ROOTS_KEY: roots},
+        }));
+    }
+    if let Some((crt, key)) = &p.pki.issuer {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": kinject_identity::issuer::ISSUER_SECRET, "namespace": ns,
+                         "labels": {"app.kubernetes.io/part-of": "kinject"}},
+            "data": {"crt.pem": b64(crt), "key.pem": b64(key)},
         }));
     }
     out.push(identity_deployment(p));

@@ -24,6 +24,13 @@ mod values_cmd;
 #[derive(Parser, Debug)]
 #[command(name = "kinject", version, about, propagate_version = true)]
 struct Cli {
+    /// The kubeconfig file to use (as kubectl's; default: KUBECONFIG, then
+    /// ~/.kube/config, then the in-cluster ServiceAccount).
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +98,10 @@ fn normalize_args() -> Vec<std::ffi::OsString> {
 
 fn main() {
     let cli = Cli::parse_from(normalize_args());
+    kinject_k8s::client::set_access(kinject_k8s::client::Access {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    });
     let result = match &cli.command {
         Command::Inject(args) => inject_cmd::inject(args),
         Command::Uninject(args) => inject_cmd::uninject(args),

@@ -52,11 +52,13 @@ pub fn fetch_cluster_config(namespace: &str) -> Result<LinkerdConfig> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!(
-                "--values-from-cluster needs a cluster: set KUBECONFIG or run in a pod ({e})"
-            )
-        })?;
+        let client = kinject_k8s::client::client()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--values-from-cluster needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod ({e})"
+                )
+            })?;
         let cfg = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             linkerd_config::fetch(&client, namespace),

@@ -11,25 +11,31 @@ use rcgen::{
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::pki::{self, PkiError};
+
 /// Errors of the CA; each says what is wrong with which input.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaError {
-    #[error("{what}: not a PEM certificate: {message}")]
-    BadCertificate { what: &'static str, message: String },
-    #[error("{what}: not a PEM private key: {message}")]
-    BadKey { what: &'static str, message: String },
+    /// The material itself: format, algorithm, not a CA.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
     #[error("{what}: the private key does not match the certificate")]
     KeyMismatch { what: &'static str },
-    #[error("{what}: the certificate is not a CA certificate")]
-    NotACa { what: &'static str },
     #[error("{what}: expired at {not_after}")]
     Expired {
         what: &'static str,
         not_after: String,
     },
-    #[error("the issuer certificate is not signed by the trust root")]
-    NotSignedByRoot,
+    #[error("{what}: not valid before {not_before}")]
+    NotYetValid {
+        what: &'static str,
+        not_before: String,
+    },
+    #[error(
+        "the issuer certificate is not signed by the trust root (none of the {anchors} trust anchor(s) signed it); give the anchor that issued it, or an issuer from one of them"
+    )]
+    NotSignedByRoot { anchors: usize },
     #[error("cannot sign: {0}")]
     Sign(#[from] rcgen::Error),
 }
@@ -93,15 +99,62 @@ pub fn generate_root(
 /// Parses the first certificate of a PEM text.
 pub fn parse_pem_cert(what: &'static str, pem: &str) -> Result<Vec<u8>, CaError> {
     let (_, p) =
-        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| CaError::BadCertificate {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::BadCertificate {
             what,
             message: e.to_string(),
         })?;
-    X509Certificate::from_der(&p.contents).map_err(|e| CaError::BadCertificate {
+    X509Certificate::from_der(&p.contents).map_err(|e| PkiError::BadCertificate {
         what,
         message: e.to_string(),
     })?;
     Ok(p.contents)
+}
+
+/// The certificates of a PEM bundle (unchecked; other blocks skipped).
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(|p| p.ok())
+        .filter(|p| p.label == "CERTIFICATE")
+        .map(|p| p.contents)
+        .collect()
+}
+
+/// PEM text of one DER certificate.
+pub fn pem_encode(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// Checks that a certificate is valid at `now`; returns its notAfter.
+fn within_validity(
+    what: &'static str,
+    der: &[u8],
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, CaError> {
+    let (not_before, not_after) = validity(der).ok_or(PkiError::BadCertificate {
+        what,
+        message: "no validity".into(),
+    })?;
+    if not_after <= now {
+        return Err(CaError::Expired {
+            what,
+            not_after: not_after.to_string(),
+        });
+    }
+    if not_before > now + CLOCK_SKEW {
+        return Err(CaError::NotYetValid {
+            what,
+            not_before: not_before.to_string(),
+        });
+    }
+    Ok(not_after)
 }
 
 fn with_cert<T>(der: &[u8], f: impl FnOnce(&X509Certificate<'_>) -> T) -> Option<T> {
@@ -129,6 +182,18 @@ pub fn signed_by(child: &[u8], parent: &[u8]) -> bool {
     .unwrap_or(false)
 }
 
+/// A certificate's subject, for messages (its CN when it has one).
+pub fn subject(der: &[u8]) -> String {
+    with_cert(der, |c| {
+        c.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok().map(str::to_string))
+            .unwrap_or_else(|| c.subject().to_string())
+    })
+    .unwrap_or_else(|| "an unparsable certificate".into())
+}
+
 /// DNS SANs of a DER certificate.
 pub fn dns_names(der: &[u8]) -> Vec<String> {
     with_cert(der, |c| {
@@ -151,17 +216,16 @@ pub fn dns_names(der: &[u8]) -> Vec<String> {
 }
 
 /// True when every certificate of `chain_pem` is signed by the next one and
-/// the last by the root in `root_pem` (how a peer verifies a workload).
-pub fn chain_verifies(chain_pem: &str, root_pem: &str) -> bool {
-    let Ok(root) = parse_pem_cert("trust root", root_pem) else {
-        return false;
-    };
-    let chain: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
-        .filter_map(|p| p.ok().map(|p| p.contents))
-        .collect();
+/// the last by one of the roots in the bundle `anchors_pem` (how a peer
+/// verifies a workload).
+pub fn chain_verifies(chain_pem: &str, anchors_pem: &str) -> bool {
+    let anchors = pem_certificates(anchors_pem);
+    let chain = pem_certificates(chain_pem);
     !chain.is_empty()
         && chain.windows(2).all(|w| signed_by(&w[0], &w[1]))
-        && chain.last().is_some_and(|last| signed_by(last, &root))
+        && chain
+            .last()
+            .is_some_and(|last| anchors.iter().any(|a| signed_by(last, a)))
 }
 
 /// Renewal is due at two thirds of the lifetime.
@@ -177,11 +241,13 @@ pub fn needs_renewal(
     now >= issued + life * 2 / 3
 }
 
-/// A loaded, validated CA: the trust root (certificate only is needed to
-/// verify) and the issuer that signs leaves.
+/// A loaded, validated CA: the trust anchors (one or more roots; certificates
+/// only, to verify) and the issuer that signs leaves.
 pub struct Ca {
-    root_der: Vec<u8>,
-    pub root_pem: String,
+    anchors_der: Vec<Vec<u8>>,
+    /// The trust bundle every proxy and server is given (all anchors, PEM).
+    pub trust_anchors_pem: String,
+    issuer_der: Vec<u8>,
     issuer_cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
     pub issuer_not_after: OffsetDateTime,
@@ -190,16 +256,10 @@ pub struct Ca {
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca")
+            .field("anchors", &self.anchors_der.len())
             .field("issuer_not_after", &self.issuer_not_after)
             .finish_non_exhaustive()
     }
-}
-
-fn load_key(what: &'static str, pem: &str) -> Result<KeyPair, CaError> {
-    KeyPair::from_pem(pem).map_err(|e| CaError::BadKey {
-        what,
-        message: e.to_string(),
-    })
 }
 
 impl Ca {
@@ -209,7 +269,7 @@ impl Ca {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Result<CertAndKey, CaError> {
-        let root_key = load_key("trust root", &root.key_pem)?;
+        let root_key = pki::parse_private_key("trust root key", &root.key_pem)?;
         let root_issuer = Issuer::from_ca_cert_pem(&root.cert_pem, root_key)?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let cert = ca_params("identity.linkerd.cluster.local", now, lifetime)
@@ -220,27 +280,33 @@ impl Ca {
         })
     }
 
-    /// Loads and validates a root certificate and an issuer (cert + key):
-    /// both parse, the issuer is a CA signed by the root, its key matches, and
-    /// it has not expired.
-    pub fn load(root_pem: &str, issuer: &CertAndKey, now: OffsetDateTime) -> Result<Self, CaError> {
-        let root_der = parse_pem_cert("trust root", root_pem)?;
-        let issuer_der = parse_pem_cert("issuer", &issuer.cert_pem)?;
-        let is_ca = with_cert(&issuer_der, |c| c.is_ca()).unwrap_or(false);
-        if !is_ca {
-            return Err(CaError::NotACa { what: "issuer" });
-        }
-        if !signed_by(&issuer_der, &root_der) {
-            return Err(CaError::NotSignedByRoot);
-        }
-        let (_, not_after) = validity(&issuer_der).ok_or(CaError::NotACa { what: "issuer" })?;
-        if not_after <= now {
-            return Err(CaError::Expired {
+    /// Loads and validates trust anchors (a PEM bundle of one or more P-256
+    /// roots) and an issuer (certificate and key, SEC1 or PKCS#8): the issuer
+    /// is a P-256 CA signed by one of the anchors, that anchor and the issuer
+    /// are within their validity, and the key matches.
+    pub fn load(
+        anchors_pem: &str,
+        issuer: &CertAndKey,
+        now: OffsetDateTime,
+    ) -> Result<Self, CaError> {
+        let anchors_der = pki::parse_trust_anchors(anchors_pem)?;
+        // The issuer comes first; a chain after it (cert-manager can append
+        // its CA) is not needed: peers verify up to the anchors.
+        let issuer_der = pki::parse_certificates("issuer", &issuer.cert_pem, true)?
+            .into_iter()
+            .next()
+            .ok_or(PkiError::BadCertificate {
                 what: "issuer",
-                not_after: not_after.to_string(),
+                message: "no certificate".into(),
+            })?;
+        let Some(anchor) = anchors_der.iter().find(|a| signed_by(&issuer_der, a)) else {
+            return Err(CaError::NotSignedByRoot {
+                anchors: anchors_der.len(),
             });
-        }
-        let key = load_key("issuer", &issuer.key_pem)?;
+        };
+        within_validity("the trust anchor that signed the issuer", anchor, now)?;
+        let not_after = within_validity("issuer", &issuer_der, now)?;
+        let key = pki::parse_private_key("issuer key", &issuer.key_pem)?;
         let spki = with_cert(&issuer_der, |c| {
             c.public_key().subject_public_key.data.to_vec()
         })
@@ -248,14 +314,21 @@ impl Ca {
         if key.public_key_raw() != spki.as_slice() {
             return Err(CaError::KeyMismatch { what: "issuer" });
         }
-        let signer = Issuer::from_ca_cert_pem(&issuer.cert_pem, key)?;
+        let issuer_cert_pem = pem_encode(&issuer_der);
+        let signer = Issuer::from_ca_cert_pem(&issuer_cert_pem, key)?;
         Ok(Self {
-            root_der,
-            root_pem: root_pem.to_string(),
-            issuer_cert_pem: issuer.cert_pem.clone(),
+            trust_anchors_pem: anchors_der.iter().map(|d| pem_encode(d)).collect(),
+            anchors_der,
+            issuer_der,
+            issuer_cert_pem,
             issuer: signer,
             issuer_not_after: not_after,
         })
+    }
+
+    /// The trust anchors (DER), in the bundle's order.
+    pub fn anchors_der(&self) -> &[Vec<u8>] {
+        &self.anchors_der
     }
 
     /// Issues a leaf for `dns_names` (and `ips`), valid for `lifetime` but never
@@ -311,16 +384,13 @@ impl Ca {
         &self.issuer_cert_pem
     }
 
-    /// True when `chain_pem`'s leaf was signed by this CA's issuer and the
-    /// issuer by the root.
+    /// True when `chain_pem`'s leaf was signed by this CA's issuer (which was
+    /// checked against the anchors when loaded).
     pub fn verifies(&self, chain_pem: &str) -> bool {
         let Ok(leaf) = parse_pem_cert("leaf", chain_pem) else {
             return false;
         };
-        let Ok(issuer) = parse_pem_cert("issuer", &self.issuer_cert_pem) else {
-            return false;
-        };
-        signed_by(&leaf, &issuer) && signed_by(&issuer, &self.root_der)
+        signed_by(&leaf, &self.issuer_der)
     }
 }
 
@@ -346,7 +416,7 @@ mod tests {
             .issue(std::slice::from_ref(&name), &[], now, DAY)
             .unwrap();
         assert!(ca.verifies(&leaf.chain_pem));
-        assert!(chain_verifies(&leaf.chain_pem, &ca.root_pem));
+        assert!(chain_verifies(&leaf.chain_pem, &ca.trust_anchors_pem));
         let der = parse_pem_cert("leaf", &leaf.chain_pem).unwrap();
         assert_eq!(dns_names(&der), vec![name]);
         let (nb, na) = validity(&der).unwrap();
@@ -355,7 +425,7 @@ mod tests {
         // Another CA's leaf does not verify.
         let (_, _, other) = self::ca(now);
         assert!(!other.verifies(&leaf.chain_pem));
-        assert!(!chain_verifies(&leaf.chain_pem, &other.root_pem));
+        assert!(!chain_verifies(&leaf.chain_pem, &other.trust_anchors_pem));
     }
 
     /// The chain as a TLS peer checks it: rustls' webpki verifier, trusting
@@ -372,7 +442,7 @@ mod tests {
         let leaf = ca.issue(&[name.to_string()], &[], now, DAY).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_slice(ca.root_pem.as_bytes()).unwrap())
+            .add(CertificateDer::from_pem_slice(ca.trust_anchors_pem.as_bytes()).unwrap())
             .unwrap();
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let verifier =
@@ -413,7 +483,7 @@ mod tests {
         let (other_root, other_issuer, _) = ca(now);
         let err = |r: Result<Ca, CaError>| r.map(|_| ()).unwrap_err().to_string();
         assert!(
-            err(Ca::load("garbage", &issuer, now)).contains("trust root: not a PEM certificate")
+            err(Ca::load("garbage", &issuer, now)).contains("trust anchors: not a PEM certificate")
         );
         let mismatched = CertAndKey {
             cert_pem: issuer.cert_pem.clone(),
@@ -429,7 +499,8 @@ mod tests {
             key_pem: "nope".into(),
         };
         assert!(
-            err(Ca::load(&root.cert_pem, &bad_key, now)).contains("issuer: not a PEM private key")
+            err(Ca::load(&root.cert_pem, &bad_key, now))
+                .contains("issuer key: no PEM private key found")
         );
         // An expired issuer refuses to issue.
         let later = now + time::Duration::days(400);
@@ -442,6 +513,59 @@ mod tests {
             key_pem: leaf.key_pem,
         };
         assert!(err(Ca::load(&root.cert_pem, &leaf_as_issuer, now)).contains("not a CA"));
+    }
+
+    /// A rotation's bundle: an issuer under either anchor loads, its leaves
+    /// verify against the bundle, and only against the anchor that signed it.
+    #[test]
+    fn a_bundle_of_anchors_accepts_an_issuer_from_any_of_them() {
+        let now = OffsetDateTime::now_utc();
+        let old = generate_root("old", now, 3650 * DAY).unwrap();
+        let new = generate_root("new", now, 3650 * DAY).unwrap();
+        let bundle = format!("{}{}", old.cert_pem, new.cert_pem);
+        for (signer, other) in [(&old, &new), (&new, &old)] {
+            let issuer = Ca::new_issuer(signer, now, 365 * DAY).unwrap();
+            let ca = Ca::load(&bundle, &issuer, now).expect("issuer under one anchor");
+            assert_eq!(ca.anchors_der().len(), 2);
+            let leaf = ca.issue(&["a.example".into()], &[], now, DAY).unwrap();
+            assert!(chain_verifies(&leaf.chain_pem, &bundle));
+            assert!(chain_verifies(&leaf.chain_pem, &signer.cert_pem));
+            assert!(!chain_verifies(&leaf.chain_pem, &other.cert_pem));
+            assert!(Ca::load(&other.cert_pem, &issuer, now).is_err());
+        }
+    }
+
+    /// The issuer key as openssl and step write it (SEC1) loads as well as
+    /// PKCS#8, and signs leaves that verify.
+    #[test]
+    fn a_sec1_issuer_key_loads() {
+        let now = OffsetDateTime::now_utc();
+        let root = generate_root("root", now, 3650 * DAY).unwrap();
+        let issuer = Ca::new_issuer(&root, now, 365 * DAY).unwrap();
+        let key = crate::pki::parse_private_key("k", &issuer.key_pem).unwrap();
+        let sec1 = {
+            use p256::pkcs8::DecodePrivateKey;
+            let sk = p256::SecretKey::from_pkcs8_der(key.serialized_der()).unwrap();
+            sk.to_sec1_der().unwrap()
+        };
+        let sec1_pem = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+            {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(sec1.as_slice())
+            }
+        );
+        let ca = Ca::load(
+            &root.cert_pem,
+            &CertAndKey {
+                cert_pem: issuer.cert_pem,
+                key_pem: sec1_pem,
+            },
+            now,
+        )
+        .expect("SEC1 issuer key");
+        let leaf = ca.issue(&["a.example".into()], &[], now, DAY).unwrap();
+        assert!(chain_verifies(&leaf.chain_pem, &root.cert_pem));
     }
 
     #[test]

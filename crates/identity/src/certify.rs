@@ -238,7 +238,7 @@ mod tests {
             format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
         };
         let chain = format!("{}{}", pem(&c.leaf_der), pem(&c.intermediates_der[0]));
-        assert!(ca::chain_verifies(&chain, &ca.root_pem));
+        assert!(ca::chain_verifies(&chain, &ca.trust_anchors_pem));
         assert_eq!(ca::dns_names(&c.leaf_der), vec![ID.to_string()]);
         assert!(
             (c.not_after - (now + Duration::from_secs(86400))).abs() < time::Duration::seconds(2)

@@ -34,9 +34,10 @@ use tracing::{info, warn};
 use kinject_inject::annotations::owner_label_kind;
 
 use crate::ca::{self, Ca, CertAndKey};
+use crate::issuer::{CurrentCa, IssuerScheme, TRUST_ROOTS_CONFIG_MAP};
 use crate::names;
 
-pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
+pub use crate::issuer::ISSUER_SECRET;
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
 pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
@@ -87,6 +88,8 @@ pub struct IdentityConfig {
     pub trust_domain: String,
     /// Lifetime of proxy certificates issued by Certify.
     pub proxy_lifetime: Duration,
+    /// Who provides the issuer (kinject, the operator, cert-manager).
+    pub issuer_scheme: IssuerScheme,
 }
 
 impl Default for IdentityConfig {
@@ -110,6 +113,7 @@ impl Default for IdentityConfig {
             grpc_plaintext: false,
             trust_domain: "cluster.local".into(),
             proxy_lifetime: DAY,
+            issuer_scheme: IssuerScheme::Kinject,
         }
     }
 }
@@ -121,52 +125,24 @@ fn text(s: &Secret, key: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
 }
 
-/// The CA and the trust bundle to publish (the root, plus any other roots
-/// kept through a rotation's overlap period).
-pub struct LoadedCa {
-    pub ca: Ca,
-    pub bundle: String,
-}
-
-/// Loads the CA: user-provided files, else the issuer Secret, else a newly
-/// generated root and issuer persisted in that Secret. An existing but broken
-/// Secret is an error: it is never overwritten. The Secret may carry
-/// `ca-bundle.crt`, the trust bundle to publish during a root rotation (old and
-/// new roots); it must contain the current root.
-pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> Result<LoadedCa> {
-    let now = OffsetDateTime::now_utc();
-    if let Some((root, issuer)) = &cfg.provided {
-        let ca = Ca::load(root, issuer, now).context("the provided trust root and issuer")?;
-        return Ok(LoadedCa {
-            bundle: root.clone(),
-            ca,
-        });
-    }
-    let api = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
+/// The CA described by the cluster's objects now (the issuer Secret and the
+/// trust-roots ConfigMap); kinject's own CA is generated and stored when the
+/// scheme allows it and the Secret is missing. `Ok(None)`: not there yet.
+async fn load_from_cluster(client: &kube::Client, cfg: &IdentityConfig) -> Result<Option<Ca>> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace);
     loop {
-        if let Some(s) = api.get_opt(ISSUER_SECRET).await? {
-            let (Some(root), Some(crt), Some(key)) =
-                (text(&s, "ca.crt"), text(&s, "crt.pem"), text(&s, "key.pem"))
-            else {
-                bail!(
-                    "Secret {}/{ISSUER_SECRET} lacks ca.crt, crt.pem or key.pem; fix or delete it",
-                    cfg.namespace
-                );
-            };
-            let issuer = CertAndKey {
-                cert_pem: crt,
-                key_pem: key,
-            };
-            let ca = Ca::load(&root, &issuer, now)
-                .with_context(|| format!("Secret {}/{ISSUER_SECRET}", cfg.namespace))?;
-            let bundle = text(&s, "ca-bundle.crt").unwrap_or_else(|| root.clone());
-            if !bundle.contains(root.trim()) {
-                bail!(
-                    "Secret {}/{ISSUER_SECRET}: ca-bundle.crt does not contain the trust root ca.crt",
-                    cfg.namespace
-                );
-            }
-            return Ok(LoadedCa { ca, bundle });
+        let now = OffsetDateTime::now_utc();
+        let secret = secrets.get_opt(ISSUER_SECRET).await?;
+        let roots = config_maps.get_opt(TRUST_ROOTS_CONFIG_MAP).await?;
+        if secret.is_some() || !cfg.issuer_scheme.generates() {
+            return Ok(crate::issuer::ca_from_objects(
+                &cfg.namespace,
+                cfg.issuer_scheme,
+                secret.as_ref(),
+                roots.as_ref(),
+                now,
+            )?);
         }
         let root = ca::generate_root("root.linkerd.cluster.local", now, cfg.root_lifetime)?;
         let issuer = Ca::new_issuer(&root, now, cfg.issuer_lifetime)?;
@@ -188,16 +164,100 @@ pub async fn load_or_create_ca(client: &kube::Client, cfg: &IdentityConfig) -> R
             data: Some(data),
             ..Secret::default()
         };
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {
-                info!(namespace = %cfg.namespace, "generated and stored a new trust root");
-                continue;
-            }
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => info!(namespace = %cfg.namespace, "generated and stored a new trust root"),
             // Another replica won the race: use its root.
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e).context("cannot store the trust root"),
         }
     }
+}
+
+/// Keeps `tx` on the CA the cluster describes: loads it at start (an error
+/// then is fatal: there is nothing good to keep), then reloads on every
+/// change of the issuer Secret or the trust-roots ConfigMap (watches, no
+/// polling). A broken update keeps the last good CA, loudly. Operator files
+/// (`provided`) are loaded once.
+pub async fn keep_ca_current(
+    client: kube::Client,
+    cfg: IdentityConfig,
+    tx: tokio::sync::watch::Sender<Option<Arc<Ca>>>,
+    failures: Counter,
+) -> Result<()> {
+    if let Some((anchors, issuer)) = &cfg.provided {
+        let ca = Ca::load(anchors, issuer, OffsetDateTime::now_utc())
+            .context("the provided trust anchors and issuer")?;
+        tx.send_replace(Some(Arc::new(ca)));
+        std::future::pending::<()>().await;
+    }
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let secret_events = watcher(
+        Api::<Secret>::namespaced(client.clone(), &cfg.namespace),
+        by_name(ISSUER_SECRET),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| ()));
+    let roots_events = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace),
+        by_name(TRUST_ROOTS_CONFIG_MAP),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| ()));
+    let events = futures::stream::select(secret_events, roots_events);
+    futures::pin_mut!(events);
+    let mut waiting_said = false;
+    let mut last_error = String::new();
+    // The first pass runs before any event.
+    let mut event: Option<Result<(), watcher::Error>> = Some(Ok(()));
+    while let Some(ev) = event {
+        if let Err(e) = ev {
+            warn!(error = %e, "issuer watch error (retrying)");
+        } else {
+            match load_from_cluster(&client, &cfg).await {
+                Ok(Some(ca)) => {
+                    last_error.clear();
+                    let changed = tx
+                        .borrow()
+                        .as_ref()
+                        .is_none_or(|cur| !crate::issuer::same(cur, &ca));
+                    if changed {
+                        info!(
+                            issuer_not_after = %ca.issuer_not_after,
+                            trust_anchors = ca.anchors_der().len(),
+                            "issuer loaded"
+                        );
+                        tx.send_replace(Some(Arc::new(ca)));
+                    }
+                }
+                Ok(None) => {
+                    if !waiting_said {
+                        info!(
+                            secret = %format!("{}/{ISSUER_SECRET}", cfg.namespace),
+                            scheme = cfg.issuer_scheme.as_str(),
+                            "waiting for the issuer Secret (not ready until it exists)"
+                        );
+                        waiting_said = true;
+                    }
+                }
+                Err(e) if tx.borrow().is_none() && !is_transient(&e) => return Err(e),
+                Err(e) => {
+                    failures.inc();
+                    let e = format!("{e:#}");
+                    if e != last_error {
+                        tracing::error!(error = %e, "cannot use the updated issuer or trust anchors; keeping the last good ones");
+                        last_error = e;
+                    }
+                }
+            }
+        }
+        event = events.next().await;
+    }
+    Ok(())
+}
+
+/// API errors (the server restarting, a timeout) are retried, never fatal.
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<kube::Error>().is_some()
 }
 
 /// A workload that needs an identity.
@@ -312,6 +372,7 @@ pub struct IdentityMetrics {
     pub failures: Counter,
     pub issuer_expiry: Gauge,
     pub root_expiry: Gauge,
+    pub issuer_reload_failures: Counter,
 }
 
 impl IdentityMetrics {
@@ -339,8 +400,13 @@ impl IdentityMetrics {
         );
         reg.register(
             "root_expiry_timestamp_seconds",
-            "Unix time at which the trust root expires",
+            "Unix time at which the first trust anchor expires",
             m.root_expiry.clone(),
+        );
+        reg.register(
+            "issuer_reload_failures",
+            "Updates of the issuer Secret or trust-roots ConfigMap that could not be used (the last good CA stays)",
+            m.issuer_reload_failures.clone(),
         );
         m
     }
@@ -348,43 +414,120 @@ impl IdentityMetrics {
 
 struct Ready {
     synced: Arc<AtomicBool>,
-    issuer_not_after: OffsetDateTime,
+    ca: tokio::sync::watch::Receiver<Option<Arc<Ca>>>,
+    stopping: kinject_runtime::shutdown::Stopping,
 }
 
 impl kinject_runtime::admin::Readiness for Ready {
     fn not_ready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
+        if self.stopping.is_draining() {
+            out.push("stopping");
+        }
         if !self.synced.load(Ordering::Acquire) {
             out.push("caches not synced");
         }
-        if OffsetDateTime::now_utc() >= self.issuer_not_after {
-            out.push("issuer expired");
+        match self.ca.borrow().as_ref() {
+            None => out.push("no issuer yet"),
+            Some(ca) if OffsetDateTime::now_utc() >= ca.issuer_not_after => {
+                out.push("issuer expired")
+            }
+            Some(_) => {}
         }
         out
     }
 }
 
-pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
-    let loaded = load_or_create_ca(&client, &cfg).await?;
-    let bundle = loaded.bundle;
-    let ca = Arc::new(loaded.ca);
-    info!(issuer_not_after = %ca.issuer_not_after, "CA loaded");
-    let mut registry = Registry::with_prefix("kinject_identity");
-    let metrics = IdentityMetrics::register(&mut registry);
+fn set_expiry_gauges(metrics: &IdentityMetrics, ca: &Ca) {
     metrics
         .issuer_expiry
         .set(ca.issuer_not_after.unix_timestamp());
-    if let Some((_, root_not_after)) = ca::parse_pem_cert("trust root", &ca.root_pem)
-        .ok()
-        .and_then(|d| ca::validity(&d))
+    // The first anchor to expire bounds the bundle.
+    if let Some(root_not_after) = ca
+        .anchors_der()
+        .iter()
+        .filter_map(|d| ca::validity(d).map(|(_, na)| na))
+        .min()
     {
         metrics.root_expiry.set(root_not_after.unix_timestamp());
     }
-    if let Some(addr) = cfg.grpc_addr {
-        let certify_metrics = crate::grpc::CertifyMetrics::register(&mut registry);
+}
+
+/// Runs until `stopping` says stop: then the Certify server finishes its
+/// in-flight calls and the Lease is released.
+pub async fn run(
+    client: kube::Client,
+    cfg: IdentityConfig,
+    stopping: kinject_runtime::shutdown::Stopping,
+) -> Result<()> {
+    let mut registry = Registry::with_prefix("kinject_identity");
+    let metrics = IdentityMetrics::register(&mut registry);
+    let (ca_tx, mut ca_rx) = tokio::sync::watch::channel(None);
+    let mut source = tokio::spawn(keep_ca_current(
+        client.clone(),
+        cfg.clone(),
+        ca_tx,
+        metrics.issuer_reload_failures.clone(),
+    ));
+    let certify_metrics = cfg
+        .grpc_addr
+        .map(|_| crate::grpc::CertifyMetrics::register(&mut registry));
+    let synced = Arc::new(AtomicBool::new(false));
+    let mut admin_task = None;
+    if let Some(addr) = cfg.admin_addr {
+        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
+        let ready = Ready {
+            synced: synced.clone(),
+            ca: ca_rx.clone(),
+            stopping: stopping.clone(),
+        };
+        let app = kinject_runtime::admin::admin_router(registry, ready);
+        admin_task = Some(tokio::spawn(kinject_runtime::admin::serve_admin(
+            listener,
+            app,
+            stopping.stopped_watch(),
+        )));
+    }
+    // Nothing is issued before the first good CA.
+    let first = tokio::select! {
+        r = ca_rx.wait_for(Option::is_some) => r.ok().and_then(|c| c.clone()),
+        r = &mut source => {
+            return match r {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("the issuer source failed: {e}")),
+            };
+        }
+        _ = stopping.stopped() => return Ok(()),
+    };
+    let Some(first) = first else {
+        bail!("the issuer source ended");
+    };
+    info!(issuer_not_after = %first.issuer_not_after, "CA loaded");
+    set_expiry_gauges(&metrics, &first);
+    let current: CurrentCa = Arc::new(arc_swap::ArcSwap::new(first));
+    let changed = Arc::new(Notify::new());
+    {
+        // Every later good CA: swapped in whole, and a reconcile pass
+        // re-issues what the old issuer signed.
+        let (current, changed, metrics) = (current.clone(), changed.clone(), metrics.clone());
+        let mut ca_rx = ca_rx.clone();
+        tokio::spawn(async move {
+            while ca_rx.changed().await.is_ok() {
+                let Some(ca) = ca_rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                set_expiry_gauges(&metrics, &ca);
+                current.store(ca);
+                changed.notify_one();
+            }
+        });
+    }
+    let mut certify_task = None;
+    if let (Some(addr), Some(certify_metrics)) = (cfg.grpc_addr, certify_metrics) {
         let service = crate::grpc::CertifyService::new(
             client.clone(),
-            ca.clone(),
+            current.clone(),
             crate::grpc::CertifyConfig {
                 control_namespace: cfg.namespace.clone(),
                 trust_domain: cfg.trust_domain.clone(),
@@ -393,31 +536,16 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
             certify_metrics,
         );
         let plaintext = cfg.grpc_plaintext;
-        tokio::spawn(async move {
-            if let Err(e) = crate::grpc::serve(addr, service, plaintext).await {
+        let stopping = stopping.clone();
+        certify_task = Some(tokio::spawn(async move {
+            if let Err(e) = crate::grpc::serve(addr, service, plaintext, stopping).await {
                 tracing::error!(error = %format!("{e:#}"), "the Certify server stopped");
             }
-        });
-    }
-    let synced = Arc::new(AtomicBool::new(false));
-    if let Some(addr) = cfg.admin_addr {
-        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
-        let ready = Ready {
-            synced: synced.clone(),
-            issuer_not_after: ca.issuer_not_after,
-        };
-        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let app = kinject_runtime::admin::admin_router(registry, ready);
-        tokio::spawn(async move {
-            // Keep the sender alive for the life of the server.
-            let _keep = _stop_tx;
-            kinject_runtime::admin::serve_admin(listener, app, stop_rx).await;
-        });
+        }));
     }
 
     let (pods, pod_writer) = reflector::store::<PartialObjectMeta<Pod>>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
-    let changed = Arc::new(Notify::new());
     let selector = format!("linkerd.io/control-plane-ns={}", cfg.namespace);
     let pod_stream = watcher(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
@@ -455,57 +583,77 @@ pub async fn run(client: kube::Client, cfg: IdentityConfig) -> Result<()> {
             }
         });
     }
-    pods.wait_until_ready().await?;
-    secrets.wait_until_ready().await?;
+    tokio::select! {
+        r = async { pods.wait_until_ready().await?; secrets.wait_until_ready().await } => r?,
+        _ = stopping.stopped() => return Ok(()),
+    }
     synced.store(true, Ordering::Release);
     info!("caches synced");
+    let lease = kinject_runtime::lease::LeaseConfig {
+        namespace: cfg.namespace.clone(),
+        name: "kinject-identity".into(),
+        holder: cfg.holder.clone(),
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(2),
+        settings: None,
+    };
     let (leader_tx, leader) = tokio::sync::watch::channel(false);
-    tokio::spawn(kinject_runtime::lease::campaign(
+    let campaign = tokio::spawn(kinject_runtime::lease::campaign(
         client.clone(),
-        kinject_runtime::lease::LeaseConfig {
-            namespace: cfg.namespace.clone(),
-            name: "kinject-identity".into(),
-            holder: cfg.holder.clone(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(2),
-            settings: None,
-        },
+        lease.clone(),
         leader_tx,
     ));
-    loop {
-        if !*leader.borrow() {
-            // Another replica holds the lease; stay warm and re-check soon.
-        } else if OffsetDateTime::now_utc() >= ca.issuer_not_after {
-            // Issuing from an expired issuer would hand out certificates no
-            // peer accepts: refuse, loudly, until a new issuer is provided.
-            tracing::error!(expired_at = %ca.issuer_not_after, "the issuer has expired; not issuing (provide a new issuer and restart)");
-            metrics.failures.inc();
-        } else if let Err(e) =
-            reconcile(&client, &cfg, &ca, &bundle, &metrics, &pods, &secrets).await
-        {
-            metrics.failures.inc();
-            warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
-        }
-        tokio::select! {
-            _ = changed.notified() => {
-                // Coalesce bursts (a Deployment scaling up) into one pass.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let reconciling = async {
+        loop {
+            let ca = current.load_full();
+            if !*leader.borrow() {
+                // Another replica holds the lease; stay warm and re-check soon.
+            } else if OffsetDateTime::now_utc() >= ca.issuer_not_after {
+                // Issuing from an expired issuer would hand out certificates no
+                // peer accepts: refuse, loudly, until a new issuer is provided.
+                tracing::error!(expired_at = %ca.issuer_not_after, "the issuer has expired; not issuing (update Secret linkerd-identity-issuer)");
+                metrics.failures.inc();
+            } else if let Err(e) = reconcile(&client, &cfg, &ca, &metrics, &pods, &secrets).await {
+                metrics.failures.inc();
+                warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
             }
-            _ = tokio::time::sleep(if *leader.borrow() { cfg.resync } else { Duration::from_secs(1) }) => {}
+            tokio::select! {
+                _ = changed.notified() => {
+                    // Coalesce bursts (a Deployment scaling up) into one pass.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ = tokio::time::sleep(if *leader.borrow() { cfg.resync } else { Duration::from_secs(1) }) => {}
+            }
         }
+    };
+    tokio::select! {
+        () = reconciling => {}
+        _ = stopping.draining() => {}
     }
+    // Draining: no new writes; Certify keeps answering until the stop.
+    campaign.abort();
+    kinject_runtime::lease::release(&client, &lease).await;
+    stopping.stopped().await;
+    if let Some(t) = certify_task {
+        let _ = t.await;
+    }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    info!("stopped");
+    Ok(())
 }
 
 async fn reconcile(
     client: &kube::Client,
     cfg: &IdentityConfig,
     ca: &Ca,
-    bundle: &str,
     metrics: &IdentityMetrics,
     pods: &Store<PartialObjectMeta<Pod>>,
     secrets: &Store<Secret>,
 ) -> Result<()> {
     let now = OffsetDateTime::now_utc();
+    let bundle = ca.trust_anchors_pem.as_str();
     let workloads: BTreeSet<Workload> =
         pods.state().iter().filter_map(|p| workload_of(p)).collect();
     let mut namespaces: BTreeSet<String> = workloads.iter().map(|w| w.namespace.clone()).collect();

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::ca::Ca;
 use crate::certify::{self, Refusal};
+use crate::issuer::CurrentCa;
 
 /// The audience of the projected token the injector mounts in meshed pods.
 pub const TOKEN_AUDIENCE: &str = "identity.l5d.io";
@@ -81,7 +82,7 @@ pub struct CertifyConfig {
 /// The `Identity` service.
 pub struct CertifyService {
     client: kube::Client,
-    ca: Arc<Ca>,
+    ca: CurrentCa,
     cfg: CertifyConfig,
     metrics: CertifyMetrics,
 }
@@ -89,7 +90,7 @@ pub struct CertifyService {
 impl CertifyService {
     pub fn new(
         client: kube::Client,
-        ca: Arc<Ca>,
+        ca: CurrentCa,
         cfg: CertifyConfig,
         metrics: CertifyMetrics,
     ) -> Self {
@@ -180,8 +181,10 @@ impl CertifyService {
                 req.identity
             )));
         }
+        // One consistent issuer per call, even if it is swapped meanwhile.
+        let ca = self.ca.load();
         let c = certify::certify(
-            &self.ca,
+            &ca,
             &req.certificate_signing_request,
             &req.identity,
             OffsetDateTime::now_utc(),
@@ -239,12 +242,13 @@ pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
     kinject_inject::proxy::control_plane_identity("linkerd-identity", control_ns, trust_domain)
 }
 
-/// The Certify server's own certificate, issued by the CA and renewed at
-/// two thirds of its life on the first handshake after that: no restart, no
-/// file, never a handshake without a valid certificate.
+/// The Certify server's own certificate, issued by the current CA and
+/// renewed on the first handshake after two thirds of its life, or after the
+/// issuer changed (a rotation): no restart, no file, never a handshake
+/// without a valid certificate.
 #[derive(Debug)]
 pub struct RenewingCert {
-    ca: Arc<Ca>,
+    ca: CurrentCa,
     name: String,
     lifetime: Duration,
     current: arc_swap::ArcSwap<Issued>,
@@ -254,13 +258,15 @@ pub struct RenewingCert {
 #[derive(Debug)]
 struct Issued {
     key: Arc<rustls::sign::CertifiedKey>,
+    /// The CA that signed it: a new one means renew.
+    by: Arc<Ca>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
 
 impl RenewingCert {
-    pub fn new(ca: Arc<Ca>, name: String, lifetime: Duration) -> Result<Self> {
-        let first = issue(&ca, &name, lifetime)?;
+    pub fn new(ca: CurrentCa, name: String, lifetime: Duration) -> Result<Self> {
+        let first = issue(ca.load_full(), &name, lifetime)?;
         Ok(Self {
             ca,
             name,
@@ -274,10 +280,11 @@ impl RenewingCert {
     pub fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
         let now = OffsetDateTime::now_utc();
         let held = self.current.load();
-        if crate::ca::needs_renewal(held.not_before, held.not_after, now)
-            && let Ok(_only_one) = self.renewing.try_lock()
-        {
-            match issue(&self.ca, &self.name, self.lifetime) {
+        let ca = self.ca.load_full();
+        let due = crate::ca::needs_renewal(held.not_before, held.not_after, now)
+            || !Arc::ptr_eq(&held.by, &ca);
+        if due && let Ok(_only_one) = self.renewing.try_lock() {
+            match issue(ca, &self.name, self.lifetime) {
                 Ok(new) => {
                     info!(name = %self.name, not_after = %new.not_after, "renewed the Certify server's certificate");
                     self.current.store(Arc::new(new));
@@ -291,7 +298,7 @@ impl RenewingCert {
     }
 }
 
-fn issue(ca: &Ca, name: &str, lifetime: Duration) -> Result<Issued> {
+fn issue(ca: Arc<Ca>, name: &str, lifetime: Duration) -> Result<Issued> {
     let leaf = ca
         .issue(
             &[name.to_string()],
@@ -303,6 +310,7 @@ fn issue(ca: &Ca, name: &str, lifetime: Duration) -> Result<Issued> {
     let key = kinject_runtime::tls::certified_key_from_pem(&leaf.chain_pem, &leaf.key_pem)?;
     Ok(Issued {
         key,
+        by: ca,
         not_before: leaf.not_before,
         not_after: leaf.not_after,
     })
@@ -325,14 +333,24 @@ pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// `h2` offered but not required, since the proxy offers none), or plaintext
 /// with `plaintext` (loopback and tests: the proxy itself dials loopback
 /// control planes in plaintext).
-pub async fn serve(addr: SocketAddr, service: CertifyService, plaintext: bool) -> Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    service: CertifyService,
+    plaintext: bool,
+    stopping: kinject_runtime::shutdown::Stopping,
+) -> Result<()> {
     let ca = service.ca.clone();
     let name = service_name(&service.cfg.control_namespace, &service.cfg.trust_domain);
-    let router = tonic::transport::Server::builder().add_service(IdentityServer::new(service));
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(IdentityServer::new(service));
+    // At the stop, tonic stops accepting, sends GOAWAY and waits for the
+    // calls in flight (each is short: a TokenReview and a signature).
+    let stopped = async move { stopping.stopped().await };
     if plaintext {
         info!(%addr, %name, "serving Identity/Certify in plaintext");
         return router
-            .serve(addr)
+            .serve_with_shutdown(addr, stopped)
             .await
             .with_context(|| format!("the identity gRPC server on {addr}"));
     }
@@ -340,7 +358,7 @@ pub async fn serve(addr: SocketAddr, service: CertifyService, plaintext: bool) -
     let incoming = kinject_runtime::grpc_tls::incoming(addr, cert, "identity gRPC").await?;
     info!(%addr, %name, "serving Identity/Certify over TLS 1.3");
     router
-        .serve_with_incoming(incoming)
+        .serve_with_incoming_shutdown(incoming, stopped)
         .await
         .with_context(|| format!("the identity gRPC server on {addr}"))
 }
@@ -354,10 +372,13 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let root = crate::ca::generate_root("root", now, Duration::from_secs(86400)).expect("root");
         let issuer = Ca::new_issuer(&root, now, Duration::from_secs(86400)).expect("issuer");
-        let ca = Arc::new(Ca::load(&root.cert_pem, &issuer, now).expect("ca"));
+        let ca: CurrentCa = Arc::new(arc_swap::ArcSwap::from_pointee(
+            Ca::load(&root.cert_pem, &issuer, now).expect("ca"),
+        ));
         let name = service_name("linkerd", "cluster.local");
         // Two thirds of a 3 s life (counted from issuance) pass after 2 s.
-        let cert = RenewingCert::new(ca, name.clone(), Duration::from_secs(3)).expect("cert");
+        let cert =
+            RenewingCert::new(ca.clone(), name.clone(), Duration::from_secs(3)).expect("cert");
         let first = cert.current();
         assert!(Arc::ptr_eq(&first, &cert.current()), "not due yet");
         assert_eq!(crate::ca::dns_names(first.cert[0].as_ref()), vec![name]);
@@ -365,5 +386,13 @@ mod tests {
         let second = cert.current();
         assert!(!Arc::ptr_eq(&first, &second), "renewed once due");
         assert_ne!(first.cert[0], second.cert[0]);
+        // A new issuer (a rotation) is used on the next handshake.
+        let issuer2 = Ca::new_issuer(&root, now, Duration::from_secs(86400)).expect("issuer");
+        let ca2 = Ca::load(&root.cert_pem, &issuer2, now).expect("ca");
+        let issuer2_der = crate::ca::parse_pem_cert("i", ca2.issuer_cert_pem()).expect("der");
+        ca.store(Arc::new(ca2));
+        let third = cert.current();
+        assert!(!Arc::ptr_eq(&second, &third), "renewed after the rotation");
+        assert!(crate::ca::signed_by(third.cert[0].as_ref(), &issuer2_der));
     }
 }

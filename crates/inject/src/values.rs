@@ -517,15 +517,56 @@ impl Default for DebugContainerValues {
 #[serde(default, rename_all = "camelCase")]
 pub struct IdentityValues {
     pub service_account_token_projection: bool,
+    /// The trust-roots ConfigMap is managed outside kinject (install does
+    /// not render it).
+    #[serde(rename = "externalCA")]
+    pub external_ca: bool,
+    pub issuer: IssuerValues,
 }
 
 impl Default for IdentityValues {
     fn default() -> Self {
         Self {
             service_account_token_projection: true,
+            external_ca: false,
+            issuer: IssuerValues::default(),
         }
     }
 }
+
+/// `identity.issuer`: who provides the issuer, as Linkerd's chart says it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct IssuerValues {
+    /// `linkerd.io/tls` (the issuer in `tls`, or kinject's own CA when that
+    /// is empty) or `kubernetes.io/tls` (Secret `linkerd-identity-issuer`
+    /// owned by something else, e.g. cert-manager).
+    pub scheme: String,
+    pub tls: IssuerTlsValues,
+}
+
+impl Default for IssuerValues {
+    fn default() -> Self {
+        Self {
+            scheme: ISSUER_SCHEME_LINKERD.into(),
+            tls: IssuerTlsValues::default(),
+        }
+    }
+}
+
+/// The operator's issuer, PEM. Never written into `linkerd-config`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IssuerTlsValues {
+    #[serde(rename = "crtPEM")]
+    pub crt_pem: String,
+    #[serde(rename = "keyPEM")]
+    pub key_pem: String,
+}
+
+/// `identity.issuer.scheme` values.
+pub const ISSUER_SCHEME_LINKERD: &str = "linkerd.io/tls";
+pub const ISSUER_SCHEME_EXTERNAL: &str = "kubernetes.io/tls";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -594,6 +635,11 @@ impl Values {
             &["Ignore", "Fail"],
         )?;
         one_of("imagePullPolicy", &self.image_pull_policy, PULL)?;
+        one_of(
+            "identity.issuer.scheme",
+            &self.identity.issuer.scheme,
+            &[ISSUER_SCHEME_LINKERD, ISSUER_SCHEME_EXTERNAL],
+        )?;
         one_of("proxy.image.pullPolicy", &p.image.pull_policy, PULL)?;
         one_of(
             "proxyInit.image.pullPolicy",

@@ -1,4 +1,5 @@
 //! kinject's Kubernetes glue, kept out of the pure engine:
+//! - [`client`]: the cluster the user chose (`--kubeconfig`, `--context`, as kubectl);
 //! - [`cache`]: metadata-only reflectors for namespaces and pod owners, with a
 //!   bounded fallback GET, feeding the webhook's decisions;
 //! - [`webhook_config`]: the MutatingWebhookConfiguration kinject registers and
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod client;
 pub mod events;
 pub mod linkerd_config;
 pub mod secret_files;

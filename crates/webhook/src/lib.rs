@@ -392,9 +392,9 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         Err(e) => return Err(e),
     };
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let client = kinject_k8s::client::client().await.context(
+        "cannot build a Kubernetes client (KUBECONFIG, --kubeconfig or in-cluster config)",
+    )?;
     if let Some(secret) = &cfg.cert_secret {
         let dir = cfg
             .tls_cert
