@@ -85,6 +85,24 @@ fn chart_renders_what_install_prints() {
     let values = dir.path().join("v.yaml");
     std::fs::write(&values, "proxy:\n  logLevel: warn\n  image: {version: edge-26.9.9}\nproxyInit:\n  ignoreInboundPorts: \"22\"\n").expect("write");
     let v = values.display().to_string();
+    // The operator's PKI, as files for install and --set-file for helm.
+    let now = time::OffsetDateTime::now_utc();
+    let day = std::time::Duration::from_secs(86_400);
+    let root = kinject_identity::ca::generate_root("root", now, 30 * day).expect("root");
+    let issuer = kinject_identity::ca::Ca::new_issuer(&root, now, day).expect("issuer");
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let (anchors, crt, key) = (
+        file("ca.crt", &root.cert_pem),
+        file("issuer.crt", &issuer.cert_pem),
+        file("issuer.key", &issuer.key_pem),
+    );
+    let set_anchors = format!("identityTrustAnchorsPEM={anchors}");
+    let set_crt = format!("identity.issuer.tls.crtPEM={crt}");
+    let set_key = format!("identity.issuer.tls.keyPEM={key}");
     let cases: Vec<(Vec<&str>, &str, Vec<&str>)> = vec![
         (vec![], "linkerd", vec![]),
         (
@@ -142,6 +160,39 @@ fn chart_renders_what_install_prints() {
             ],
         ),
         (vec!["--values", &v], "linkerd", vec!["-f", &v]),
+        (
+            vec![
+                "--identity-trust-anchors-file",
+                &anchors,
+                "--identity-issuer-certificate-file",
+                &crt,
+                "--identity-issuer-key-file",
+                &key,
+            ],
+            "linkerd",
+            vec![
+                "--set-file",
+                &set_anchors,
+                "--set-file",
+                &set_crt,
+                "--set-file",
+                &set_key,
+            ],
+        ),
+        (
+            vec![
+                "--identity-trust-anchors-file",
+                &anchors,
+                "--identity-external-issuer",
+            ],
+            "linkerd",
+            vec![
+                "--set-file",
+                &set_anchors,
+                "--set",
+                "identity.issuer.scheme=kubernetes.io/tls",
+            ],
+        ),
     ];
     for (flags, ns, sets) in cases {
         let want = install(&flags);
@@ -178,6 +229,18 @@ fn chart_passes_helm_lint_and_refuses_contradictions() {
             "webhookFailurePolicy \"Sometimes\" is not one of Ignore, Fail",
         ),
         ("replicas=0", "replicas must be at least 1"),
+        (
+            "identityTrustAnchorsPEM=x",
+            "identityTrustAnchorsPEM needs the issuer it signs",
+        ),
+        (
+            "identity.issuer.scheme=kubernetes.io/tls",
+            "your issuer needs the trust anchors",
+        ),
+        (
+            "identity.issuer.tls.crtPEM=x",
+            "identity.issuer.tls.crtPEM needs identity.issuer.tls.keyPEM",
+        ),
     ] {
         let (ok, _, err) = run(Command::new(&helm)
             .args(["template", "kinject"])
