@@ -1013,7 +1013,11 @@ fn identity_publishes_the_rotation_bundle() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not contain the trust root"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not contain the trust root"),
+        "{stderr}"
+    );
     // Old and new roots through the overlap: both are published.
     let both = format!("{}{}", old_root.cert_pem, new_root.cert_pem);
     k.apply(&secret(&both));
@@ -1281,9 +1285,16 @@ fn check_reports_health_and_each_break() {
         "kubernetes-api: is running the minimum Kubernetes API version",
         "kinject-existence: control plane namespace exists",
         "kinject-identity: identity holds its leader lease",
-        "kinject-identity: trust root and issuer are valid",
+        "kinject-identity: certificate config is valid",
+        "kinject-identity: trust anchors are using supported crypto algorithm",
+        "kinject-identity: trust anchors are within their validity period",
+        "kinject-identity: trust anchors are valid for at least 60 days",
+        "kinject-identity: issuer cert is using supported crypto algorithm",
+        "kinject-identity: issuer cert is within its validity period",
+        "kinject-identity: issuer cert is valid for at least 60 days",
+        "kinject-identity: issuer cert is issued by the trust anchor",
         "kinject-webhook: webhook configuration exists",
-        "kinject-webhook: webhook configuration has the expected rules and selectors",
+        "kinject-webhook: webhook configuration has the expected rules",
         "kinject-webhook: webhook configuration is not contested by another writer",
         "kinject-webhook: caBundle verifies the injector's serving certificate",
         "kinject-webhook: serving certificate is valid for at least 7 days",
@@ -1301,7 +1312,7 @@ fn check_reports_health_and_each_break() {
     let v: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["success"], true);
     assert!(
-        v["checks"].as_array().is_some_and(|c| c.len() == 12),
+        v["checks"].as_array().is_some_and(|c| c.len() == 19),
         "{json}"
     );
 

@@ -715,7 +715,7 @@ spec:
         "deployment/linkerd-identity",
         "--replicas=0",
     ]);
-    wait_for("identity gone", Duration::from_secs(60), || {
+    wait_for("identity gone", Duration::from_secs(90), || {
         control_plane_pods(&k, "identity")["items"]
             .as_array()
             .is_some_and(|a| a.is_empty())

@@ -761,3 +761,129 @@ fn install_refuses_bad_operator_material() {
         "values and flags are the same settings"
     );
 }
+
+/// SIGTERM during a burst of Certify calls: identity turns unready at once,
+/// keeps answering through its drain period (endpoint removal takes that
+/// long to reach clients), finishes what is in flight, gives its Lease up
+/// and exits 0. Every call that started before the drain ended succeeds.
+#[test]
+fn identity_drains_on_sigterm() {
+    if !enabled("identity_drains_on_sigterm") {
+        return;
+    }
+    let k = Cluster::start();
+    install(&k, &[]);
+    k.namespace("apps", &[]);
+    k.ok(&["create", "serviceaccount", "-n", "apps", "web"]);
+    let token = sa_token(&k, "apps", "web");
+    let restricted = k.service_account_kubeconfig("linkerd", "linkerd-identity");
+    let port = support::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let drain = Duration::from_secs(2);
+    let mut id = Identity::start_as(
+        &k,
+        &restricted,
+        &["--grpc-addr", &addr.to_string(), "--drain", "2s"],
+    );
+    wait_for("identity ready", Duration::from_secs(30), || {
+        ready(&id).then_some(())
+    });
+    wait_for("identity holds its Lease", Duration::from_secs(20), || {
+        let l = k.json(&["get", "lease", "-n", "linkerd", "kinject-identity"]);
+        l["spec"]["holderIdentity"].as_str().map(|_| ())
+    });
+    let secret = k.json(&["get", "secret", "-n", "linkerd", "linkerd-identity-issuer"]);
+    let anchors = support::secret_text(&secret, "ca.crt");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    // (started, result) of every call, from 8 connections calling in a loop.
+    type Calls = Arc<Mutex<Vec<(Instant, Result<(), String>)>>>;
+    let calls: Calls = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let channel = rt
+            .block_on(kinject_runtime::grpc_tls::connect_as_proxy(
+                addr,
+                SERVICE_NAME,
+                &anchors,
+            ))
+            .expect("connect");
+        let (calls, stop, token) = (calls.clone(), stop_rx.clone(), token.clone());
+        clients.push(rt.spawn(async move {
+            let mut client = IdentityClient::new(channel);
+            loop {
+                let stopped = *stop.borrow();
+                if stopped {
+                    break;
+                }
+                let started = Instant::now();
+                let r = client
+                    .certify(CertifyRequest {
+                        identity: ID.into(),
+                        token: token.as_bytes().to_vec(),
+                        certificate_signing_request: csr(),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                calls.lock().expect("lock").push((started, r));
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = calls.lock().expect("lock").len();
+    assert!(before > 8, "the burst is running: {before} calls");
+
+    let admin = id.admin;
+    let sigterm = Instant::now();
+    let pid_exit = std::thread::spawn(move || {
+        let status = id.terminate(Duration::from_secs(20));
+        (status, id)
+    });
+    // Unready at once, still answering.
+    let unready = wait_for("unready after SIGTERM", Duration::from_secs(2), || {
+        let (code, body) = support::admin_get(admin, "/ready");
+        (code == 503 || body.contains("stopping")).then_some(sigterm.elapsed())
+    });
+    eprintln!("unready {unready:?} after SIGTERM");
+    // The clients stop calling just before the drain ends, as a client does
+    // once the endpoint is gone.
+    std::thread::sleep(drain.saturating_sub(sigterm.elapsed() + Duration::from_millis(300)));
+    stop_tx.send_replace(true);
+    for c in clients {
+        rt.block_on(c).expect("client");
+    }
+    let (status, id) = pid_exit.join().expect("join");
+    let status = status.expect("identity exits after its drain");
+    let exited = sigterm.elapsed();
+    eprintln!("identity exited {status} {exited:?} after SIGTERM");
+    assert!(status.success(), "exit 0: {status}");
+    assert!(
+        exited >= drain,
+        "it drained for {drain:?} first ({exited:?})"
+    );
+    assert!(exited < drain + Duration::from_secs(5), "{exited:?}");
+    let calls = calls.lock().expect("lock");
+    let during: Vec<_> = calls.iter().filter(|(t, _)| *t >= sigterm).collect();
+    let failed: Vec<_> = calls.iter().filter(|(_, r)| r.is_err()).collect();
+    eprintln!(
+        "{} calls, {} of them after SIGTERM, {} failed",
+        calls.len(),
+        during.len(),
+        failed.len()
+    );
+    assert!(during.len() > 8, "calls were answered during the drain");
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    let log = std::fs::read_to_string(&id.log).unwrap_or_default();
+    assert!(log.contains("released the lease"), "{log}");
+    let lease = k.json(&["get", "lease", "-n", "linkerd", "kinject-identity"]);
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "the Lease is free for a successor: {lease}"
+    );
+}

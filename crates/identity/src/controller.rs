@@ -488,20 +488,20 @@ pub async fn run(
             stopping.stopped_watch(),
         )));
     }
-    // Nothing is issued before the first good CA.
+    // Nothing is issued before the first good CA. The source ending first
+    // (a broken Secret at start) is the error to report.
+    let source_ended = |r: Result<Result<()>, tokio::task::JoinError>| match r {
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Err(anyhow::anyhow!("the issuer source ended")),
+        Err(e) => Err(anyhow::anyhow!("the issuer source failed: {e}")),
+    };
     let first = tokio::select! {
         r = ca_rx.wait_for(Option::is_some) => r.ok().and_then(|c| c.clone()),
-        r = &mut source => {
-            return match r {
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(())) => Ok(()),
-                Err(e) => Err(anyhow::anyhow!("the issuer source failed: {e}")),
-            };
-        }
+        r = &mut source => return source_ended(r),
         _ = stopping.stopped() => return Ok(()),
     };
     let Some(first) = first else {
-        bail!("the issuer source ended");
+        return source_ended(source.await);
     };
     info!(issuer_not_after = %first.issuer_not_after, "CA loaded");
     set_expiry_gauges(&metrics, &first);
