@@ -83,6 +83,6 @@ selector:
 strategy:
   type: RollingUpdate
   rollingUpdate:
-    maxUnavailable: {{ if gt (int (include "kinject.replicas" .root)) 1 }}1{{ else }}0{{ end }}
+    maxUnavailable: 0
     maxSurge: 1
 {{- end -}}

@@ -41,6 +41,11 @@ pub struct DestinationArgs {
     /// How often the certificate files are re-read (Go duration).
     #[arg(long, default_value = "2s")]
     pub reload_interval: String,
+    /// On SIGTERM, stay up this long, not ready, still serving, so that
+    /// endpoint removal reaches proxies first; then GOAWAY, and the process
+    /// ends (Go duration).
+    #[arg(long, default_value = "5s")]
+    pub drain: String,
     /// Plain-HTTP address of /metrics, /live and /ready.
     #[arg(long, default_value = "0.0.0.0:9996")]
     pub admin_addr: SocketAddr,
@@ -118,6 +123,7 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         reload_interval: positive_duration("--reload-interval", &args.reload_interval)?,
         cert_secret: args.cert_secret.clone(),
     };
+    let drain = crate::server_args::duration("--drain", &args.drain)?;
     args.log.init()?;
     kinject_runtime::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -128,9 +134,15 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         let client = kinject_k8s::client::client().await.context(
             "kinject destination needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod",
         )?;
+        let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
         tokio::select! {
-            r = kinject_destination::run(client, server) => r,
-            _ = kinject_runtime::shutdown::signal() => Ok(()),
+            r = kinject_destination::run(client, server, stopping.clone()) => r,
+            // Streams keep tonic's graceful stop waiting forever: cut them
+            // once unary calls had their grace.
+            () = async {
+                stopping.stopped().await;
+                tokio::time::sleep(kinject_destination::STOP_GRACE).await;
+            } => Ok(()),
         }
     })?;
     Ok(0)

@@ -132,6 +132,11 @@ pub struct InstallArgs {
     /// (`identity.externalCA`): install does not render it.
     #[arg(long)]
     pub identity_external_ca: bool,
+    /// The injector evicts running pods that should be meshed but have no
+    /// proxy, when a controller recreates them (`proxyInjector.repairMissed`;
+    /// grants it pods/eviction). Off by default: see the README.
+    #[arg(long)]
+    pub repair_missed: bool,
     #[command(flatten)]
     pub values: ValuesArgs,
 }
@@ -247,6 +252,8 @@ pub struct Plan {
     /// The `values` key of `linkerd-config`: the effective values, as YAML.
     pub values_yaml: String,
     pub pki: IdentityPki,
+    /// The injector evicts pods that slipped through (`--repair-missed`).
+    pub repair_missed: bool,
 }
 
 impl InstallArgs {
@@ -330,6 +337,9 @@ impl InstallArgs {
         if self.identity_external_ca {
             v.identity.external_ca = true;
         }
+        if self.repair_missed {
+            v.proxy_injector.repair_missed = true;
+        }
         for (flag, value, slot) in [
             ("--proxy-image", &self.proxy_image, &mut v.proxy.image.name),
             (
@@ -377,6 +387,7 @@ impl InstallArgs {
             default_inject: self.default_inject,
             values_yaml,
             pki,
+            repair_missed: loaded.values.proxy_injector.repair_missed,
         })
     }
 }
@@ -560,7 +571,7 @@ fn deployment(p: &Plan, name: &str, component: &str, container: Value, volumes: 
             "revisionHistoryLimit": 10,
             "selector": {"matchLabels": selector(component)},
             "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": if p.replicas > 1 { 1 } else { 0 }, "maxSurge": 1}},
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
                     "labels": with_ns(labels(component), ns),
@@ -622,6 +633,10 @@ fn injector_deployment(p: &Plan) -> Value {
         "securityContext": security_context(),
         "volumeMounts": [{"name": "tls", "mountPath": TLS_DIR}],
     });
+    let mut container = container;
+    if let (true, Some(args)) = (p.repair_missed, container["args"].as_array_mut()) {
+        args.push(json!("--repair-missed"));
+    }
     deployment(p, INJECTOR, "proxy-injector", container, cert_volume())
 }
 
@@ -833,7 +848,15 @@ pub fn render(p: &Plan) -> Vec<Value> {
                 rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
                 rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
                 rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-            ],
+                // Pods that slipped through (a watch on unmeshed pods).
+                rule(&[""], &["pods"], &["get", "list", "watch"]),
+            ]
+            .into_iter()
+            .chain(
+                p.repair_missed
+                    .then(|| rule(&[""], &["pods/eviction"], &["create"])),
+            )
+            .collect(),
         ));
         out.push(binding(
             "ClusterRoleBinding",

@@ -110,6 +110,19 @@ pub struct ProxyInjectorArgs {
     /// cluster they come from the Secret `kinject identity` writes.
     #[arg(long)]
     pub wait_for_cert: bool,
+    /// On SIGTERM, stay up this long, not ready, still answering (HTTP/1.1
+    /// answers with `Connection: close`), so that endpoint removal reaches
+    /// kube-proxy and the API server first; then finish and exit (Go
+    /// duration; the pod's terminationGracePeriodSeconds must cover it).
+    #[arg(long, default_value = "10s")]
+    pub drain: String,
+    /// Evict running pods that should be meshed but have no proxy, when a
+    /// ReplicaSet, StatefulSet or DaemonSet recreates them (the replacement
+    /// is injected). PodDisruptionBudgets are honoured; one eviction every
+    /// 5 s at most. Off by default: such a pod restarts without warning.
+    /// Without it they are only reported (Event, metric, `kinject check`).
+    #[arg(long)]
+    pub repair_missed: bool,
     /// Keep the certificate files (the directory of --tls-cert) from this
     /// Secret in the -l namespace, by watching it (in a cluster: what
     /// identity writes, without waiting for the kubelet to refresh a Secret
@@ -184,6 +197,11 @@ impl ProxyInjectorArgs {
             reload_interval,
             wait_for_cert: self.wait_for_cert || self.cert_secret.is_some(),
             cert_secret: self.cert_secret.clone(),
+            drain: crate::server_args::duration("--drain", &self.drain)?,
+            missed: kinject_webhook::missed::MissedConfig {
+                repair: self.repair_missed,
+                ..kinject_webhook::missed::MissedConfig::default()
+            },
         })
     }
 }

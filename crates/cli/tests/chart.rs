@@ -161,6 +161,11 @@ fn chart_renders_what_install_prints() {
         ),
         (vec!["--values", &v], "linkerd", vec!["-f", &v]),
         (
+            vec!["--repair-missed"],
+            "linkerd",
+            vec!["--set", "proxyInjector.repairMissed=true"],
+        ),
+        (
             vec![
                 "--identity-trust-anchors-file",
                 &anchors,

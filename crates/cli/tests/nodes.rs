@@ -980,3 +980,109 @@ spec:
         until(&mut held, &one).await;
     });
 }
+
+/// Issue 18's churn, with `--ha`: bare pods created every 0.5 s in an
+/// injected namespace while one injector replica is deleted, the control
+/// plane is rolled by an upgrade (`install` with other flags), and another
+/// replica is deleted. Every pod must come out injected: a deleted replica
+/// turns unready and keeps answering through its drain, and a roll never
+/// takes a replica away before its successor is ready (maxUnavailable 0).
+/// Kubernetes 1.21+ (PodDisruptionBudget policy/v1 with `--ha`).
+#[test]
+fn no_pod_slips_through_an_ha_churn() {
+    if !enabled("no_pod_slips_through_an_ha_churn") {
+        return;
+    }
+    if version() == "1.20" {
+        eprintln!(
+            "NOT RUN on 1.20: `install --ha` renders PodDisruptionBudgets policy/v1 (1.21+); the churn runs on 1.37"
+        );
+        return;
+    }
+    let k = Cluster::start_with_node(&version());
+    let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install", "--ha", "--image", &image];
+        args.extend_from_slice(extra);
+        let (code, manifest, err) = kinject(&k, &args);
+        assert_eq!(code, 0, "{err}");
+        k.apply(manifest.split("---\n").next().expect("namespace"));
+        k.apply(&manifest);
+    };
+    install(&[]);
+    available(&k, "linkerd", "deployment", "180s");
+    for d in [
+        "linkerd-proxy-injector",
+        "linkerd-identity",
+        "linkerd-destination",
+    ] {
+        let dep = k.json(&["get", "deployment", "-n", "linkerd", d]);
+        assert_eq!(
+            dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0,
+            "{d} rolls without a gap"
+        );
+    }
+    let (code, out, err) = kinject(&k, &["check", "--wait", "60s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    k.namespace("churn", &[]);
+
+    const PODS: usize = 40;
+    let kubeconfig = k.kubeconfig.clone();
+    let creator = std::thread::spawn(move || {
+        let mut refused = Vec::new();
+        for i in 0..PODS {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: churn-{i}, namespace: churn}}\nspec:\n  containers:\n  - {{name: app, image: localhost/app:kinject, imagePullPolicy: IfNotPresent}}\n"
+            );
+            let out = support::kubectl_with(&kubeconfig, &["apply", "-f", "-"], Some(&pod));
+            if !out.status.success() {
+                refused.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        refused
+    });
+    let started = Instant::now();
+    let at = |secs: u64| {
+        let t = Duration::from_secs(secs);
+        std::thread::sleep(t.saturating_sub(started.elapsed()));
+    };
+    let one_replica = || {
+        control_plane_pods(&k, "proxy-injector")["items"][0]["metadata"]["name"]
+            .as_str()
+            .expect("an injector pod")
+            .to_string()
+    };
+    at(3);
+    let first = one_replica();
+    k.ok(&["delete", "pod", "-n", "linkerd", &first, "--wait=false"]);
+    eprintln!("{:?}: deleted injector replica {first}", started.elapsed());
+    at(7);
+    install(&["--controller-log-level", "debug"]);
+    eprintln!(
+        "{:?}: upgrade applied (the control plane rolls)",
+        started.elapsed()
+    );
+    at(14);
+    let second = one_replica();
+    k.ok(&["delete", "pod", "-n", "linkerd", &second, "--wait=false"]);
+    eprintln!("{:?}: deleted injector replica {second}", started.elapsed());
+    let refused = creator.join().expect("creator");
+    assert!(refused.is_empty(), "no admission was refused: {refused:?}");
+    let all = k.json(&["get", "pods", "-n", "churn"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(all.len(), PODS);
+    let bare: Vec<&str> = all
+        .iter()
+        .filter(|p| !injected(p))
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    eprintln!(
+        "{} of {PODS} pods created through a replica loss, an upgrade and another replica loss came out without the proxy",
+        bare.len()
+    );
+    assert!(bare.is_empty(), "pods without the proxy: {bare:?}");
+    available(&k, "linkerd", "deployment", "180s");
+}

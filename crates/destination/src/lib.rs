@@ -65,6 +65,7 @@ pub struct ServerConfig {
 }
 
 struct Ready {
+    stopping: kinject_runtime::shutdown::Stopping,
     synced: cluster::Synced,
     tls: Option<Arc<kinject_runtime::tls::ReloadingResolver>>,
 }
@@ -72,6 +73,9 @@ struct Ready {
 impl kinject_runtime::admin::Readiness for Ready {
     fn not_ready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
+        if self.stopping.is_draining() {
+            out.push("stopping");
+        }
         if !self.synced.all() {
             out.push("caches not synced");
         }
@@ -82,8 +86,15 @@ impl kinject_runtime::admin::Readiness for Ready {
     }
 }
 
-/// Serves the three APIs until the process ends.
-pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
+/// Serves the three APIs until `stopping` says stop: unready while it
+/// drains (still serving), then the servers send GOAWAY, stop accepting and
+/// give unary calls in flight [`STOP_GRACE`]; open streams are then cut, and
+/// their proxies resume on another replica.
+pub async fn run(
+    client: kube::Client,
+    server: ServerConfig,
+    stopping: kinject_runtime::shutdown::Stopping,
+) -> Result<()> {
     let version = kinject_k8s::version::ServerVersion::detect(&client).await?;
     let modern_slices = version.serves_endpoint_slices_v1();
     if let (Some(secret), false) = (&server.cert_secret, server.plaintext) {
@@ -130,15 +141,16 @@ pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
         let app = kinject_runtime::admin::admin_router(
             registry,
             Ready {
+                stopping: stopping.clone(),
                 synced: synced.clone(),
                 tls: tls.clone(),
             },
         );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let _keep = stop_tx;
-            kinject_runtime::admin::serve_admin(listener, app, stop_rx).await;
-        });
+        tokio::spawn(kinject_runtime::admin::serve_admin(
+            listener,
+            app,
+            stopping.stopped_watch(),
+        ));
     }
     if let Some(tls) = &tls {
         // The certificate comes from a mounted Secret: re-read it, so a
@@ -169,12 +181,16 @@ pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
     for addr in server.grpc_addrs.iter().copied() {
         let router = grpc::router(shared.clone());
         let tls = tls.clone();
+        let stopped = {
+            let stopping = stopping.clone();
+            async move { stopping.stopped().await }
+        };
         servers.push(tokio::spawn(async move {
             match tls {
                 None => {
                     info!(%addr, "serving Destination and policy APIs in plaintext");
                     router
-                        .serve(addr)
+                        .serve_with_shutdown(addr, stopped)
                         .await
                         .with_context(|| format!("the destination gRPC server on {addr}"))
                 }
@@ -183,14 +199,22 @@ pub async fn run(client: kube::Client, server: ServerConfig) -> Result<()> {
                         kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
                     info!(%addr, "serving Destination and policy APIs over TLS 1.3");
                     router
-                        .serve_with_incoming(incoming)
+                        .serve_with_incoming_shutdown(incoming, stopped)
                         .await
                         .with_context(|| format!("the destination gRPC server on {addr}"))
                 }
             }
         }));
     }
-    // The first server to stop (a port in use, say) stops the process.
+    // The first server to stop (a port in use, say) stops the process;
+    // after the stop, streams that never end are cut after a grace period.
     let (first, _, _) = futures::future::select_all(servers).await;
-    first.context("the gRPC server task")?
+    let outcome = first.context("the gRPC server task")?;
+    if outcome.is_err() || !stopping.is_draining() {
+        return outcome;
+    }
+    Ok(())
 }
+
+/// How long unary calls in flight get after the stop before the process ends.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);

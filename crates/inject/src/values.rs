@@ -572,12 +572,16 @@ pub const ISSUER_SCHEME_EXTERNAL: &str = "kubernetes.io/tls";
 #[serde(default, rename_all = "camelCase")]
 pub struct ProxyInjectorValues {
     pub timeout_seconds: u32,
+    /// Evict running pods that should be meshed but have no proxy, when a
+    /// controller recreates them (kinject's; `--repair-missed`).
+    pub repair_missed: bool,
 }
 
 impl Default for ProxyInjectorValues {
     fn default() -> Self {
         Self {
             timeout_seconds: 10,
+            repair_missed: false,
         }
     }
 }

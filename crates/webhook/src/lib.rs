@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod keepalive;
 pub mod metrics;
+pub mod missed;
 pub mod review;
 pub mod server;
 pub mod tls;
@@ -82,6 +83,13 @@ pub struct ProxyInjectorConfig {
     /// directory of `tls_cert`, from a watch: no wait for the kubelet's
     /// volume refresh.
     pub cert_secret: Option<String>,
+    /// On SIGTERM: not ready at once, still answering (with `Connection:
+    /// close`) this long, so that the endpoint's removal reaches kube-proxy
+    /// and the API server before the listener closes.
+    pub drain: Duration,
+    /// Pods that slipped through: reported always, evicted for repair when
+    /// `repair` is set (see [`missed`]).
+    pub missed: missed::MissedConfig,
 }
 
 /// The Lease whose holder writes the webhook configuration.
@@ -148,6 +156,85 @@ impl webhook_config::RegistrationEvents for RegistrationReporter {
                 warn!(error = %e, "cannot publish the contest Event");
             }
         });
+    }
+}
+
+/// Reports pods that slipped through: the gauge, and a Warning Event on
+/// each pod (and another when it is evicted for repair).
+struct MissedReporter {
+    metrics: Metrics,
+    recorder: kube::runtime::events::Recorder,
+}
+
+impl MissedReporter {
+    fn new(client: kube::Client, metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "kinject-proxy-injector".into(),
+                    instance: std::env::var("HOSTNAME").ok(),
+                },
+            ),
+        }
+    }
+
+    fn event(&self, m: &missed::Missed, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(m.name.clone()),
+            namespace: Some(m.namespace.clone()),
+            ..Default::default()
+        };
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Inject".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "cannot publish the missing-proxy Event");
+            }
+        });
+    }
+}
+
+impl missed::MissedReport for MissedReporter {
+    fn count(&self, n: usize) {
+        self.metrics
+            .pods_missing_proxy
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    fn found(&self, m: &missed::Missed) {
+        let fix = match &m.recreated_by {
+            Some(owner) => format!(
+                "`kubectl rollout restart` its workload (it belongs to {owner}), or run the injector with --repair-missed"
+            ),
+            None => "delete and recreate it: no controller recreates it".to_string(),
+        };
+        self.event(
+            m,
+            "MissingProxy",
+            format!(
+                "running without the linkerd proxy although it should be meshed ({}): it was created while the injector was unreachable (failurePolicy Ignore) or before its namespace opted in; {fix}",
+                m.why
+            ),
+        );
+    }
+
+    fn evicted(&self, m: &missed::Missed) {
+        self.metrics.missed_pods_evicted.inc();
+        self.event(
+            m,
+            "EvictedForInjection",
+            "evicted (--repair-missed) so that its replacement gets the linkerd proxy".into(),
+        );
     }
 }
 
@@ -318,6 +405,7 @@ fn spawn_reloader(
 }
 
 struct Ready {
+    stopping: kinject_runtime::shutdown::Stopping,
     cluster: ClusterView,
     registered: Arc<AtomicBool>,
     cert_ok: watch::Receiver<bool>,
@@ -327,6 +415,9 @@ struct Ready {
 impl kinject_runtime::admin::Readiness for Ready {
     fn not_ready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
+        if self.stopping.is_draining() {
+            out.push("stopping");
+        }
         if !self.cluster.is_synced() {
             out.push("caches not synced");
         }
@@ -355,6 +446,7 @@ fn ca_bundle(cfg: &ProxyInjectorConfig) -> Result<Vec<u8>> {
 
 /// Runs the webhook until SIGINT/SIGTERM.
 pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
+    let stopping = kinject_runtime::shutdown::Stopping::on_signal(cfg.drain);
     tls::install_crypto_provider();
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
@@ -469,6 +561,16 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         // One replica at a time writes the webhook configuration; newer,
         // different settings take over at once (a rolling upgrade).
         let (leader_tx, leader_rx) = watch::channel(false);
+        // The leader also reports (and optionally repairs) the pods that
+        // slipped through.
+        tokio::spawn(missed::watch_pods(
+            client.clone(),
+            engine.clone(),
+            cluster.clone(),
+            leader_rx.clone(),
+            cfg.missed.clone(),
+            MissedReporter::new(client.clone(), metrics.clone()),
+        ));
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -590,6 +692,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Ready {
+        stopping: stopping.clone(),
         cluster,
         registered,
         cert_ok: cert_rx,
@@ -603,12 +706,17 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let https_task = tokio::spawn(server::serve_tls(
         https,
         tls_config,
-        server::admission_router(admission, body_budget),
+        server::admission_router(admission, body_budget).layer(
+            axum::middleware::from_fn_with_state(stopping.clone(), server::close_while_draining),
+        ),
         connections,
         stop_rx,
     ));
 
-    kinject_runtime::shutdown::signal().await;
+    // Draining: unready (above) and every HTTP/1.1 answer closes its
+    // connection, so the API server's keep-alive pool moves to a replica
+    // that stays; then stop accepting and finish what is in flight.
+    stopping.stopped().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     if let Err(e) = https_task.await {

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub webhook_repairs: Counter,
     pub webhook_conflicts: Counter,
     pub values_unknown_keys: Gauge,
+    pub pods_missing_proxy: Gauge,
+    pub missed_pods_evicted: Counter,
 }
 
 impl Metrics {
@@ -87,6 +89,8 @@ impl Metrics {
             webhook_repairs: Counter::default(),
             webhook_conflicts: Counter::default(),
             values_unknown_keys: Gauge::default(),
+            pods_missing_proxy: Gauge::default(),
+            missed_pods_evicted: Counter::default(),
         };
         reg.register(
             "admission_requests",
@@ -158,6 +162,16 @@ impl Metrics {
             "values_unknown_keys",
             "Keys in the values in force that no schema knows (likely typos; each is logged at load)",
             m.values_unknown_keys.clone(),
+        );
+        reg.register(
+            "pods_missing_proxy",
+            "Running pods that should be meshed but have no proxy (reported by the leader only)",
+            m.pods_missing_proxy.clone(),
+        );
+        reg.register(
+            "missed_pods_evicted",
+            "Pods without the proxy evicted so that their replacement is injected (--repair-missed)",
+            m.missed_pods_evicted.clone(),
         );
         m
     }

@@ -365,6 +365,26 @@ pub fn admission_router<L: ClusterLookup>(adm: Arc<Admission<L>>, budget: BodyBu
         .with_state(Arc::new(InjectState { adm, budget }))
 }
 
+/// While the server drains, asks HTTP/1.1 clients to close their
+/// connection after this answer (`Connection: close`), so the next request
+/// goes through the Service to another replica. HTTP/2 has no such header;
+/// its connections end with the GOAWAY of the graceful stop.
+pub async fn close_while_draining(
+    axum::extract::State(stopping): axum::extract::State<kinject_runtime::shutdown::Stopping>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http11 = req.version() == http::Version::HTTP_11;
+    let mut res = next.run(req).await;
+    if http11 && stopping.is_draining() {
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    res
+}
+
 /// Serves `app` over TLS until `shutdown` turns true, then drains in-flight
 /// connections for at most [`DRAIN_TIMEOUT`].
 pub async fn serve_tls(
