@@ -1086,3 +1086,113 @@ fn no_pod_slips_through_an_ha_churn() {
     assert!(bare.is_empty(), "pods without the proxy: {bare:?}");
     available(&k, "linkerd", "deployment", "180s");
 }
+
+/// One injector replica, deleted while a Deployment scales up: its new pods
+/// come out without the proxy (failurePolicy Ignore). The returning injector
+/// reports each within 30 s (a Warning Event on the pod, the gauge); with
+/// `--repair-missed` it evicts them and the ReplicaSet's replacements are
+/// injected within 60 s.
+#[test]
+fn slipped_pods_are_reported_and_repaired() {
+    if !enabled("slipped_pods_are_reported_and_repaired") {
+        return;
+    }
+    let k = Cluster::start_with_node(&version());
+    let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install", "--image", &image];
+        args.extend_from_slice(extra);
+        let (code, manifest, err) = kinject(&k, &args);
+        assert_eq!(code, 0, "{err}");
+        k.apply(manifest.split("---\n").next().expect("namespace"));
+        k.apply(&manifest);
+    };
+    install(&[]);
+    available(&k, "linkerd", "deployment", "180s");
+    k.namespace("apps", &[]);
+    // The app's pods run (only their spec matters here): opt-out of nothing.
+    k.apply(&deployment("apps", "gap", 0, None));
+    // The injector gone at once, the Deployment scaled meanwhile.
+    delete_control_plane_pods(
+        &k,
+        "proxy-injector",
+        &["--grace-period=0", "--force", "--wait=false"],
+    );
+    k.ok(&["scale", "-n", "apps", "deployment/gap", "--replicas=2"]);
+    let bare = wait_for("2 gap pods", Duration::from_secs(60), || {
+        let all = pods(&k, "apps", "gap");
+        (all.len() == 2).then_some(all)
+    });
+    let slipped: Vec<String> = bare
+        .iter()
+        .filter(|p| !injected(p))
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !slipped.is_empty(),
+        "with the injector gone, pods are created without the proxy (failurePolicy Ignore)"
+    );
+    // Running (their image is local): now they count as slipped through.
+    wait_for("the bare pods running", Duration::from_secs(60), || {
+        pods(&k, "apps", "gap")
+            .iter()
+            .filter(|p| slipped.iter().any(|s| p["metadata"]["name"] == s.as_str()))
+            .all(|p| p["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    available(&k, "linkerd", "deployment/linkerd-proxy-injector", "120s");
+    let back = Instant::now();
+    let reported = wait_for(
+        "a MissingProxy Event on each",
+        Duration::from_secs(60),
+        || {
+            let events = k.json(&["get", "events", "-n", "apps"]);
+            let named: Vec<String> = events["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["reason"] == "MissingProxy")
+                .filter_map(|e| {
+                    e["regarding"]["name"]
+                        .as_str()
+                        .or(e["involvedObject"]["name"].as_str())
+                        .map(str::to_string)
+                })
+                .collect();
+            slipped
+                .iter()
+                .all(|s| named.contains(s))
+                .then_some(back.elapsed())
+        },
+    );
+    eprintln!(
+        "{} pods slipped through; each reported {reported:?} after the injector was Available again",
+        slipped.len()
+    );
+    assert!(reported <= Duration::from_secs(30), "{reported:?}");
+
+    // The repair: the upgraded injector evicts them; their replacements
+    // are injected.
+    let started = Instant::now();
+    install(&["--repair-missed"]);
+    let repaired = wait_for("every gap pod injected", Duration::from_secs(120), || {
+        let all = pods(&k, "apps", "gap");
+        (all.len() == 2
+            && all.iter().all(injected)
+            && all
+                .iter()
+                .all(|p| p["metadata"]["deletionTimestamp"].is_null()))
+        .then_some(started.elapsed())
+    });
+    eprintln!("repaired {repaired:?} after `install --repair-missed` was applied");
+    assert!(repaired <= Duration::from_secs(60), "{repaired:?}");
+    let events = k.json(&["get", "events", "-n", "apps"]);
+    assert!(
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "EvictedForInjection"),
+        "the eviction is explained on the pod"
+    );
+}

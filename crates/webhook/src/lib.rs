@@ -590,6 +590,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         };
         let client = client.clone();
         let registered = registered.clone();
+        let stopping_lease = stopping.clone();
         let mut loaded = loaded_rx.clone();
         let mut cert = cert_rx.clone();
         let reporter = RegistrationReporter::new(
@@ -606,11 +607,17 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
             // Only a replica able to serve campaigns: a new replica that
             // never gets its values or certificate (a bad upgrade) must not
             // take the Lease from a working one.
-            tokio::spawn(kinject_runtime::lease::campaign(
-                client.clone(),
-                lease_cfg.clone(),
-                leader_tx,
-            ));
+            // A stopping replica gives the Lease up at once: its successor
+            // registers and reports without waiting for the Lease to expire.
+            let (lease_client, lease_cfg2) = (client.clone(), lease_cfg.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = kinject_runtime::lease::campaign(lease_client.clone(), lease_cfg2.clone(), leader_tx) => {}
+                    () = stopping_lease.draining() => {
+                        kinject_runtime::lease::release(&lease_client, &lease_cfg2).await;
+                    }
+                }
+            });
             webhook_config::keep_registered(
                 client,
                 spec_rx,

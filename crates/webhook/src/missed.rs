@@ -184,7 +184,14 @@ pub async fn watch_pods<L, R>(
         }
         tokio::select! {
             _ = changed.notified() => tokio::time::sleep(Duration::from_millis(200)).await,
-            _ = leader.changed() => {}
+            changed = leader.changed() => {
+                // The campaign ended (the injector is stopping): another
+                // replica reports from now on.
+                if changed.is_err() {
+                    report.count(0);
+                    return;
+                }
+            }
             _ = tokio::time::sleep(if cfg.repair && known.values().any(|m| m.recreated_by.is_some()) {
                 cfg.eviction_interval.min(cfg.resync)
             } else {
