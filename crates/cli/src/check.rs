@@ -588,6 +588,13 @@ async fn control_plane_checks(
         || async { probe_injection(client, &args.probe_namespace).await },
     )
     .await;
+    c.run(
+        cat,
+        "no running pod that should be meshed lacks the proxy",
+        Kind::Normal,
+        || async { missing_proxies(client).await },
+    )
+    .await;
     if !installed.is_empty() {
         c.run("kinject-version", "control plane and cli versions match", Kind::Normal, || async {
             let cli = install::VERSION;
@@ -907,6 +914,62 @@ fn secret_text(s: &Secret, key: &str) -> Option<String> {
         .as_ref()?
         .get(key)
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+/// Pods the injector's leader reported as running without the proxy they
+/// should have (its `MissingProxy` Events, kept alive while the pod stays
+/// so), that still exist and still lack it. A warning: the control plane is
+/// healthy, but those pods are outside the mesh.
+async fn missing_proxies(client: &kube::Client) -> Status {
+    use k8s_openapi::api::core::v1::Event;
+    let events = match timed(
+        "list MissingProxy Events",
+        Api::<Event>::all(client.clone())
+            .list(&ListParams::default().fields("reason=MissingProxy")),
+    )
+    .await
+    {
+        Ok(l) => l.items,
+        Err(e) => return Status::Warning(format!("{e}; cannot tell")),
+    };
+    let mut pods: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("Pod"))
+        .filter_map(|e| {
+            Some((
+                e.involved_object.namespace.clone()?,
+                e.involved_object.name.clone()?,
+            ))
+        })
+        .collect();
+    pods.sort();
+    pods.dedup();
+    let mut still = Vec::new();
+    for (ns, name) in pods {
+        let pod = Api::<Pod>::namespaced(client.clone(), &ns);
+        let Ok(Some(p)) = timed("GET pod", pod.get_opt(&name)).await.map_err(|_| ()) else {
+            continue;
+        };
+        let spec = p.spec.unwrap_or_default();
+        let has_proxy = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| c.name == "linkerd-proxy");
+        if !has_proxy && p.metadata.deletion_timestamp.is_none() {
+            still.push(format!("{ns}/{name}"));
+        }
+    }
+    if still.is_empty() {
+        Status::Ok
+    } else {
+        Status::Warning(format!(
+            "{} running without the proxy although {} should be meshed: {}; `kubectl rollout restart` their workloads (or install with --repair-missed), and see `kubectl describe pod` for why",
+            still.len(),
+            if still.len() == 1 { "it" } else { "they" },
+            still.join(", ")
+        ))
+    }
 }
 
 /// The issuer and anchors identity uses: Secret `linkerd-identity-issuer`

@@ -1312,7 +1312,7 @@ fn check_reports_health_and_each_break() {
     let v: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["success"], true);
     assert!(
-        v["checks"].as_array().is_some_and(|c| c.len() == 19),
+        v["checks"].as_array().is_some_and(|c| c.len() == 20),
         "{json}"
     );
 

@@ -1170,6 +1170,16 @@ fn slipped_pods_are_reported_and_repaired() {
         slipped.len()
     );
     assert!(reported <= Duration::from_secs(30), "{reported:?}");
+    let (code, out, err) = kinject(&k, &["check"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("no running pod that should be meshed lacks the proxy"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("[warning]") && slipped.iter().all(|s| line.contains(s.as_str())),
+        "check names the pods that slipped through: {line}\n{out}{err} ({code})"
+    );
 
     // The repair: the upgraded injector evicts them; their replacements
     // are injected.
@@ -1185,6 +1195,13 @@ fn slipped_pods_are_reported_and_repaired() {
         .then_some(started.elapsed())
     });
     eprintln!("repaired {repaired:?} after `install --repair-missed` was applied");
+    let (_, out, _) = kinject(&k, &["check"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("no running pod that should be meshed lacks the proxy"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.ends_with("[ok]"), "repaired: {line}");
     assert!(repaired <= Duration::from_secs(60), "{repaired:?}");
     let events = k.json(&["get", "events", "-n", "apps"]);
     assert!(

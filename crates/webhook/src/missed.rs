@@ -30,6 +30,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// How often a pod still without the proxy is reported again (Events
+/// expire after an hour by default).
+const REPORT_AGAIN: Duration = Duration::from_secs(30 * 60);
+
 /// The label the injector puts on every pod it meshes.
 const MESHED_LABEL: &str = "linkerd.io/control-plane-ns";
 
@@ -154,7 +158,10 @@ pub async fn watch_pods<L, R>(
             }
         });
     }
-    let mut known: BTreeMap<(String, String), Missed> = BTreeMap::new();
+    // Each pod with when it was last reported: again every REPORT_AGAIN,
+    // so its Event (and `kinject check`'s line) lives as long as the pod
+    // stays without the proxy.
+    let mut known: BTreeMap<(String, String), (Missed, Instant)> = BTreeMap::new();
     let mut last_eviction: Option<Instant> = None;
     loop {
         if *leader.borrow_and_update() && store.wait_until_ready().await.is_ok() {
@@ -162,17 +169,21 @@ pub async fn watch_pods<L, R>(
             let mut next = BTreeMap::new();
             for m in now_missed {
                 let key = (m.namespace.clone(), m.name.clone());
-                if !known.contains_key(&key) {
-                    warn!(namespace = %m.namespace, pod = %m.name, why = %m.why, recreated_by = ?m.recreated_by, "running pod should be meshed but has no proxy");
-                    report.found(&m);
-                }
-                next.insert(key, m);
+                let reported = match known.get(&key) {
+                    Some((_, at)) if at.elapsed() < REPORT_AGAIN => *at,
+                    _ => {
+                        warn!(namespace = %m.namespace, pod = %m.name, why = %m.why, recreated_by = ?m.recreated_by, "running pod should be meshed but has no proxy");
+                        report.found(&m);
+                        Instant::now()
+                    }
+                };
+                next.insert(key, (m, reported));
             }
             known = next;
             report.count(known.len());
             if cfg.repair
                 && last_eviction.is_none_or(|t| t.elapsed() >= cfg.eviction_interval)
-                && let Some(m) = known.values().find(|m| m.recreated_by.is_some())
+                && let Some((m, _)) = known.values().find(|(m, _)| m.recreated_by.is_some())
             {
                 last_eviction = Some(Instant::now());
                 evict(&client, m, &report).await;
@@ -192,7 +203,7 @@ pub async fn watch_pods<L, R>(
                     return;
                 }
             }
-            _ = tokio::time::sleep(if cfg.repair && known.values().any(|m| m.recreated_by.is_some()) {
+            _ = tokio::time::sleep(if cfg.repair && known.values().any(|(m, _)| m.recreated_by.is_some()) {
                 cfg.eviction_interval.min(cfg.resync)
             } else {
                 cfg.resync
