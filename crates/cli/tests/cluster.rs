@@ -2421,3 +2421,108 @@ fn destination_and_policy_from_the_cluster() {
         assert!(matches!(first.update, Some(d::update::Update::Add(ref s)) if s.addrs.len() == 2));
     });
 }
+
+/// SIGTERM during a burst of admissions: the injector turns unready at once,
+/// answers every admission through its drain period (HTTP/1.1 answers with
+/// `Connection: close`, so a keep-alive client moves on), then exits 0.
+#[test]
+fn injector_drains_on_sigterm() {
+    if !enabled("injector_drains_on_sigterm") {
+        return;
+    }
+    let k = Cluster::start();
+    k.namespace("apps", &[]);
+    let mut inj = Injector::start(&k, &["--drain", "3s"]);
+    let drain = Duration::from_secs(3);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {generateName: burst-, namespace: apps}\nspec:\n  containers: [{name: app, image: app}]\n";
+    let kubeconfig = k.kubeconfig.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let started = std::time::Instant::now();
+                let out = support::kubectl_with(
+                    &kubeconfig,
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(pod),
+                );
+                let injected = out.status.success()
+                    && serde_json::from_slice::<Value>(&out.stdout)
+                        .map(|p| injected(&p))
+                        .unwrap_or(false);
+                results.push((started, injected));
+            }
+            results
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let admin = inj.admin;
+    let port = inj.port;
+    let sigterm = std::time::Instant::now();
+    let exit = std::thread::spawn(move || inj.terminate(Duration::from_secs(20)));
+    let unready = wait_for("unready after SIGTERM", Duration::from_secs(2), || {
+        let (code, _) = support::admin_get(admin, "/ready");
+        (code == 503).then_some(sigterm.elapsed())
+    });
+    // While draining, an HTTP/1.1 answer asks the client to close.
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "apps",
+            "operation": "CREATE",
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "x", "namespace": "apps"},
+                "spec": {"containers": [{"name": "app", "image": "app"}]}
+            },
+        }
+    });
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "-i",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data", &review.to_string()])
+        .arg(format!("https://127.0.0.1:{port}/inject"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&curl.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("connection: close"),
+        "draining answers close: {head}"
+    );
+    // The API server stops calling once the endpoint is gone; here the
+    // burst stops just before the drain ends.
+    std::thread::sleep(drain.saturating_sub(sigterm.elapsed() + Duration::from_millis(400)));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let results = burst.join().expect("burst");
+    let status = exit
+        .join()
+        .expect("exit")
+        .expect("the injector exits after its drain");
+    let exited = sigterm.elapsed();
+    let during = results.iter().filter(|(t, _)| *t >= sigterm).count();
+    let missed: Vec<_> = results.iter().filter(|(_, ok)| !ok).collect();
+    eprintln!(
+        "unready {unready:?} after SIGTERM; {} admissions, {during} of them during the drain, {} not injected; exited {status} after {exited:?}",
+        results.len(),
+        missed.len()
+    );
+    assert!(status.success(), "exit 0: {status}");
+    assert!(exited >= drain, "drained first: {exited:?}");
+    assert!(
+        during >= 3,
+        "admissions were answered during the drain: {during}"
+    );
+    assert!(missed.is_empty(), "every admission injected: {missed:?}");
+}

@@ -613,21 +613,32 @@ impl Identity {
     /// Sends SIGTERM (what the kubelet sends) and waits up to `timeout` for
     /// the process to exit; its exit status, or `None` if it did not.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        terminate(&mut self.child, timeout)
     }
+}
+
+impl Injector {
+    /// As [`Identity::terminate`].
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.child, timeout)
+    }
+}
+
+fn terminate(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Identity {
