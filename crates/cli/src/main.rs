@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod allocator;
 mod check;
 mod destination_cmd;
+mod explain;
 mod identity_cmd;
 mod inject_cmd;
 mod install;
@@ -59,6 +60,11 @@ enum Command {
     /// Print the values the engine will use: the defaults, then the cluster's
     /// (`--values-from-cluster`), then `--values` files, then `--set`s.
     Values(Box<values_cmd::ValuesCmdArgs>),
+    /// Why a pod was, or would be, injected or not: the webhook's selectors
+    /// and conditions against the live objects, the decision and its
+    /// reasons, the annotations in effect and where they come from, what
+    /// injection adds, and the pod's identity.
+    Explain(Box<explain::ExplainArgs>),
     /// Remove what `kinject inject` added (offline).
     Uninject(inject_cmd::UninjectArgs),
     /// Run the mutating admission webhook that injects pods as they are created.
@@ -108,6 +114,7 @@ fn main() {
         Command::Values(args) => values_cmd::run(args),
         Command::Install(args) => install::install(args),
         Command::Check(args) => check::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),

@@ -2526,3 +2526,140 @@ fn injector_drains_on_sigterm() {
     );
     assert!(missed.is_empty(), "every admission injected: {missed:?}");
 }
+
+/// `kinject explain` against the real API server: for pods covering each
+/// row of the truth table and each selector case, its prediction (every
+/// webhook step passes and the engine injects) equals what the webhook did
+/// to the pod the API server created; `ns/` lists them all; bad targets are
+/// clear errors.
+#[test]
+fn explain_agrees_with_the_webhook() {
+    if !enabled("explain_agrees_with_the_webhook") {
+        return;
+    }
+    let k = Cluster::start();
+    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
+    assert_eq!(code, 0, "{err}");
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    let _inj = Injector::start(&k, &[]);
+    k.namespace("apps", &[]);
+    k.namespace("legacy", &[("linkerd.io/auto-inject", "disabled")]);
+    k.namespace("optin", &[("linkerd.io/inject", "enabled")]);
+    k.ok(&[
+        "annotate",
+        "namespace",
+        "optin",
+        "linkerd.io/inject=disabled",
+    ]);
+    let pod = |ns: &str, name: &str, labels: &str, annotations: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}, annotations: {annotations}}}\nspec:\n  {extra}containers: [{{name: app, image: app}}]\n"
+        )
+    };
+    let cases = [
+        ("apps", "plain", "{}", "{}", ""),
+        (
+            "apps",
+            "label-off",
+            "{linkerd.io/auto-inject: disabled}",
+            "{}",
+            "",
+        ),
+        (
+            "apps",
+            "label-done",
+            "{linkerd.io/auto-inject: completed}",
+            "{}",
+            "",
+        ),
+        ("apps", "ann-off", "{}", "{linkerd.io/inject: disabled}", ""),
+        ("apps", "ann-bad", "{}", "{linkerd.io/inject: maybe}", ""),
+        ("apps", "hostnet", "{}", "{}", "hostNetwork: true\n  "),
+        ("apps", "ingress", "{}", "{linkerd.io/inject: ingress}", ""),
+        ("legacy", "old", "{}", "{}", ""),
+        (
+            "legacy",
+            "old-optin",
+            "{}",
+            "{linkerd.io/inject: enabled}",
+            "",
+        ),
+        ("optin", "ns-ann-off", "{}", "{}", ""),
+        ("optin", "pod-on", "{}", "{linkerd.io/inject: enabled}", ""),
+    ];
+    for (ns, name, labels, ann, extra) in cases {
+        k.apply(&pod(ns, name, labels, ann, extra));
+    }
+    for (ns, name, ..) in cases {
+        let live = k.json(&["get", "pod", "-n", ns, name]);
+        let start = std::time::Instant::now();
+        let (code, out, err) = kinject_cli(
+            &k,
+            &["explain", &format!("pod/{name}"), "-n", ns, "-o", "json"],
+            None,
+        );
+        let took = start.elapsed();
+        assert_eq!(code, 0, "{ns}/{name}: {err}");
+        let e: Value = serde_json::from_str(&out).expect("json");
+        let e = &e[0];
+        let steps_pass = e["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|st| st["passed"] == true));
+        let predicted =
+            steps_pass && matches!(e["verdict"].as_str(), Some("inject" | "has the proxy"));
+        assert_eq!(
+            predicted,
+            injected(&live),
+            "{ns}/{name}: explain said {e:#}"
+        );
+        assert_eq!(e["has_proxy"], injected(&live), "{ns}/{name}");
+        assert_eq!(
+            e["identity"],
+            format!("default.{ns}.serviceaccount.identity.linkerd.cluster.local"),
+        );
+        eprintln!("explain pod/{name} -n {ns}: {} in {took:?}", e["verdict"]);
+    }
+    // Why, in words, for two of them.
+    let (_, out, _) = kinject_cli(&k, &["explain", "pod/old", "-n", "legacy"], None);
+    assert!(out.contains("namespaceSelector: namespace legacy does not match: linkerd.io/auto-inject NotIn [disabled]"), "{out}");
+    assert!(!out.contains('\u{1b}'), "no colour into a pipe");
+    let (_, out, _) = kinject_cli(&k, &["explain", "pod/ann-off", "-n", "apps"], None);
+    assert!(out.contains("injection_disabled_by_annotation"), "{out}");
+    let (_, out, _) = kinject_cli(&k, &["explain", "pod/ingress", "-n", "apps"], None);
+    assert!(
+        out.contains("annotation linkerd.io/inject=ingress (from the pod)"),
+        "{out}"
+    );
+    // A namespace: every workload and bare pod, with a verdict each.
+    let (code, out, err) = kinject_cli(&k, &["explain", "ns/apps", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    let all: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(all.as_array().map(Vec::len), Some(7), "{out}");
+    // A file, judged against the live namespace and configuration.
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("d.yaml");
+    std::fs::write(&f, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: legacy}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: app, image: app}]}\n").expect("write");
+    let (code, out, err) = kinject_cli(
+        &k,
+        &["explain", "-f", &f.display().to_string(), "-o", "json"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let e: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(e[0]["verdict"], "skip");
+    // Bad input.
+    for (args, want) in [
+        (vec!["explain", "svc/x"], "unknown kind \"svc\""),
+        (
+            vec!["explain", "pod/nope", "-n", "apps"],
+            "Pod apps/nope not found",
+        ),
+        (vec!["explain", "web"], "expected TYPE/NAME"),
+        (vec!["explain"], "nothing to explain"),
+    ] {
+        let (code, _, err) = kinject_cli(&k, &args, None);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

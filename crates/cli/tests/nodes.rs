@@ -1112,12 +1112,22 @@ fn slipped_pods_are_reported_and_repaired() {
     k.namespace("apps", &[]);
     // The app's pods run (only their spec matters here): opt-out of nothing.
     k.apply(&deployment("apps", "gap", 0, None));
-    // The injector gone at once, the Deployment scaled meanwhile.
-    delete_control_plane_pods(
-        &k,
-        "proxy-injector",
-        &["--grace-period=0", "--force", "--wait=false"],
-    );
+    // The injector gone (scaled to 0: a deleted pod's replacement can be
+    // back before the app's pods are created), the Deployment scaled
+    // meanwhile, then the injector back.
+    k.ok(&[
+        "scale",
+        "-n",
+        "linkerd",
+        "deployment/linkerd-proxy-injector",
+        "--replicas=0",
+    ]);
+    wait_for("the injector gone", Duration::from_secs(90), || {
+        control_plane_pods(&k, "proxy-injector")["items"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
+    });
     k.ok(&["scale", "-n", "apps", "deployment/gap", "--replicas=2"]);
     let bare = wait_for("2 gap pods", Duration::from_secs(60), || {
         let all = pods(&k, "apps", "gap");
@@ -1128,8 +1138,9 @@ fn slipped_pods_are_reported_and_repaired() {
         .filter(|p| !injected(p))
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect();
-    assert!(
-        !slipped.is_empty(),
+    assert_eq!(
+        slipped.len(),
+        2,
         "with the injector gone, pods are created without the proxy (failurePolicy Ignore)"
     );
     // Running (their image is local): now they count as slipped through.
@@ -1140,6 +1151,13 @@ fn slipped_pods_are_reported_and_repaired() {
             .all(|p| p["status"]["phase"] == "Running")
             .then_some(())
     });
+    k.ok(&[
+        "scale",
+        "-n",
+        "linkerd",
+        "deployment/linkerd-proxy-injector",
+        "--replicas=1",
+    ]);
     available(&k, "linkerd", "deployment/linkerd-proxy-injector", "120s");
     let back = Instant::now();
     let reported = wait_for(
