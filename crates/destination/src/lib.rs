@@ -168,7 +168,11 @@ pub async fn run(
                     Err(e) => {
                         let e = format!("{e:#}");
                         if e != last_err {
-                            warn!(error = %e, "no usable serving certificate yet (waiting for kinject identity to write it)");
+                            if reloader.has_certificate() {
+                                warn!(error = %e, "cannot use the updated serving certificate; serving the last good one");
+                            } else {
+                                info!(reason = %e, "waiting for the serving certificate kinject identity writes (not ready until then)");
+                            }
                             last_err = e;
                         }
                     }

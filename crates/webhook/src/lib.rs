@@ -327,13 +327,14 @@ impl EngineReloader {
                             .get_or_create(&Metrics::file(what))
                             .inc();
                     }
+                    // Before the first load this is waiting (for the trust
+                    // anchors identity writes, say): INFO, with what it
+                    // waits for. After it, a regression: ERROR, counted.
+                    Err(e) if !*self.loaded.borrow() => {
+                        info!(configmap = linkerd_config::CONFIG_MAP, reason = %format!("{e:#}"), "waiting to use the cluster's values (not ready until they load)");
+                    }
                     Err(e) => {
-                        let kept = if *self.loaded.borrow() {
-                            "keeping the last good values"
-                        } else {
-                            "not ready until they load"
-                        };
-                        error!(configmap = linkerd_config::CONFIG_MAP, error = %format!("{e:#}"), "cannot use the cluster's values; {kept}");
+                        error!(configmap = linkerd_config::CONFIG_MAP, error = %format!("{e:#}"), "cannot use the cluster's values; keeping the last good values");
                         self.metrics
                             .reload_failures
                             .get_or_create(&Metrics::file(what))
@@ -380,6 +381,7 @@ fn spawn_reloader(
             Vec::new()
         };
         let mut tick = tokio::time::interval(interval);
+        let mut ever_applied = applied;
         loop {
             tick.tick().await;
             let now = read_all(&paths);
@@ -390,7 +392,13 @@ fn spawn_reloader(
             match apply(&last) {
                 Ok(()) => {
                     info!(file = what, "reloaded");
+                    ever_applied = true;
                     metrics.reloads.get_or_create(&Metrics::file(what)).inc();
+                }
+                // Files still being written the first time (identity has
+                // not issued the certificate yet): waiting, not failing.
+                Err(e) if !ever_applied => {
+                    info!(file = what, reason = %format!("{e:#}"), "waiting for the files (not ready until they load)");
                 }
                 Err(e) => {
                     error!(file = what, error = %format!("{e:#}"), "reload failed; keeping the last good one");

@@ -141,8 +141,10 @@ pub async fn watch_pods<L, R>(
         watcher::Config::default().labels(&format!("!{MESHED_LABEL}")),
     )
     .default_backoff()
-    // Pods are judged on their metadata, spec and phase.
-    .modify(|p| p.metadata.managed_fields = None)
+    // Every unmeshed pod of the cluster is held: keep only what the engine
+    // judges (labels, Linkerd's annotations, owners, hostNetwork, container
+    // names and images) and the phase.
+    .modify(slim)
     .reflect(writer)
     .touched_objects();
     let changed = Arc::new(tokio::sync::Notify::new());
@@ -209,6 +211,38 @@ pub async fn watch_pods<L, R>(
                 cfg.resync
             }) => {}
         }
+    }
+}
+
+/// A pod reduced to what [`judge`] reads.
+fn slim(p: &mut Pod) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+    p.metadata.managed_fields = None;
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.contains("linkerd.io/"));
+    }
+    let names = |cs: &[Container]| -> Vec<Container> {
+        cs.iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ..Container::default()
+            })
+            .collect()
+    };
+    if let Some(spec) = p.spec.take() {
+        p.spec = Some(PodSpec {
+            containers: names(&spec.containers),
+            init_containers: spec.init_containers.as_deref().map(names),
+            host_network: spec.host_network,
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = p.status.take() {
+        p.status = Some(PodStatus {
+            phase: status.phase,
+            ..PodStatus::default()
+        });
     }
 }
 
@@ -289,6 +323,52 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "app"}]},
             "status": {"phase": phase},
         })
+    }
+
+    /// What the watch keeps of a pod judges as the whole pod does.
+    #[test]
+    fn a_slimmed_pod_is_judged_as_the_whole_pod() {
+        let e = engine();
+        let enabled = ns(json!({"linkerd.io/auto-inject": "enabled"}));
+        for (labels, annotations, host_network, extra_container) in [
+            (json!({}), json!({}), false, None),
+            (
+                json!({"linkerd.io/auto-inject": "disabled"}),
+                json!({}),
+                false,
+                None,
+            ),
+            (
+                json!({}),
+                json!({"linkerd.io/inject": "disabled", "kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+                false,
+                None,
+            ),
+            (json!({}), json!({}), true, None),
+            (json!({}), json!({}), false, Some("linkerd-proxy")),
+        ] {
+            let mut full = pod("Running", labels, Some("ReplicaSet"));
+            full["metadata"]["annotations"] = annotations;
+            full["spec"]["hostNetwork"] = host_network.into();
+            full["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+            full["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "b"}]);
+            if let Some(c) = extra_container {
+                full["spec"]["containers"]
+                    .as_array_mut()
+                    .expect("containers")
+                    .push(json!({"name": c, "image": "x"}));
+            }
+            let mut typed: Pod = serde_json::from_value(full.clone()).expect("pod");
+            slim(&mut typed);
+            let slimmed = serde_json::to_value(&typed).expect("json");
+            assert!(slimmed["spec"]["volumes"].is_null());
+            assert!(slimmed["spec"]["containers"][0]["env"].is_null());
+            assert_eq!(
+                judge(&e, &slimmed, &enabled).is_some(),
+                judge(&e, &full, &enabled).is_some(),
+                "{full}"
+            );
+        }
     }
 
     #[test]
