@@ -514,11 +514,10 @@ async fn control_plane_checks(
         }
         None => None,
     };
-    let root = anchors;
 
     if !installed.is_empty() {
         let modern_slices = server.is_none_or(|v| v.serves_endpoint_slices_v1());
-        destination_checks(client, args, c, root.as_deref(), modern_slices).await;
+        destination_checks(client, args, c, anchors.as_deref(), modern_slices).await;
     }
 
     let cat = "kinject-webhook";
@@ -1046,42 +1045,25 @@ fn pki_lines(
     };
     let rotate_anchors = "rotate the trust anchors (docs/IDENTITY.md)";
     let rotate_issuer = "rotate the issuer (docs/IDENTITY.md)";
-    let mut out = Vec::new();
+    const ANCHORS_ALGORITHM: &str = "trust anchors are using supported crypto algorithm";
+    const ISSUER_ALGORITHM: &str = "issuer cert is using supported crypto algorithm";
+    // Unsupported material stops the lines after it: they would only repeat it.
     let anchors = match pki::parse_trust_anchors(anchors_pem) {
-        Ok(a) => {
-            out.push((
-                "trust anchors are using supported crypto algorithm",
-                Status::Ok,
-            ));
-            a
-        }
-        Err(e) => {
-            out.push((
-                "trust anchors are using supported crypto algorithm",
-                fail(e.to_string()),
-            ));
-            return out;
-        }
+        Ok(a) => a,
+        Err(e) => return vec![(ANCHORS_ALGORITHM, fail(e.to_string()))],
     };
+    let mut out = vec![(ANCHORS_ALGORITHM, Status::Ok)];
     let (within, lasting) = validity_lines("trust anchors", &anchors, rotate_anchors);
     out.push(("trust anchors are within their validity period", within));
     out.push(("trust anchors are valid for at least 60 days", lasting));
     let issuer = match pki::parse_certificates("issuer", issuer_pem, true) {
-        Ok(i) => {
-            out.push((
-                "issuer cert is using supported crypto algorithm",
-                Status::Ok,
-            ));
-            i
-        }
+        Ok(i) => i,
         Err(e) => {
-            out.push((
-                "issuer cert is using supported crypto algorithm",
-                fail(e.to_string()),
-            ));
+            out.push((ISSUER_ALGORITHM, fail(e.to_string())));
             return out;
         }
     };
+    out.push((ISSUER_ALGORITHM, Status::Ok));
     let first = &issuer[..1];
     let (within, lasting) = validity_lines("the issuer is", first, rotate_issuer);
     out.push(("issuer cert is within its validity period", within));

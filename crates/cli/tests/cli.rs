@@ -592,6 +592,80 @@ fn identity_refuses_mismatched_provided_material() {
     );
     let r = run(&["identity", "--trust-root", &other], None);
     assert_eq!(r.code, 2, "the issuer files are required with a root");
+    // Each file is checked on its own first: the error names the flag and
+    // the file, and says what it found.
+    let testdata = |n: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../identity/testdata")
+            .join(n)
+            .display()
+            .to_string()
+    };
+    let root_file = w("root.crt", &root.cert_pem);
+    for (flag, root_arg, crt_arg, key_arg, want) in [
+        (
+            "--issuer-key",
+            root_file.clone(),
+            crt.clone(),
+            testdata("pkcs1-rsa.key"),
+            "an RSA key is not supported",
+        ),
+        (
+            "--issuer-key",
+            root_file.clone(),
+            crt.clone(),
+            testdata("sec1-p384.key"),
+            "an ECDSA P-384 key is not supported",
+        ),
+        (
+            "--issuer-key",
+            root_file.clone(),
+            crt.clone(),
+            testdata("sec1-encrypted.key"),
+            "the private key is encrypted",
+        ),
+        (
+            "--trust-root",
+            key.clone(),
+            crt.clone(),
+            key.clone(),
+            "trust anchors: not a PEM certificate",
+        ),
+        (
+            "--issuer-cert",
+            root_file.clone(),
+            key.clone(),
+            key.clone(),
+            "issuer: not a PEM certificate",
+        ),
+    ] {
+        let r = run(
+            &[
+                "identity",
+                "--trust-root",
+                &root_arg,
+                "--issuer-cert",
+                &crt_arg,
+                "--issuer-key",
+                &key_arg,
+            ],
+            None,
+        );
+        assert_eq!(r.code, 1, "{flag}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(flag) && r.stderr.contains(want),
+            "{flag}: want {want:?}: {}",
+            r.stderr
+        );
+    }
+    let r = run(&["identity", "--issuer-scheme", "tls"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("use kinject, linkerd.io/tls or kubernetes.io/tls"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, Injector, container_names, enabled, injected, wait_for};
+use support::{
+    Cluster, Injector, container_names, enabled, injected, kinject_cli, sa_token, wait_for,
+};
 
 fn deployment(ns: &str, name: &str, template_label: Option<&str>, image: &str) -> String {
     let extra = template_label
@@ -441,36 +443,6 @@ fn values_hot_reload_keeps_last_good() {
     let third = &k.pods("opt-in", "app=third", 1)[0];
     assert!(pod_env(third, "LINKERD2_PROXY_LOG").is_some_and(|l| l.starts_with("debug,")));
     assert!(inj.log().contains("reload failed"));
-}
-
-/// Runs the kinject CLI against the test cluster: (exit code, stdout, stderr).
-fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinject"))
-        .args(args)
-        .env("KUBECONFIG", &k.kubeconfig)
-        .env_remove("LINKERD_NAMESPACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinject");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("kinject output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn linkerd_config(values: &str) -> String {
@@ -1643,21 +1615,6 @@ fn injector_runs_with_the_installed_least_privilege() {
     // Logs into a file (a pipe in a pod) carry no colour codes.
     assert!(!log.contains('\u{1b}'), "ANSI codes in a log file:\n{log}");
     assert!(log.contains("INFO"), "{log}");
-}
-
-/// A projected-style token for a ServiceAccount (TokenRequest, audience identity.l5d.io).
-fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
-    let out = k.kubectl(
-        &["create", "--raw", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "-f", "-"],
-        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["identity.l5d.io"],"expirationSeconds":600}}"#),
-    );
-    assert!(
-        out.status.success(),
-        "TokenRequest: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("TokenRequest JSON");
-    v["status"]["token"].as_str().expect("token").to_string()
 }
 
 /// `token` with its expiry moved into the past, re-signed with the test

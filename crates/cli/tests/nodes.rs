@@ -524,6 +524,28 @@ fn control_plane_pods(k: &Cluster, component: &str) -> Value {
     ])
 }
 
+/// Scales a control-plane Deployment to 0 and waits until its pods are gone
+/// (through their drain; 90 s tolerates a slow kubelet).
+fn scale_to_zero(k: &Cluster, deployment: &str, component: &str) {
+    k.ok(&[
+        "scale",
+        "-n",
+        "linkerd",
+        &format!("deployment/{deployment}"),
+        "--replicas=0",
+    ]);
+    wait_for(
+        &format!("{deployment} gone"),
+        Duration::from_secs(90),
+        || {
+            control_plane_pods(k, component)["items"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+        },
+    );
+}
+
 fn delete_control_plane_pods(k: &Cluster, component: &str, flags: &[&str]) {
     let selector = format!("linkerd.io/control-plane-component={component}");
     let mut args = vec!["delete", "pod", "-n", "linkerd", "-l", &selector];
@@ -708,19 +730,7 @@ spec:
 
     // Identity unavailable when the injector starts: the injector waits, not
     // Ready, and converges once identity is back.
-    k.ok(&[
-        "scale",
-        "-n",
-        "linkerd",
-        "deployment/linkerd-identity",
-        "--replicas=0",
-    ]);
-    wait_for("identity gone", Duration::from_secs(90), || {
-        control_plane_pods(&k, "identity")["items"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-            .then_some(())
-    });
+    scale_to_zero(&k, "linkerd-identity", "identity");
     k.ok(&[
         "delete",
         "secret",
@@ -1115,19 +1125,7 @@ fn slipped_pods_are_reported_and_repaired() {
     // The injector gone (scaled to 0: a deleted pod's replacement can be
     // back before the app's pods are created), the Deployment scaled
     // meanwhile, then the injector back.
-    k.ok(&[
-        "scale",
-        "-n",
-        "linkerd",
-        "deployment/linkerd-proxy-injector",
-        "--replicas=0",
-    ]);
-    wait_for("the injector gone", Duration::from_secs(90), || {
-        control_plane_pods(&k, "proxy-injector")["items"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-            .then_some(())
-    });
+    scale_to_zero(&k, "linkerd-proxy-injector", "proxy-injector");
     k.ok(&["scale", "-n", "apps", "deployment/gap", "--replicas=2"]);
     let bare = wait_for("2 gap pods", Duration::from_secs(60), || {
         let all = pods(&k, "apps", "gap");

@@ -18,31 +18,17 @@ use std::time::{Duration, Instant};
 use kinject_identity::ca::{self, Ca, CertAndKey, generate_root};
 use linkerd2_proxy_api::identity::CertifyRequest;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient;
-use serde_json::Value;
-use support::{Cluster, Identity, enabled, wait_for};
+use support::{Cluster, Identity, enabled, sa_token, wait_for};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const ID: &str = "web.apps.serviceaccount.identity.linkerd.cluster.local";
 const SERVICE_NAME: &str = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local";
 
-fn kinject(k: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
-        .args(args)
-        .env("KUBECONFIG", &k.kubeconfig)
-        .output()
-        .expect("run kinject");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `kinject install ARGS | kubectl apply -f -`, the namespace first.
 fn install(k: &Cluster, args: &[&str]) {
     let mut all = vec!["install"];
     all.extend_from_slice(args);
-    let (code, manifest, err) = kinject(k, &all);
+    let (code, manifest, err) = support::kinject_cli(k, &all, None);
     assert_eq!(code, 0, "install {args:?}: {err}");
     k.apply(manifest.split("---\n").next().expect("namespace"));
     k.apply(&manifest);
@@ -52,16 +38,6 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write");
     p.display().to_string()
-}
-
-fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
-    let out = k.kubectl(
-        &["create", "--raw", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "-f", "-"],
-        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["identity.l5d.io"],"expirationSeconds":3600}}"#),
-    );
-    assert!(out.status.success(), "TokenRequest");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    v["status"]["token"].as_str().expect("token").to_string()
 }
 
 fn csr() -> Vec<u8> {
@@ -189,6 +165,52 @@ async fn certify_continuously(
     }
 }
 
+/// The continuous certifier on its own runtime, started with every proxy
+/// holding `anchors_pem`.
+struct Certifier {
+    rt: tokio::runtime::Runtime,
+    proxies: Proxies,
+    tally: Arc<Mutex<Tally>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Certifier {
+    fn start(addr: std::net::SocketAddr, token: String, anchors_pem: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let proxies = Proxies {
+            fresh: Arc::new(Mutex::new(anchors_pem.to_string())),
+            running: Arc::new(Mutex::new(vec![anchors_pem.to_string()])),
+        };
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = rt.spawn(certify_continuously(
+            addr,
+            token,
+            proxies.clone(),
+            tally.clone(),
+            stop_rx,
+        ));
+        Self {
+            rt,
+            proxies,
+            tally,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops after the call in flight.
+    fn stop(self) {
+        self.stop.send_replace(true);
+        self.rt.block_on(self.task).expect("certifier");
+    }
+}
+
 fn der(pem: &str) -> Vec<u8> {
     ca::parse_pem_cert("test", pem).expect("pem")
 }
@@ -300,24 +322,8 @@ fn an_external_issuer_is_followed_without_a_restart() {
         || ready(&id).then_some(()),
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    let proxies = Proxies {
-        fresh: Arc::new(Mutex::new(root.cert_pem.clone())),
-        running: Arc::new(Mutex::new(vec![root.cert_pem.clone()])),
-    };
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let certifier = rt.spawn(certify_continuously(
-        addr,
-        token,
-        proxies,
-        tally.clone(),
-        stop_rx,
-    ));
+    let certifier = Certifier::start(addr, token, &root.cert_pem);
+    let tally = certifier.tally.clone();
     wait_for_issuer(&tally, &first.cert_pem, "a leaf from the first issuer");
 
     // cert-manager renews: the next calls use the new issuer.
@@ -368,8 +374,7 @@ fn an_external_issuer_is_followed_without_a_restart() {
         "the reason is logged: {log}"
     );
 
-    stop_tx.send_replace(true);
-    rt.block_on(certifier).expect("certifier");
+    certifier.stop();
     let t = tally.lock().expect("lock");
     eprintln!("{} Certify calls, {} failed", t.calls, t.failures.len());
     assert!(t.calls > 20, "the certifier ran: {}", t.calls);
@@ -442,24 +447,8 @@ fn trust_anchor_rotation_without_a_failed_call() {
         ready(&id).then_some(())
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    let proxies = Proxies {
-        fresh: Arc::new(Mutex::new(old.cert_pem.clone())),
-        running: Arc::new(Mutex::new(vec![old.cert_pem.clone()])),
-    };
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let certifier = rt.spawn(certify_continuously(
-        addr,
-        token,
-        proxies.clone(),
-        tally.clone(),
-        stop_rx,
-    ));
+    let certifier = Certifier::start(addr, token, &old.cert_pem);
+    let (tally, proxies) = (certifier.tally.clone(), certifier.proxies.clone());
     wait_for_issuer(&tally, &old_issuer.cert_pem, "a leaf from the old issuer");
 
     // The wrong order is refused by install: the new anchor alone does not
@@ -467,7 +456,7 @@ fn trust_anchor_rotation_without_a_failed_call() {
     let args = pki(&new_anchor, &old_crt, &old_key);
     let mut all: Vec<&str> = vec!["install"];
     all.extend(args.iter().map(String::as_str));
-    let (code, _, err) = kinject(&k, &all);
+    let (code, _, err) = support::kinject_cli(&k, &all, None);
     assert_eq!(code, 1);
     assert!(err.contains("not signed by the trust root"), "{err}");
 
@@ -547,8 +536,7 @@ fn trust_anchor_rotation_without_a_failed_call() {
     });
     assert!(ready(&id));
 
-    stop_tx.send_replace(true);
-    rt.block_on(certifier).expect("certifier");
+    certifier.stop();
     let t = tally.lock().expect("lock");
     eprintln!(
         "{} Certify calls through the rotation, {} failed",
@@ -556,7 +544,7 @@ fn trust_anchor_rotation_without_a_failed_call() {
         t.failures.len()
     );
     assert!(t.failures.is_empty(), "failed calls: {:?}", t.failures);
-    let (code, out, err) = kinject(&k, &["check", "--wait", "0s"]);
+    let (code, out, err) = support::kinject_cli(&k, &["check", "--wait", "0s"], None);
     for label in [
         "trust anchors are using supported crypto algorithm",
         "issuer cert is issued by the trust anchor",

@@ -119,17 +119,13 @@ pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// PEM text of one DER certificate.
+/// PEM text of one DER certificate, as rcgen writes it (LF, 64 columns),
+/// so a re-encoded bundle equals the one kinject stored.
 pub fn pem_encode(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Checks that a certificate is valid at `now`; returns its notAfter.
@@ -548,13 +544,7 @@ mod tests {
             let sk = p256::SecretKey::from_pkcs8_der(key.serialized_der()).unwrap();
             sk.to_sec1_der().unwrap()
         };
-        let sec1_pem = format!(
-            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
-            {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(sec1.as_slice())
-            }
-        );
+        let sec1_pem = pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1.as_slice()));
         let ca = Ca::load(
             &root.cert_pem,
             &CertAndKey {
@@ -566,6 +556,18 @@ mod tests {
         .expect("SEC1 issuer key");
         let leaf = ca.issue(&["a.example".into()], &[], now, DAY).unwrap();
         assert!(chain_verifies(&leaf.chain_pem, &root.cert_pem));
+    }
+
+    /// A loaded bundle is published exactly as rcgen wrote the root, so an
+    /// upgrade re-issues nothing.
+    #[test]
+    fn pem_encoding_matches_rcgens() {
+        let now = OffsetDateTime::now_utc();
+        let root = generate_root("root", now, DAY).unwrap();
+        assert_eq!(
+            pem_encode(&parse_pem_cert("r", &root.cert_pem).unwrap()),
+            root.cert_pem
+        );
     }
 
     #[test]

@@ -56,6 +56,52 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Ou
     child.wait_with_output().expect("kubectl output")
 }
 
+/// Runs the kinject CLI against the test cluster: (exit code, stdout, stderr).
+pub fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinject"))
+        .args(args)
+        .env("KUBECONFIG", &k.kubeconfig)
+        .env_remove("LINKERD_NAMESPACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinject");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("kinject output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TokenRequest token for a ServiceAccount, with the audience the
+/// proxy's identity token has (`identity.l5d.io`).
+pub fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
+    let out = k.kubectl(
+        &["create", "--raw", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "-f", "-"],
+        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["identity.l5d.io"],"expirationSeconds":600}}"#),
+    );
+    assert!(
+        out.status.success(),
+        "TokenRequest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("TokenRequest JSON");
+    v["status"]["token"].as_str().expect("token").to_string()
+}
+
 /// Like `wait_for`, but `None` on timeout (the caller says what went wrong).
 pub fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
