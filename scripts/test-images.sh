@@ -5,19 +5,26 @@
 # outside the repository. Prints the directory holding them.
 #
 # `localhost/proxy-standin:kinject` stands in for Linkerd's proxy image, which
-# no registry here carries, so that an injected pod's lifecycle can be tested
-# in CI: its `linkerd2-proxy-init` programs nothing and exits 0, and its
-# entrypoint serves `/live` and `/ready` on the admin port (4191) until
-# SIGTERM. It is named a stand-in wherever a test uses it; the real proxy is
-# used instead when KINJECT_PROXY_IMAGE names one (crates/cli/tests/nodes.rs).
+# no registry here carries, so that an injected pod's lifecycle and its
+# metrics can be tested in CI: its `linkerd2-proxy-init` programs nothing and
+# exits 0, and its entrypoint is crates/proxy-standin (the admin endpoints,
+# an inbound listener that proxies to the app, and `/metrics` counting those
+# requests in the real proxy's format) until SIGTERM. It is named a stand-in
+# wherever a test uses it; the real proxy is used instead when
+# KINJECT_PROXY_IMAGE names one (crates/cli/tests/nodes.rs).
 #
 #   KINJECT_IMAGE_DIR  default ~/.cache/kinject/image
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 out=${KINJECT_IMAGE_DIR:-$HOME/.cache/kinject/image}
-stamp=3
 log() { echo "test-images: $*" >&2; }
 sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+# The stand-in's binary is part of the image's identity: a changed stand-in
+# rebuilds the images.
+cargo build -q -p kinject-proxy-standin >&2
+standin=target/debug/proxy-standin
+stamp="4 $(sha256sum "$standin" | cut -c1-16)"
 if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && -f $out/proxy-standin.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
   echo "$out"
   exit 0
@@ -82,16 +89,13 @@ app_rootfs() {
 # no handler would ignore, so the sidecar stops at once when the kubelet asks.
 proxy_standin_rootfs() {
   install -D -m 0755 /bin/busybox "$1/bin/busybox"
-  for a in sh httpd wget sleep; do ln -s busybox "$1/bin/$a"; done
-  install -d "$1/admin" "$1/usr/lib/linkerd"
-  echo "live (kinject's proxy stand-in)" >"$1/admin/live"
-  echo "ready (kinject's proxy stand-in)" >"$1/admin/ready"
-  cat >"$1/usr/lib/linkerd/proxy-standin" <<'SH'
-#!/bin/sh
-trap "exit 0" TERM INT
-httpd -f -p 4191 -h /admin &
-wait
-SH
+  for a in sh wget sleep; do ln -s busybox "$1/bin/$a"; done
+  install -D -m 0755 "$standin" "$1/usr/lib/linkerd/proxy-standin"
+  # Exactly the shared libraries the dynamic loader resolves for it.
+  local interp libs f
+  interp=$(readelf -l "$standin" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+  libs=$(ldd "$standin" | awk '/=> \//{print $3} /^\t\/[^ ]+ \(/{print $1}')
+  for f in $interp $libs; do install -D -m 0755 "$(readlink -f "$f")" "$1$f"; done
   cat >"$1/usr/lib/linkerd/linkerd2-proxy-init" <<'SH'
 #!/bin/sh
 echo "kinject proxy stand-in: linkerd2-proxy-init programs no iptables rules"

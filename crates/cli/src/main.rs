@@ -20,6 +20,7 @@ mod namespace_arg;
 mod proxy_injector_cmd;
 mod report;
 mod server_args;
+mod stat;
 mod values_cmd;
 
 #[derive(Parser, Debug)]
@@ -65,6 +66,14 @@ enum Command {
     /// reasons, the annotations in effect and where they come from, what
     /// injection adds, and the pod's identity.
     Explain(Box<explain::ExplainArgs>),
+    /// Show what the meshed pods' proxies see: per resource, meshed/running
+    /// pods, success rate, requests per second, latency quantiles and the
+    /// share over mTLS, over a window (`-t`).
+    ///
+    /// Reads each meshed pod's proxy `/metrics` through the API server
+    /// (`get` on pods/proxy) at the start and end of the window, or
+    /// Prometheus with --prometheus-url.
+    Stat(Box<stat::StatArgs>),
     /// Remove what `kinject inject` added (offline).
     Uninject(inject_cmd::UninjectArgs),
     /// Run the mutating admission webhook that injects pods as they are created.
@@ -115,6 +124,7 @@ fn main() {
         Command::Install(args) => install::install(args),
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Stat(args) => stat::run(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::ProxyInjector(args) => proxy_injector_cmd::run(args),
         Command::Identity(args) => identity_cmd::run(args),

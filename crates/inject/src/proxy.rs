@@ -12,6 +12,8 @@ use crate::values::{ResourcesValues, Values};
 
 pub const PROXY_CONTAINER: &str = "linkerd-proxy";
 pub const INIT_CONTAINER: &str = "linkerd-init";
+/// The proxy container's admin port (`/live`, `/ready`, `/metrics`), by name.
+pub const ADMIN_PORT_NAME: &str = "linkerd-admin";
 pub const VALIDATOR_CONTAINER: &str = "linkerd-network-validator";
 pub const DEBUG_CONTAINER: &str = "linkerd-debug";
 pub const END_ENTITY_VOLUME: &str = "linkerd-identity-end-entity";
@@ -667,7 +669,7 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
             },
             ContainerPort {
                 container_port: ports.admin,
-                name: "linkerd-admin",
+                name: ADMIN_PORT_NAME,
             },
         ],
         liveness_probe: Some(Probe {

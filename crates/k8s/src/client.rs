@@ -25,6 +25,11 @@ pub fn set_access(access: Access) {
     let _ = ACCESS.set(access);
 }
 
+/// The process's choice (the default when none was recorded).
+pub fn access() -> Access {
+    ACCESS.get().cloned().unwrap_or_default()
+}
+
 /// Why no client could be built, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

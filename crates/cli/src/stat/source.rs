@@ -1,0 +1,342 @@
+//! Where `stat`'s numbers come from. Both sources answer with what each pod's
+//! proxy counted over the window ([`Observation`]s by pod), or say why a pod
+//! is left out:
+//! - [`from_pods`] (the default, no Prometheus): each meshed pod's
+//!   `/metrics` through the API server's pod proxy subresource, scraped at
+//!   the start and at the end of the window, pods concurrently (bounded);
+//! - [`from_prometheus`]: Linkerd viz's `increase(…[window])` queries, summed
+//!   by pod and the labels the summariser reads, over the `namespace` and
+//!   `pod` labels that kinject's scrape configuration gives.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::resources::PodInfo;
+use super::traffic::{Family, KEPT_LABELS, Labels, Observation, Scrape, kept};
+
+/// At most this many pods are scraped at once.
+const CONCURRENT_SCRAPES: usize = 32;
+/// A proxy that has not answered in this long is left out.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What was gathered for the window.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// By index into the pod list.
+    pub traffic: BTreeMap<usize, Vec<Observation>>,
+    /// The window's length as measured (seconds).
+    pub window_secs: f64,
+    /// Pods left out, with why (never counted as zero).
+    pub left_out: Vec<(String, String)>,
+}
+
+fn pod_name(p: &PodInfo) -> String {
+    format!("{}/{}", p.namespace, p.name)
+}
+
+async fn scrape(client: &kube::Client, pod: &PodInfo) -> Result<Scrape, String> {
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{}:{}/proxy/metrics",
+        pod.namespace, pod.name, pod.admin_port
+    );
+    let req = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = match tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(req)).await {
+        Err(_) => {
+            return Err(format!(
+                "its proxy did not answer on :{} within {}s",
+                pod.admin_port,
+                SCRAPE_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+            return Err(format!(
+                "forbidden: stat needs `get` on pods/proxy in {} (docs/STAT.md, RBAC)",
+                pod.namespace
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("its proxy's /metrics on :{}: {e}", pod.admin_port)),
+        Ok(Ok(t)) => t,
+    };
+    Scrape::parse(&text).map_err(|e| e.to_string())
+}
+
+async fn scrape_all(
+    client: &kube::Client,
+    pods: &[PodInfo],
+    which: &[usize],
+) -> BTreeMap<usize, Result<Scrape, String>> {
+    futures::stream::iter(which.iter().copied())
+        .map(|i| async move { (i, scrape(client, &pods[i]).await) })
+        .buffer_unordered(CONCURRENT_SCRAPES)
+        .collect()
+        .await
+}
+
+/// Scrapes `which` pods now and after `window`, and differences the two.
+pub async fn from_pods(
+    client: &kube::Client,
+    pods: &[PodInfo],
+    which: &[usize],
+    window: Duration,
+) -> Gathered {
+    let started = Instant::now();
+    let before = scrape_all(client, pods, which).await;
+    let answered: Vec<usize> = before
+        .iter()
+        .filter(|(_, s)| s.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+    let window_secs = started.elapsed().as_secs_f64();
+    let after = scrape_all(client, pods, &answered).await;
+    let mut out = Gathered {
+        window_secs,
+        ..Gathered::default()
+    };
+    for (i, first) in before {
+        let pair = first.and_then(|a| match after.get(&i) {
+            Some(Ok(b)) => a.until(b).map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no second scrape".into()),
+        });
+        match pair {
+            Ok(obs) => {
+                out.traffic.insert(i, obs);
+            }
+            Err(why) => out.left_out.push((pod_name(&pods[i]), why)),
+        }
+    }
+    out
+}
+
+/// How to reach Prometheus' HTTP API.
+pub enum Prometheus {
+    /// `--prometheus-url`.
+    Url(String),
+    /// A Service reached through the API server's service proxy
+    /// (`--prometheus-namespace`): `/api/v1/namespaces/NS/services/NAME/proxy`,
+    /// `name` being `NAME:PORT`.
+    Service {
+        client: kube::Client,
+        namespace: String,
+        name: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct QueryResponse {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<QueryData>,
+}
+
+#[derive(Deserialize)]
+struct QueryData {
+    #[serde(default)]
+    result: Vec<VectorSample>,
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    /// `[unix time, "value"]`.
+    value: (f64, String),
+}
+
+impl Prometheus {
+    fn describe(&self) -> String {
+        match self {
+            Prometheus::Url(u) => u.clone(),
+            Prometheus::Service {
+                namespace, name, ..
+            } => format!("service {namespace}/{name}"),
+        }
+    }
+
+    async fn query(&self, promql: &str) -> Result<Vec<VectorSample>> {
+        let body = match self {
+            Prometheus::Url(base) => {
+                let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
+                let rsp = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()?
+                    .get(&url)
+                    .query(&[("query", promql)])
+                    .send()
+                    .await
+                    .with_context(|| {
+                        format!("cannot reach Prometheus at {base}: is the URL right, and is it running?")
+                    })?;
+                let status = rsp.status();
+                let text = rsp.text().await?;
+                if !status.is_success() && !text.trim_start().starts_with('{') {
+                    bail!("Prometheus at {base} answered {status}: {}", text.trim());
+                }
+                text
+            }
+            Prometheus::Service {
+                client,
+                namespace,
+                name,
+            } => {
+                let q: String = url_encode(promql);
+                let path = format!(
+                    "/api/v1/namespaces/{namespace}/services/{name}/proxy/api/v1/query?query={q}"
+                );
+                let req = http::Request::get(path).body(Vec::new())?;
+                client.request_text(req).await.with_context(|| {
+                    format!(
+                        "cannot reach Prometheus through the API server's proxy to service {namespace}/{name}"
+                    )
+                })?
+            }
+        };
+        let rsp: QueryResponse = serde_json::from_str(&body).with_context(|| {
+            format!(
+                "{} did not answer as Prometheus' query API",
+                self.describe()
+            )
+        })?;
+        if rsp.status != "success" {
+            bail!(
+                "Prometheus refused the query {promql:?}: {}",
+                rsp.error.unwrap_or_default()
+            );
+        }
+        Ok(rsp.data.map(|d| d.result).unwrap_or_default())
+    }
+}
+
+/// Percent-encodes a query string value.
+fn url_encode(s: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("q", s)])
+        .ok()
+        .and_then(|u| u.query().map(|q| q.trim_start_matches("q=").to_string()))
+        .unwrap_or_default()
+}
+
+/// The PromQL for one family over the pods of `namespaces`.
+pub fn promql(family: Family, namespaces: &[String], window: Duration) -> String {
+    let mut by: Vec<&str> = vec!["namespace", "pod"];
+    by.extend(KEPT_LABELS);
+    let ns = namespaces
+        .iter()
+        .map(|n| regex_quote(n))
+        .collect::<Vec<_>>()
+        .join("|");
+    let selector = format!("{}{{namespace=~\"{ns}\"}}", family.metric());
+    let inner = match family {
+        Family::TcpOpen => selector,
+        _ => format!("increase({selector}[{}s])", window.as_secs().max(1)),
+    };
+    format!("sum by ({}) ({inner})", by.join(", "))
+}
+
+/// Namespace names are DNS labels, but quote what a regex would read.
+fn regex_quote(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = ".+*?()|[]{}^$\\".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// Linkerd viz's queries, one per family, answered by pod.
+pub async fn from_prometheus(
+    prom: &Prometheus,
+    pods: &[PodInfo],
+    which: &[usize],
+    window: Duration,
+) -> Result<Gathered> {
+    let index: BTreeMap<(&str, &str), usize> = which
+        .iter()
+        .map(|&i| ((pods[i].namespace.as_str(), pods[i].name.as_str()), i))
+        .collect();
+    let mut namespaces: Vec<String> = which.iter().map(|&i| pods[i].namespace.clone()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let mut out = Gathered {
+        window_secs: window.as_secs_f64(),
+        ..Gathered::default()
+    };
+    for &i in which {
+        out.traffic.insert(i, Vec::new());
+    }
+    if namespaces.is_empty() {
+        return Ok(out);
+    }
+    let mut broken: BTreeMap<usize, String> = BTreeMap::new();
+    for family in Family::ALL {
+        for s in prom.query(&promql(family, &namespaces, window)).await? {
+            let key = (
+                s.metric.get("namespace").map_or("", String::as_str),
+                s.metric.get("pod").map_or("", String::as_str),
+            );
+            let Some(&i) = index.get(&key) else { continue };
+            let value: f64 = match s.value.1.parse() {
+                Ok(v) if f64::is_finite(v) => v,
+                _ => {
+                    broken.insert(
+                        i,
+                        format!(
+                            "Prometheus has {} = {:?} for it",
+                            family.metric(),
+                            s.value.1
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let labels: Labels = kept(&s.metric);
+            if let Some(obs) = out.traffic.get_mut(&i) {
+                obs.push(Observation {
+                    family,
+                    labels,
+                    value,
+                });
+            }
+        }
+    }
+    for (i, why) in broken {
+        out.traffic.remove(&i);
+        out.left_out.push((pod_name(&pods[i]), why));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_viz_s_increase_summed_by_pod_and_the_read_labels() {
+        let q = promql(
+            Family::Responses,
+            &["apps".into(), "web.x".into()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            q,
+            "sum by (namespace, pod, direction, peer, tls, classification, target_port, dst_namespace, dst_pod, le) (increase(response_total{namespace=~\"apps|web\\.x\"}[60s]))"
+        );
+        let g = promql(Family::TcpOpen, &["apps".into()], Duration::from_secs(60));
+        assert!(
+            g.ends_with("(tcp_open_connections{namespace=~\"apps\"})"),
+            "{g}"
+        );
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(url_encode("a b{c=\"d\"}"), "a+b%7Bc%3D%22d%22%7D");
+    }
+}
