@@ -52,10 +52,13 @@ KINJECT_E2E=1 cargo test -p kinject --test cluster -- --test-threads=1
 step "real-cluster tests (1.20): the operator's PKI through install, cert-manager renewals and a trust-anchor rotation under continuous Certify calls"
 KINJECT_E2E=1 cargo test -p kinject --test pki -- --test-threads=1 --nocapture
 
-step "Kubernetes 1.37 and CoreDNS from the Go module proxy, and the test images (built once, cached)"
+step "Kubernetes 1.37 and CoreDNS from the Go module proxy, and the test images (built once, cached; the proxy stand-in is crates/proxy-standin)"
 scripts/k8s-build-modern.sh
 scripts/coredns-build.sh
 scripts/test-images.sh
+step "Debian's Prometheus, for kinject stat --prometheus-url (installed once)"
+KINJECT_PROMETHEUS=$(scripts/prometheus.sh)
+export KINJECT_PROMETHEUS
 
 # --nocapture: the tests' timings, and their NOT RUN line for the real proxy,
 # belong in CI's log.

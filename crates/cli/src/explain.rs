@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kinject_inject::{
     DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Origin, PodRequest,
-    Policy, WorkloadKind,
+    Policy, Values, WorkloadKind,
 };
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -374,6 +374,66 @@ pub fn explain_pod(
     }
 }
 
+/// Live, running pods (of `namespace`, or every namespace) that lack the
+/// proxy although the webhook would call the injector for them and the
+/// engine would inject them: `(namespace/name, why it should be meshed)`.
+pub async fn pods_missing_the_proxy(
+    client: &kube::Client,
+    linkerd_ns: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    use k8s_openapi::api::core::v1::Pod;
+    let engine = engine(client, linkerd_ns).await?;
+    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get_opt(kinject_k8s::webhook_config::CONFIG_NAME)
+        .await?;
+    let pods: Api<Pod> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let mut ns_cache: BTreeMap<String, Value> = BTreeMap::new();
+    let mut out = Vec::new();
+    for p in pods.list(&Default::default()).await?.items {
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ns_name = p.metadata.namespace.clone().unwrap_or_default();
+        if !running || p.metadata.deletion_timestamp.is_some() || ns_name == linkerd_ns {
+            continue;
+        }
+        let pod = serde_json::to_value(&p)?;
+        if !ns_cache.contains_key(&ns_name) {
+            let Some(n) = namespaces.get_opt(&ns_name).await? else {
+                continue;
+            };
+            ns_cache.insert(ns_name.clone(), serde_json::to_value(n)?);
+        }
+        let ns_obj = &ns_cache[&ns_name];
+        let steps = webhook_steps(
+            mwc.as_ref(),
+            &ns_name,
+            &string_map(&ns_obj["metadata"]["labels"]),
+            &pod,
+        );
+        let called = steps.iter().all(|s| s.passed);
+        let name = format!("{ns_name}/{}", p.metadata.name.as_deref().unwrap_or("?"));
+        let e = explain_pod(
+            &engine,
+            name.clone(),
+            &ns_name,
+            ns_obj,
+            &pod,
+            None,
+            steps,
+            true,
+            linkerd_ns,
+        );
+        if called && e.note.is_some() {
+            out.push((name, e.reasons.join("; ")));
+        }
+    }
+    Ok(out)
+}
+
 /// The engine as the installed injector runs it: the cluster's values and
 /// trust roots, and the injector's `--default-policy`.
 async fn engine(client: &kube::Client, linkerd_ns: &str) -> Result<Injector> {
@@ -383,6 +443,26 @@ async fn engine(client: &kube::Client, linkerd_ns: &str) -> Result<Injector> {
         Some(&cluster),
         linkerd_ns,
     )?;
+    engine_for(client, linkerd_ns, &cluster, loaded.values).await
+}
+
+/// The values the installed control plane injects with.
+pub async fn cluster_values(client: &kube::Client, linkerd_ns: &str) -> Result<Values> {
+    let cluster = kinject_k8s::linkerd_config::fetch(client, linkerd_ns).await?;
+    Ok(crate::values_cmd::load(
+        &crate::values_cmd::ValuesArgs::default(),
+        Some(&cluster),
+        linkerd_ns,
+    )?
+    .values)
+}
+
+async fn engine_for(
+    client: &kube::Client,
+    linkerd_ns: &str,
+    cluster: &kinject_k8s::linkerd_config::LinkerdConfig,
+    values: Values,
+) -> Result<Injector> {
     let deployments =
         Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), linkerd_ns);
     let default = match deployments.get_opt(crate::install::INJECTOR).await {
@@ -408,9 +488,9 @@ async fn engine(client: &kube::Client, linkerd_ns: &str) -> Result<Injector> {
         .trust_roots
         .clone()
         .filter(|a| !a.trim().is_empty())
-        .unwrap_or_else(|| loaded.values.identity_trust_anchors_pem.clone());
+        .unwrap_or_else(|| values.identity_trust_anchors_pem.clone());
     Ok(Injector::new(InjectorConfig {
-        values: loaded.values,
+        values,
         linkerd_namespace: linkerd_ns.into(),
         // explain shows what injection adds, not the anchors themselves.
         trust_anchors_pem: if anchors.trim().is_empty() {

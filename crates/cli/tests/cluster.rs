@@ -1075,7 +1075,7 @@ fn install_applies_and_uninstall_removes_everything() {
         let pods = k.json(&["get", "pods", "-n", "linkerd"]);
         (pods["items"].as_array()?.len() >= 2).then_some(())
     });
-    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    let (code, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     assert_eq!(code, 2, "{out}");
     let line = check_line(&out, "kinject-existence: control plane pods are ready");
     assert!(line.starts_with("[FAIL] -- linkerd-"), "{line}");
@@ -1246,7 +1246,7 @@ fn check_reports_health_and_each_break() {
     let port = inj.port;
 
     let start = std::time::Instant::now();
-    let (code, out, err) = kinject_cli(&k, &["check"], None);
+    let (code, out, err) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     let took = start.elapsed();
     assert_eq!(code, 0, "{out}\n{err}");
     eprintln!("kinject check (healthy) took {took:?}");
@@ -1279,7 +1279,7 @@ fn check_reports_health_and_each_break() {
     }
     assert!(out.ends_with("Status check results are [ok]\n"), "{out}");
     assert!(!out.contains('\u{1b}'), "no colour into a pipe");
-    let (code, json, _) = kinject_cli(&k, &["check", "-o", "json"], None);
+    let (code, json, _) = kinject_cli(&k, &["check", "--wait", "0s", "-o", "json"], None);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["success"], true);
@@ -1290,7 +1290,7 @@ fn check_reports_health_and_each_break() {
 
     // The injector stops: the API server cannot reach it.
     drop(inj);
-    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    let (code, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     assert_eq!(code, 2, "{out}");
     let ca = check_line(
         &out,
@@ -1333,7 +1333,7 @@ fn check_reports_health_and_each_break() {
         ),
     ]);
     let inj = Injector::start_on(&k, Some(certs.path()), port, &["--no-register"]);
-    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    let (code, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     assert_eq!(code, 2, "{out}");
     let ca = check_line(
         &out,
@@ -1357,7 +1357,7 @@ fn check_reports_health_and_each_break() {
         "mutatingwebhookconfiguration",
         "linkerd-proxy-injector-webhook-config",
     ]);
-    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    let (code, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     assert_eq!(code, 2, "{out}");
     assert_eq!(
         check_line(&out, "kinject-webhook: webhook configuration exists"),
@@ -1368,7 +1368,7 @@ fn check_reports_health_and_each_break() {
     let expired = tempfile::tempdir().expect("tempdir");
     Injector::write_expired_certs(expired.path());
     let _inj = Injector::start_with(&k, Some(expired.path()), &[]);
-    let (code, out, _) = kinject_cli(&k, &["check"], None);
+    let (code, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     assert_eq!(code, 2, "{out}");
     let line = check_line(
         &out,
@@ -1551,7 +1551,7 @@ fn a_foreign_writer_is_reported_not_fought() {
         note.contains("keeps changing this webhook configuration"),
         "{events}"
     );
-    let (_, out, _) = kinject_cli(&k, &["check"], None);
+    let (_, out, _) = kinject_cli(&k, &["check", "--wait", "0s"], None);
     let line = check_line(
         &out,
         "kinject-webhook: webhook configuration is not contested by another writer",

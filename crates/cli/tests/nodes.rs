@@ -420,6 +420,7 @@ fn meshed_pods_run(k: &Cluster, native: bool) {
             );
         }
     }
+    stat_shows_the_requests_made(k, &proxy, ip);
     if !proxy.real {
         eprintln!(
             "NOT RUN: injected pods running 2/2 with the real linkerd2-proxy (no registry carries \
@@ -428,6 +429,398 @@ fn meshed_pods_run(k: &Cluster, native: bool) {
              built proxy image; docs/REAL-PROXY.md records such a run"
         );
     }
+}
+
+/// Debian's Prometheus on this machine, scraping the meshed pods of `ns`
+/// every second with the configuration `kinject stat --prometheus-config`
+/// prints. Debian builds Prometheus without Kubernetes service discovery,
+/// so it reads the targets `kinject stat --prometheus-targets` writes, with
+/// the labels that discovery would give.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(k: &Cluster, ns: &str) -> Prometheus {
+        let bin = std::env::var("KINJECT_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets = dir.path().join("targets.json");
+        let (code, list, err) = kinject(k, &["stat", "--prometheus-targets", "-n", ns]);
+        assert_eq!(code, 0, "{err}");
+        std::fs::write(&targets, &list).expect("targets");
+        let file = targets.display().to_string();
+        let (code, config, err) = kinject(k, &["stat", "--prometheus-config", "--file-sd", &file]);
+        assert_eq!(code, 0, "{err}");
+        assert!(config.contains("scrape_interval: 10s"), "{config}");
+        let config = config.replace("scrape_interval: 10s", "scrape_interval: 1s");
+        std::fs::write(dir.path().join("prometheus.yml"), &config).expect("config");
+        let port = support::free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = std::process::Command::new(&bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin}: {e} (scripts/prometheus.sh installs Debian's; KINJECT_PROMETHEUS names another)")
+            });
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        let ready = support::wait_for_opt(Duration::from_secs(30), || {
+            (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http_get_on("127.0.0.1", port, "/-/ready").0 == 200)
+                .then_some(())
+        });
+        if ready.is_none() {
+            panic!("Prometheus not ready in 30 s:\n{}", p.log());
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the pod's proxy is a healthy target.
+    fn scraping(&self, pod: &str) {
+        wait_for(
+            &format!("Prometheus scraping {pod}"),
+            Duration::from_secs(60),
+            || {
+                let (_, body) = http_get_on("127.0.0.1", self.port, "/api/v1/query?query=up");
+                let v: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()?;
+                v["data"]["result"]
+                    .as_array()?
+                    .iter()
+                    .any(|r| r["metric"]["pod"] == pod && r["value"][1] == "1")
+                    .then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A row of `stat -o json`.
+fn stat_row<'a>(rows: &'a Value, name: &str) -> &'a Value {
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name} in {rows}"))
+}
+
+/// `kinject stat` against requests this test makes itself at a steady rate:
+/// through the pod proxy subresource as a user bound to exactly
+/// docs/stat-rbac.yaml (JSON, table, and pods wide), and from Debian's
+/// Prometheus scraping the pods with the configuration stat prints. Each
+/// column is checked against what the test sent: the rate within 10%, every
+/// request a success, none over mTLS (the host is not meshed), latencies
+/// ordered; unmeshed rows `0/1` and `-`; a pod labelled meshed whose proxy
+/// does not answer is named and left out, not counted as zero.
+fn stat_shows_the_requests_made(k: &Cluster, proxy: &ProxyImage, ip: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    k.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: noproxy
+  namespace: apps
+  labels: {linkerd.io/control-plane-ns: linkerd}
+  annotations: {linkerd.io/inject: disabled}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: "localhost/app:kinject", imagePullPolicy: IfNotPresent}
+"#,
+    );
+    k.apply(include_str!("../../../docs/stat-rbac.yaml"));
+    k.ok(&["create", "serviceaccount", "-n", "apps", "stat-user"]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "stat-user",
+        "-n",
+        "apps",
+        "--clusterrole=kinject-stat",
+        "--serviceaccount=apps:stat-user",
+    ]);
+    let user = k.token_kubeconfig("stat-user", &support::api_token(k, "apps", "stat-user"));
+    let user = user.display().to_string();
+    let prometheus = Prometheus::start(k, "apps");
+    let meshed_pod = pods(k, "apps", "meshed")
+        .into_iter()
+        .find(|p| p["status"]["podIP"] == ip)
+        .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .expect("the meshed pod");
+    prometheus.scraping(&meshed_pod);
+    k.ok(&[
+        "wait",
+        "-n",
+        "apps",
+        "--for=condition=Ready",
+        "pod/noproxy",
+        "--timeout=60s",
+    ]);
+
+    // The stand-in is not in the pod's data path (its init programs no
+    // iptables rules): requests go to its inbound listener. The real proxy
+    // takes them on the app's port.
+    let port = if proxy.real { 8080 } else { 4143 };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, ip) = (stop.clone(), ip.to_string());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                let (code, _) = http_get_on(&ip, port, "/");
+                sent += 1;
+                if code != 200 {
+                    failed += 1;
+                }
+                let next = Duration::from_millis(100) * sent;
+                std::thread::sleep(next.saturating_sub(started.elapsed()));
+            }
+            (sent, failed, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (json, table, wide) = std::thread::scope(|s| {
+        let json = s.spawn(|| {
+            kinject(
+                k,
+                &[
+                    "--kubeconfig",
+                    &user,
+                    "stat",
+                    "deploy",
+                    "-n",
+                    "apps",
+                    "-t",
+                    "10s",
+                    "-o",
+                    "json",
+                ],
+            )
+        });
+        let table = s.spawn(|| kinject(k, &["stat", "deployments", "-n", "apps", "-t", "10s"]));
+        let wide = s.spawn(|| {
+            kinject(
+                k,
+                &[
+                    "--kubeconfig",
+                    &user,
+                    "stat",
+                    "po",
+                    "-n",
+                    "apps",
+                    "-t",
+                    "10s",
+                    "-o",
+                    "wide",
+                ],
+            )
+        });
+        (
+            json.join().expect("json"),
+            table.join().expect("table"),
+            wide.join().expect("wide"),
+        )
+    });
+    let from_prometheus = kinject(
+        k,
+        &[
+            "stat",
+            "deploy",
+            "-n",
+            "apps",
+            "-t",
+            "10s",
+            "-o",
+            "json",
+            "--prometheus-url",
+            &prometheus.url(),
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed, took) = load.join().expect("load");
+    let rate = f64::from(sent) / took.as_secs_f64();
+    assert_eq!(failed, 0, "every request the test sent was answered 200");
+    eprintln!("stat: the test sent {sent} requests at {rate:.2} rps");
+
+    for (what, (code, out, err)) in [("pod proxy", &json), ("Prometheus", &from_prometheus)] {
+        assert_eq!(code, &0, "stat -o json ({what}): {err}");
+        let rows: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let m = stat_row(&rows, "meshed");
+        assert_eq!(m["meshed"], "1/1", "{m}");
+        assert_eq!(m["kind"], "deployment");
+        let rps = m["rps"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no rps ({what}): {m}"));
+        assert!(
+            (rps - rate).abs() <= rate * 0.10,
+            "{what}: stat's RPS {rps:.2} is within 10% of the {rate:.2} rps sent: {m}"
+        );
+        assert_eq!(m["success"], 1.0, "{what}: {m}");
+        assert_eq!(
+            m["tls"], 0.0,
+            "{what}: the host's requests are plaintext: {m}"
+        );
+        let q = |k: &str| {
+            m[k].as_f64()
+                .unwrap_or_else(|| panic!("{what}: no {k}: {m}"))
+        };
+        let (p50, p95, p99) = (
+            q("latency_ms_p50"),
+            q("latency_ms_p95"),
+            q("latency_ms_p99"),
+        );
+        assert!(
+            0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 < 1000.0,
+            "{what}: {p50} {p95} {p99}"
+        );
+        for idle in ["optout", "done"] {
+            let r = stat_row(&rows, idle);
+            assert_eq!(r["meshed"], "0/1", "{what}: {r}");
+            assert!(r["rps"].is_null() && r["success"].is_null(), "{what}: {r}");
+        }
+        eprintln!("stat ({what}): meshed {rps:.2} rps, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+
+    let (code, out, err) = &table;
+    assert_eq!(code, &0, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "MESHED",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99",
+            "TLS"
+        ],
+        "{out}"
+    );
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.first() == Some(&name))
+            .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+            .clone()
+    };
+    let m = row("meshed");
+    assert_eq!(&m[1..3], ["1/1", "100.00%"], "{out}");
+    assert!(
+        m[3].ends_with("rps") && m[4].ends_with("ms") && m[7] == "0%",
+        "{out}"
+    );
+    assert_eq!(
+        row("optout"),
+        ["optout", "0/1", "-", "-", "-", "-", "-", "-"],
+        "{out}"
+    );
+    eprintln!("kinject stat deployments -n apps -t 10s\n{out}");
+
+    let (code, out, err) = &wide;
+    assert_eq!(code, &0, "{err}");
+    assert!(
+        err.contains("warning: pod apps/noproxy left out:"),
+        "a meshed-labelled pod whose proxy does not answer is named: {err}"
+    );
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0].len(), 11, "{out}");
+    let np = rows
+        .iter()
+        .find(|r| r[0] == "noproxy")
+        .expect("noproxy row");
+    assert_eq!(
+        &np[1..],
+        ["1/1", "-", "-", "-", "-", "-", "-", "-", "-", "-"],
+        "{out}"
+    );
+    let mp = rows
+        .iter()
+        .find(|r| r[0] == meshed_pod)
+        .expect("meshed pod row");
+    let read: f64 = mp[9]
+        .trim_end_matches("B/s")
+        .parse()
+        .expect("READ_BYTES/SEC");
+    assert!(read > 0.0, "bytes read from the test's requests: {out}");
+
+    // Bad input: clear errors, sensible exit codes.
+    let (code, _, err) = kinject(k, &["stat", "routes", "-n", "apps"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown kind \"routes\""), "{err}");
+    let (code, _, err) = kinject(k, &["stat", "deploy/nope", "-n", "apps", "-t", "1s"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("deployment \"nope\" not found in namespace apps"),
+        "{err}"
+    );
+    let (code, out, err) = kinject(k, &["stat", "deploy", "-n", "nothing-here", "-t", "1s"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(
+        err.contains("No resources found in namespace nothing-here."),
+        "{err}"
+    );
+    let (code, _, err) = kinject(
+        k,
+        &[
+            "stat",
+            "deploy",
+            "-n",
+            "apps",
+            "-t",
+            "1s",
+            "--prometheus-url",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach Prometheus at http://127.0.0.1:9"),
+        "{err}"
+    );
+
+    k.ok(&["delete", "pod", "-n", "apps", "noproxy", "--wait=false"]);
+    k.ok(&[
+        "delete",
+        "serviceaccount,rolebinding",
+        "-n",
+        "apps",
+        "stat-user",
+    ]);
 }
 
 /// A Job whose proxy is a native sidecar: the task starts only after the
@@ -574,6 +967,17 @@ fn in_cluster_install_and_walkthrough() {
     let started = Instant::now();
     k.apply(manifest.split("---\n").next().expect("namespace"));
     k.apply(&manifest);
+    // `check` right after the apply waits for the control plane to start
+    // (its default --wait is 5m, as linkerd check's), and passes.
+    let (code, out, err) = kinject(&k, &["check"]);
+    assert_eq!(
+        code, 0,
+        "kinject check right after install | kubectl apply:\n{out}\n{err}"
+    );
+    eprintln!(
+        "kinject check right after the apply: passed in {:?}",
+        started.elapsed()
+    );
     available(&k, "linkerd", "deployment", "120s");
     let ready_in = started.elapsed();
     eprintln!("kinject install applied → control plane Available in {ready_in:?} ({version})");
@@ -747,7 +1151,7 @@ spec:
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     assert!(!ready, "no certificate yet: the injector must not be Ready");
-    let (code, out, _) = kinject(&k, &["check"]);
+    let (code, out, _) = kinject(&k, &["check", "--wait", "0s"]);
     assert_eq!(code, 2, "check fails while identity is down:\n{out}");
     k.ok(&[
         "scale",
@@ -790,7 +1194,7 @@ spec:
             (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(())
         },
     );
-    let (code, out, err) = kinject(&k, &["check"]);
+    let (code, out, err) = kinject(&k, &["check", "--wait", "0s"]);
     assert_eq!(code, 2, "{out}{err}");
     let line = out
         .lines()
@@ -1186,7 +1590,7 @@ fn slipped_pods_are_reported_and_repaired() {
         slipped.len()
     );
     assert!(reported <= Duration::from_secs(30), "{reported:?}");
-    let (code, out, err) = kinject(&k, &["check"]);
+    let (code, out, err) = kinject(&k, &["check", "--wait", "0s"]);
     let line = out
         .lines()
         .find(|l| l.contains("no running pod that should be meshed lacks the proxy"))
@@ -1211,7 +1615,7 @@ fn slipped_pods_are_reported_and_repaired() {
         .then_some(started.elapsed())
     });
     eprintln!("repaired {repaired:?} after `install --repair-missed` was applied");
-    let (_, out, _) = kinject(&k, &["check"]);
+    let (_, out, _) = kinject(&k, &["check", "--wait", "0s"]);
     let line = out
         .lines()
         .find(|l| l.contains("no running pod that should be meshed lacks the proxy"))

@@ -179,6 +179,12 @@ impl Metrics {
                 );
             }
         }
+        // Not linkerd2-proxy, and says so where `kinject check --proxy` reads
+        // the proxy's version.
+        let _ = writeln!(
+            out,
+            "# HELP proxy_build_info Proxy build info\n# TYPE proxy_build_info gauge\nproxy_build_info{{date=\"\",git_sha=\"\",profile=\"debug\",vendor=\"kinject\",version=\"0.0.0-standin\"}} 1"
+        );
         let _ = writeln!(
             out,
             "# HELP process_start_time_seconds Time that the process started (in seconds since the UNIX epoch)\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",

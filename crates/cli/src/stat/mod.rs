@@ -38,7 +38,7 @@ pub struct StatArgs {
     /// What to show: deployments (deploy), statefulsets (sts), daemonsets
     /// (ds), jobs, cronjobs (cj), replicasets (rs), pods (po), namespaces
     /// (ns) or services (svc); `KIND/NAME` names one.
-    #[arg(required_unless_present = "prometheus_config")]
+    #[arg(required_unless_present_any = ["prometheus_config", "prometheus_targets"])]
     pub kind: Option<String>,
     /// Only these resources (all of the kind when none).
     pub names: Vec<String>,
@@ -79,6 +79,15 @@ pub struct StatArgs {
     /// (with `--kubeconfig`, for a Prometheus outside the cluster) and exit.
     #[arg(long)]
     pub prometheus_config: bool,
+    /// With --prometheus-config: find the proxies in this file_sd file
+    /// (written by --prometheus-targets) instead of Kubernetes service
+    /// discovery, for a Prometheus built without it (Debian's).
+    #[arg(long, value_name = "FILE", requires = "prometheus_config")]
+    pub file_sd: Option<std::path::PathBuf>,
+    /// Print the meshed pods of -n (or -A) as Prometheus file_sd targets,
+    /// labelled as --prometheus-config's discovery labels them, and exit.
+    #[arg(long, conflicts_with = "prometheus_config")]
+    pub prometheus_targets: bool,
     #[command(flatten)]
     pub linkerd: crate::namespace_arg::NamespaceArg,
 }
@@ -88,12 +97,21 @@ pub fn run(args: &StatArgs) -> Result<i32> {
         let kubeconfig = kinject_k8s::client::access()
             .kubeconfig
             .or_else(|| std::env::var_os("KUBECONFIG").map(Into::into));
-        print!("{}", prometheus_config(kubeconfig.as_deref()));
+        let discovery = match &args.file_sd {
+            Some(file) => Discovery::File(file),
+            None => Discovery::Kubernetes(kubeconfig.as_deref()),
+        };
+        print!("{}", prometheus_config(discovery));
         return Ok(0);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if args.prometheus_targets {
+        let targets = rt.block_on(prometheus_targets(args))?;
+        println!("{}", serde_json::to_string_pretty(&targets)?);
+        return Ok(0);
+    }
     let (rows, left_out) = rt.block_on(stat(args))?;
     for (pod, why) in &left_out {
         eprintln!("warning: pod {pod} left out: {why}");
@@ -128,34 +146,92 @@ pub fn run(args: &StatArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// How Prometheus finds the proxies.
+pub enum Discovery<'a> {
+    /// Kubernetes service discovery (in the cluster, or with a kubeconfig).
+    Kubernetes(Option<&'a std::path::Path>),
+    /// A file_sd file that `--prometheus-targets` writes.
+    File(&'a std::path::Path),
+}
+
 /// The Prometheus configuration for `--prometheus-url`: the proxies' admin
-/// ports, labelled with the `namespace` and `pod` the queries sum by.
-pub fn prometheus_config(kubeconfig: Option<&std::path::Path>) -> String {
-    let sd = match kubeconfig {
-        Some(p) => format!(
-            "      - role: pod\n        kubeconfig_file: {}\n",
-            serde_json::Value::from(p.display().to_string())
+/// ports, labelled with the `namespace` and `pod` the queries sum by, and
+/// Linkerd's workload labels (`linkerd.io/proxy-deployment: web` gives
+/// `deployment="web"`), as Linkerd viz's scrape configuration does.
+pub fn prometheus_config(discovery: Discovery<'_>) -> String {
+    let quoted = |p: &std::path::Path| serde_json::Value::from(p.display().to_string());
+    let head = "# For `kinject stat --prometheus-url` (kinject stat --prometheus-config).\n\
+                global:\n  scrape_interval: 10s\n\
+                scrape_configs:\n  - job_name: linkerd-proxy\n";
+    match discovery {
+        Discovery::File(file) => format!(
+            "{head}    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 5s\n",
+            quoted(file)
         ),
-        None => "      - role: pod\n".to_string(),
-    };
-    format!(
-        "# For `kinject stat --prometheus-url`: every meshed pod's proxy admin port,\n\
-         # labelled with the `namespace` and `pod` that stat's queries sum by, and\n\
-         # Linkerd's workload labels (`linkerd.io/proxy-deployment: web` gives\n\
-         # `deployment=\"web\"`), as Linkerd viz's scrape configuration does.\n\
-         global:\n  scrape_interval: 10s\n\
-         scrape_configs:\n  - job_name: linkerd-proxy\n    kubernetes_sd_configs:\n{sd}\
-         \x20   relabel_configs:\n\
-         \x20     - source_labels: [__meta_kubernetes_pod_container_name, __meta_kubernetes_pod_container_port_name]\n\
-         \x20       action: keep\n\
-         \x20       regex: {PROXY_CONTAINER};{ADMIN_PORT_NAME}\n\
-         \x20     - source_labels: [__meta_kubernetes_namespace]\n\
-         \x20       target_label: namespace\n\
-         \x20     - source_labels: [__meta_kubernetes_pod_name]\n\
-         \x20       target_label: pod\n\
-         \x20     - action: labelmap\n\
-         \x20       regex: __meta_kubernetes_pod_label_linkerd_io_proxy_(.+)\n"
-    )
+        Discovery::Kubernetes(kubeconfig) => {
+            let kc = kubeconfig
+                .map(|p| format!("        kubeconfig_file: {}\n", quoted(p)))
+                .unwrap_or_default();
+            let label_meta = WORKLOAD_LABEL_PREFIX.replace(['.', '/', '-'], "_");
+            format!(
+                "{head}    kubernetes_sd_configs:\n      - role: pod\n{kc}\
+                 \x20   relabel_configs:\n\
+                 \x20     - source_labels: [__meta_kubernetes_pod_container_name, __meta_kubernetes_pod_container_port_name]\n\
+                 \x20       action: keep\n\
+                 \x20       regex: {PROXY_CONTAINER};{ADMIN_PORT_NAME}\n\
+                 \x20     - source_labels: [__meta_kubernetes_namespace]\n\
+                 \x20       target_label: namespace\n\
+                 \x20     - source_labels: [__meta_kubernetes_pod_name]\n\
+                 \x20       target_label: pod\n\
+                 \x20     - action: labelmap\n\
+                 \x20       regex: __meta_kubernetes_pod_label_{label_meta}(.+)\n"
+            )
+        }
+    }
+}
+
+/// The injector's workload labels on meshed pods (`linkerd.io/proxy-deployment`).
+const WORKLOAD_LABEL_PREFIX: &str = kinject_inject::annotations::PROXY_LABEL_PREFIX;
+
+/// One file_sd entry.
+#[derive(serde::Serialize)]
+struct Target {
+    targets: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The labels `--prometheus-config`'s Kubernetes discovery gives a pod.
+fn target_labels(p: &PodInfo) -> std::collections::BTreeMap<String, String> {
+    let mut labels: std::collections::BTreeMap<String, String> = p
+        .labels
+        .iter()
+        .filter_map(|(k, v)| {
+            let kind = k.strip_prefix(WORKLOAD_LABEL_PREFIX)?;
+            Some((kind.replace(['.', '/', '-'], "_"), v.clone()))
+        })
+        .collect();
+    labels.insert("namespace".into(), p.namespace.clone());
+    labels.insert("pod".into(), p.name.clone());
+    labels
+}
+
+async fn prometheus_targets(args: &StatArgs) -> Result<Vec<Target>> {
+    let client = kinject_k8s::client::client()
+        .await
+        .context("stat reads the live cluster: set KUBECONFIG (or --kubeconfig)")?;
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let (_, pods) =
+        resources::resolve(&client, Kind::Pod, &[], namespace, &args.linkerd.name).await?;
+    Ok(pods
+        .iter()
+        .filter(|p| p.meshed && p.running)
+        .filter_map(|p| {
+            Some(Target {
+                targets: vec![format!("{}:{}", p.ip.as_deref()?, p.admin_port)],
+                labels: target_labels(p),
+            })
+        })
+        .collect())
 }
 
 fn parse_window(text: &str) -> Result<Duration> {
@@ -337,8 +413,43 @@ mod tests {
     }
 
     #[test]
+    fn targets_carry_the_labels_kubernetes_discovery_gives() {
+        let p = resources::pod_info(
+            serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "apps",
+                    "labels": {"app": "web", "linkerd.io/proxy-deployment": "web",
+                               "linkerd.io/control-plane-ns": "linkerd"}},
+                "spec": {"containers": [{"name": "app"}]}
+            }),
+            "linkerd",
+        );
+        let labels = target_labels(&p);
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            [
+                ("deployment".to_string(), "web".to_string()),
+                ("namespace".into(), "apps".into()),
+                ("pod".into(), "web-1".into()),
+            ]
+        );
+        let c = prometheus_config(Discovery::Kubernetes(None));
+        assert!(
+            c.contains("regex: __meta_kubernetes_pod_label_linkerd_io_proxy_(.+)"),
+            "{c}"
+        );
+        let f = prometheus_config(Discovery::File(std::path::Path::new("/t.json")));
+        let v: serde_json::Value = serde_saphyr::from_str(&f).unwrap_or_default();
+        assert_eq!(
+            v["scrape_configs"][0]["file_sd_configs"][0]["files"][0],
+            "/t.json"
+        );
+    }
+
+    #[test]
     fn the_prometheus_config_keeps_the_proxys_admin_port() {
-        let c = prometheus_config(Some(std::path::Path::new("/k/config")));
+        let c = prometheus_config(Discovery::Kubernetes(Some(std::path::Path::new(
+            "/k/config",
+        ))));
         assert!(c.contains("regex: linkerd-proxy;linkerd-admin"), "{c}");
         assert!(c.contains("kubeconfig_file: \"/k/config\""), "{c}");
         let v: serde_json::Value = serde_saphyr::from_str(&c).unwrap_or_default();

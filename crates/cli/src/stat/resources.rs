@@ -93,6 +93,8 @@ pub struct PodInfo {
     pub meshed: bool,
     /// The proxy's admin port (`linkerd-admin`), where `/metrics` is.
     pub admin_port: u16,
+    /// The pod's IP, while it has one.
+    pub ip: Option<String>,
     /// The pod's owners' uids (a Job's pods, for CronJobs).
     owners: Vec<String>,
 }
@@ -119,6 +121,7 @@ impl PodInfo {
             labels,
             running: p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
             admin_port,
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
             owners: p
                 .metadata
                 .owner_references

@@ -38,31 +38,33 @@ fn pod_name(p: &PodInfo) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
-async fn scrape(client: &kube::Client, pod: &PodInfo) -> Result<Scrape, String> {
-    let path = format!(
-        "/api/v1/namespaces/{}/pods/{}:{}/proxy/metrics",
-        pod.namespace, pod.name, pod.admin_port
-    );
+/// A meshed pod's proxy `/metrics`, through the API server's pod proxy
+/// subresource; the error says why in a way a user can act on.
+pub async fn proxy_metrics(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    admin_port: u16,
+) -> Result<String, String> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy/metrics");
     let req = http::Request::get(path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    let text = match tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(req)).await {
-        Err(_) => {
-            return Err(format!(
-                "its proxy did not answer on :{} within {}s",
-                pod.admin_port,
-                SCRAPE_TIMEOUT.as_secs()
-            ));
-        }
-        Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
-            return Err(format!(
-                "forbidden: stat needs `get` on pods/proxy in {} (docs/STAT.md, RBAC)",
-                pod.namespace
-            ));
-        }
-        Ok(Err(e)) => return Err(format!("its proxy's /metrics on :{}: {e}", pod.admin_port)),
-        Ok(Ok(t)) => t,
-    };
+    match tokio::time::timeout(SCRAPE_TIMEOUT, client.request_text(req)).await {
+        Err(_) => Err(format!(
+            "its proxy did not answer on :{admin_port} within {}s",
+            SCRAPE_TIMEOUT.as_secs()
+        )),
+        Ok(Err(kube::Error::Api(e))) if e.code == 403 => Err(format!(
+            "forbidden: reading it needs `get` on pods/proxy in {namespace} (docs/stat-rbac.yaml)"
+        )),
+        Ok(Err(e)) => Err(format!("its proxy's /metrics on :{admin_port}: {e}")),
+        Ok(Ok(t)) => Ok(t),
+    }
+}
+
+async fn scrape(client: &kube::Client, pod: &PodInfo) -> Result<Scrape, String> {
+    let text = proxy_metrics(client, &pod.namespace, &pod.name, pod.admin_port).await?;
     Scrape::parse(&text).map_err(|e| e.to_string())
 }
 

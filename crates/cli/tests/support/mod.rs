@@ -89,9 +89,27 @@ pub fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, Str
 /// A TokenRequest token for a ServiceAccount, with the audience the
 /// proxy's identity token has (`identity.l5d.io`).
 pub fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
+    token_request(k, ns, sa, r#""audiences":["identity.l5d.io"],"#)
+}
+
+/// A TokenRequest token for a ServiceAccount, for the API server itself.
+pub fn api_token(k: &Cluster, ns: &str, sa: &str) -> String {
+    token_request(k, ns, sa, "")
+}
+
+fn token_request(k: &Cluster, ns: &str, sa: &str, audiences: &str) -> String {
+    let body = format!(
+        r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{{audiences}"expirationSeconds":600}}}}"#
+    );
     let out = k.kubectl(
-        &["create", "--raw", &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"), "-f", "-"],
-        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"audiences":["identity.l5d.io"],"expirationSeconds":600}}"#),
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"),
+            "-f",
+            "-",
+        ],
+        Some(&body),
     );
     assert!(
         out.status.success(),
@@ -286,23 +304,24 @@ impl Cluster {
                 .expect("token base64"),
         )
         .expect("token utf8");
-        let admin = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
-        let restricted: String = admin
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("token:") {
-                    format!("    token: {token}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let path = self
-            .dir
-            .path()
-            .join(format!("kubeconfig-{namespace}-{name}"));
-        std::fs::write(&path, restricted).expect("write kubeconfig");
+        self.token_kubeconfig(&format!("{namespace}-{name}"), &token)
+    }
+
+    /// A kubeconfig for the same cluster that authenticates with `token`.
+    pub fn token_kubeconfig(&self, label: &str, token: &str) -> PathBuf {
+        let admin: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig"))
+                .expect("kubeconfig YAML");
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": label, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": label}}],
+            "current-context": "test",
+        });
+        let path = self.dir.path().join(format!("kubeconfig-{label}"));
+        std::fs::write(&path, config.to_string()).expect("write kubeconfig");
         path
     }
 }

@@ -24,6 +24,8 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde::Serialize;
 
+mod data_plane;
+
 use crate::inject_cmd::Output;
 use crate::install::{self, IDENTITY, INJECTOR};
 
@@ -40,12 +42,27 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub namespace: crate::namespace_arg::NamespaceArg,
     /// Retry checks that can still pass until this much time has passed (Go
-    /// duration; 0s checks once).
-    #[arg(long, default_value = "0s")]
+    /// duration; 0s checks once). Five minutes, as `linkerd check`: run
+    /// right after `install | kubectl apply`, it waits for the control plane
+    /// to start instead of failing.
+    #[arg(long, default_value = "5m")]
     pub wait: String,
     /// The serving certificate must stay valid at least this many days.
     #[arg(long, default_value_t = 7)]
     pub cert_min_days: u32,
+    /// Also check the data plane: the meshed pods' proxies (ready, their
+    /// version and certificate from their own metrics) and the pods that
+    /// should be meshed and are not.
+    #[arg(long, conflicts_with = "pre")]
+    pub proxy: bool,
+    /// With --proxy: only this namespace's pods (default: every namespace).
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        value_name = "NAMESPACE",
+        requires = "proxy"
+    )]
+    pub proxy_namespace: Option<String>,
     /// Namespace of the end-to-end probe (a server-side dry-run pod create).
     #[arg(long, default_value = "default")]
     pub probe_namespace: String,
@@ -104,7 +121,11 @@ pub fn line(r: &CheckResult, colour: bool) -> String {
 /// Whether a failed check may pass later (retried under `--wait`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Stops everything after it when it fails.
+    /// Stops everything after it when it fails; never retried (a kubeconfig
+    /// or an API server that does not answer is the user's to fix, as in
+    /// `linkerd check`).
+    Final,
+    /// Stops everything after it when it fails; retried until the deadline.
     Fatal,
     /// May pass later: retried until the deadline.
     Retryable,
@@ -164,7 +185,7 @@ impl Checker {
                 Err(Status::Ok) => (Status::Ok, None),
                 Err(s) => (s, None),
             };
-            let retry = kind != Kind::Normal
+            let retry = matches!(kind, Kind::Fatal | Kind::Retryable)
                 && matches!(status, Status::Fail(_))
                 && Instant::now() + Duration::from_secs(1) < self.deadline;
             if let (true, Status::Fail(why)) = (retry, &status) {
@@ -249,7 +270,7 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
         .value(
             "kubernetes-api",
             "can initialize the client",
-            Kind::Fatal,
+            Kind::Final,
             || async {
                 timed("kubeconfig", kinject_k8s::client::client())
                     .await
@@ -268,7 +289,7 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
         .value(
             "kubernetes-api",
             "can query the Kubernetes API",
-            Kind::Fatal,
+            Kind::Final,
             || async {
                 timed("GET /version", client.apiserver_version())
                     .await
@@ -310,6 +331,9 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
     } else {
         let server = kinject_k8s::ServerVersion::parse(&version.major, &version.minor);
         control_plane_checks(&client, args, c, server).await;
+        if args.proxy {
+            data_plane::checks(&client, args, c).await;
+        }
     }
 }
 
