@@ -813,7 +813,61 @@ spec:
         "{err}"
     );
 
-    k.ok(&["delete", "pod", "-n", "apps", "noproxy", "--wait=false"]);
+    // check --proxy: a meshed-labelled pod without a ready proxy fails the
+    // data plane's readiness line, by name.
+    let (code, out, _) = kinject(k, &["check", "--proxy", "-n", "apps", "--wait", "0s"]);
+    assert_eq!(code, 2, "{out}");
+    let line = |out: &str, label: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("kinject-data-plane: {label}")))
+            .unwrap_or_else(|| panic!("no {label:?} line in\n{out}"))
+            .to_string()
+    };
+    let ready = line(&out, "data plane proxies are ready");
+    assert!(
+        ready.contains("[FAIL]") && ready.contains("apps/noproxy"),
+        "{ready}"
+    );
+    k.ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "apps",
+        "noproxy",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let (code, out, err) = kinject(k, &["check", "--proxy", "-n", "apps", "--wait", "0s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        line(&out, "data plane proxies are ready").ends_with("[ok]"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "data plane proxies answer with their metrics").ends_with("[ok]"),
+        "{out}"
+    );
+    let version = line(&out, "data plane is up-to-date");
+    let cert = line(&out, "proxies' certificates are from the current issuer");
+    if proxy.real {
+        assert!(cert.ends_with("[ok]"), "{cert}");
+    } else {
+        // What the stand-in's own metrics say: not the values' build, and
+        // no certificate from identity.
+        assert!(
+            version.contains("[warning]") && version.contains("0.0.0-standin"),
+            "{version}"
+        );
+        assert!(
+            cert.contains("[warning]") && cert.contains("no identity certificate"),
+            "{cert}"
+        );
+    }
+    assert!(
+        line(&out, "no pod that should be meshed lacks the proxy").ends_with("[ok]"),
+        "{out}"
+    );
+    eprintln!("kinject check --proxy -n apps:\n{out}");
     k.ok(&[
         "delete",
         "serviceaccount,rolebinding",
@@ -1039,6 +1093,19 @@ fn in_cluster_install_and_walkthrough() {
             assert_eq!(p["status"]["phase"], "Running", "the old pod keeps running");
         }
     }
+    // That old pod should now be meshed and is not: check --proxy names it,
+    // with explain's reason.
+    let (code, out, err) = kinject(&k, &["check", "--proxy", "-n", "legacy", "--wait", "0s"]);
+    assert_eq!(code, 0, "warnings only:\n{out}\n{err}");
+    let missing = out
+        .lines()
+        .find(|l| l.starts_with("kinject-data-plane: no pod that should be meshed lacks the proxy"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        missing.contains("[warning]")
+            && old.iter().all(|o| missing.contains(&format!("legacy/{o}"))),
+        "{missing}"
+    );
 
     // The injector's pod killed while a Deployment scales: with
     // failurePolicy Ignore nothing is refused; once the replacement is

@@ -96,8 +96,12 @@ pub fn version_status(facts: &[(String, ProxyFacts)], expected: &str) -> Status 
         Status::Ok
     } else {
         Status::Warning(format!(
-            "the values name proxy {expected}, but {} run other builds: {}; `kubectl rollout restart` their workloads after an upgrade",
-            other.len(),
+            "the values name proxy {expected}; other builds run in {}: {}; `kubectl rollout restart` their workloads after an upgrade",
+            if other.len() == 1 {
+                "1 pod".to_string()
+            } else {
+                format!("{} pods", other.len())
+            },
             listed(&other)
         ))
     }
@@ -281,7 +285,7 @@ pub(super) async fn checks(client: &kube::Client, args: &CheckArgs, c: &mut Chec
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
         c.run(
             CATEGORY,
-            "data plane proxies certificate is from the current issuer",
+            "proxies' certificates are from the current issuer",
             Kind::Normal,
             || async { certificate_status(&facts, issuer_since, now) },
         )
@@ -325,6 +329,26 @@ mod tests {
             version: Some(version.into()),
             cert_expires: expires,
             cert_refreshed: refreshed,
+        }
+    }
+
+    #[test]
+    fn every_label_fits_the_seeds_line() {
+        for description in [
+            "data plane namespace exists",
+            "data plane proxies are ready",
+            "data plane proxies answer with their metrics",
+            "data plane is up-to-date",
+            "proxies' certificates are from the current issuer",
+            "no pod that should be meshed lacks the proxy",
+        ] {
+            let r = super::super::CheckResult {
+                category: CATEGORY,
+                description: description.into(),
+                status: Status::Ok,
+            };
+            // line() asserts (debug) that the label leaves room for the dots.
+            assert!(super::super::line(&r, false).ends_with("[ok]"));
         }
     }
 
