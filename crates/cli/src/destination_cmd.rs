@@ -22,7 +22,7 @@ pub struct DestinationArgs {
     pub namespace: crate::namespace_arg::NamespaceArg,
     /// Addresses to serve Destination, InboundServerPolicies and
     /// OutboundPolicies on (each serves all three). The injected proxy
-    /// dials linkerd-dst-headless:8086 and linkerd-policy:8090.
+    /// dials the destination and policy Services' ports (8086 and 8090).
     #[arg(long = "grpc-addr", value_name = "ADDR", default_values = ["0.0.0.0:8086", "0.0.0.0:8090"])]
     pub grpc_addrs: Vec<SocketAddr>,
     /// Serve in plaintext (loopback only: the proxy dials a loopback control
@@ -83,12 +83,7 @@ pub fn config_from_values(v: &Values, control_namespace: &str) -> Result<Config>
     Ok(Config {
         names: Names {
             control_namespace: control_namespace.to_string(),
-            // Linkerd's rule: an empty identityTrustDomain is the cluster domain.
-            trust_domain: if v.identity_trust_domain.is_empty() {
-                v.cluster_domain.clone()
-            } else {
-                v.identity_trust_domain.clone()
-            },
+            trust_domain: v.trust_domain().to_string(),
             cluster_domain: v.cluster_domain.clone(),
         },
         policy: PolicyConfig {

@@ -60,7 +60,7 @@ pub struct IdentityArgs {
     #[arg(long, default_value = "5s")]
     pub drain: String,
     /// Serve the proxy's gRPC `Identity/Certify` on this address (TLS 1.3 with
-    /// a certificate for linkerd-identity.<ns>.serviceaccount.identity.<ns>.<trust domain>).
+    /// a certificate for identity's own mesh identity, `kinject_mesh::names::IDENTITY`).
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<std::net::SocketAddr>,
     /// Serve Certify in plaintext (loopback only: the proxy dials a loopback

@@ -8,6 +8,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
+use kinject_mesh::names;
 use serde_json::{Value, json};
 
 use crate::values_cmd::{self, ValuesArgs};
@@ -20,20 +21,20 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The non-root user every kinject container runs as (the image's passwd entry).
 pub const RUN_AS_USER: i64 = 65532;
 
-pub const INJECTOR: &str = "linkerd-proxy-injector";
-pub const IDENTITY: &str = "linkerd-identity";
-pub const DESTINATION: &str = "linkerd-destination";
+pub const INJECTOR: &str = names::PROXY_INJECTOR.name;
+pub const IDENTITY: &str = names::IDENTITY.name;
+pub const DESTINATION: &str = names::DESTINATION.name;
 /// Where the injector's serving certificate (written by identity) is mounted.
 const TLS_DIR: &str = "/var/run/linkerd/tls";
 const WEBHOOK_PORT: i32 = 8443;
 const INJECTOR_ADMIN_PORT: i32 = 9995;
 const IDENTITY_ADMIN_PORT: i32 = 9990;
 /// The proxy's `Identity/Certify` (what `LINKERD2_PROXY_IDENTITY_SVC_ADDR` names).
-const IDENTITY_GRPC_PORT: i32 = 8080;
+const IDENTITY_GRPC_PORT: i32 = names::IDENTITY_HEADLESS.port as i32;
 /// Destination and policy (what `LINKERD2_PROXY_DESTINATION_SVC_ADDR` and
 /// `LINKERD2_PROXY_POLICY_SVC_ADDR` name); each port serves all three APIs.
-const DST_GRPC_PORT: i32 = 8086;
-const POLICY_GRPC_PORT: i32 = 8090;
+const DST_GRPC_PORT: i32 = names::DESTINATION_HEADLESS.port as i32;
+const POLICY_GRPC_PORT: i32 = names::POLICY.port as i32;
 const DESTINATION_ADMIN_PORT: i32 = 9996;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -951,41 +952,31 @@ pub fn render(p: &Plan) -> Vec<Value> {
             },
         }));
     }
-    // The names the injected proxy env dials for Certify.
-    for (name, headless) in [(IDENTITY, false), ("linkerd-identity-headless", true)] {
-        let mut spec = json!({
-            "type": "ClusterIP",
-            "selector": selector("identity"),
-            "ports": [{"name": "grpc", "port": IDENTITY_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
-        });
-        if headless {
-            spec["clusterIP"] = json!("None");
-        }
-        out.push(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels("identity"), ns)},
-            "spec": spec,
-        }));
-    }
-    // The names the injected proxy env dials for discovery and policy.
-    for (name, headless, port, target) in [
-        ("linkerd-dst", false, DST_GRPC_PORT, "grpc-dst"),
-        ("linkerd-dst-headless", true, DST_GRPC_PORT, "grpc-dst"),
-        ("linkerd-policy", true, POLICY_GRPC_PORT, "grpc-policy"),
+    // The Services the injected proxy env dials (and their non-headless
+    // twins), from the mesh contract.
+    for svc in [
+        names::IDENTITY_SERVICE,
+        names::IDENTITY_HEADLESS,
+        names::DESTINATION_SERVICE,
+        names::DESTINATION_HEADLESS,
+        names::POLICY,
     ] {
+        let component = match svc.component {
+            c if c == names::IDENTITY => "identity",
+            _ => "destination",
+        };
         let mut spec = json!({
             "type": "ClusterIP",
-            "selector": selector("destination"),
-            "ports": [{"name": "grpc", "port": port, "targetPort": target, "protocol": "TCP"}],
+            "selector": selector(component),
+            "ports": [{"name": "grpc", "port": svc.port, "targetPort": svc.target_port, "protocol": "TCP"}],
         });
-        if headless {
+        if svc.headless {
             spec["clusterIP"] = json!("None");
         }
         out.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": with_ns(labels("destination"), ns)},
+            "metadata": {"name": svc.name, "namespace": ns, "labels": with_ns(labels(component), ns)},
             "spec": spec,
         }));
     }

@@ -339,7 +339,11 @@ fn http_get_on(ip: &str, port: u16, path: &str) -> (u16, String) {
     )
     .unwrap_or_else(|e| panic!("connect to {ip}:{port}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    // One write: the real proxy detects the protocol from the first bytes it
+    // reads, and a request line split over segments ("GET " alone) is not
+    // HTTP to it.
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap_or_else(|e| panic!("GET {ip}:{port}{path}: {e}"));
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let code = out
@@ -583,18 +587,41 @@ spec:
         "--timeout=60s",
     ]);
 
-    // The stand-in is not in the pod's data path (its init programs no
-    // iptables rules): requests go to its inbound listener. The real proxy
-    // takes them on the app's port.
-    let port = if proxy.real { 8080 } else { 4143 };
+    // The host, which is not meshed, sends to the stand-in's inbound
+    // listener (the stand-in's init programs no iptables rules, so it is not
+    // in the pod's data path). With the real proxy a meshed client sends the
+    // requests through both proxies, as in the seed: the server's proxy sees
+    // them over mTLS.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
+    let load = if proxy.real {
+        k.apply(&format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: apps}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}, annotations: {}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/app:kinject
+        imagePullPolicy: IfNotPresent
+        command: [/bin/sh, -c, "while true; do wget -q -O /dev/null http://meshed.apps.svc.cluster.local/ && echo ok || echo failed; sleep 0.1; done"]
+"#,
+            proxy.annotations()
+        ));
+        available(k, "apps", "deployment/client", "120s");
+        None
+    } else {
         let (stop, ip) = (stop.clone(), ip.to_string());
-        std::thread::spawn(move || {
+        Some(std::thread::spawn(move || {
             let started = Instant::now();
             let (mut sent, mut failed) = (0u32, 0u32);
             while !stop.load(Ordering::Relaxed) {
-                let (code, _) = http_get_on(&ip, port, "/");
+                let (code, _) = http_get_on(&ip, 4143, "/");
                 sent += 1;
                 if code != 200 {
                     failed += 1;
@@ -603,7 +630,7 @@ spec:
                 std::thread::sleep(next.saturating_sub(started.elapsed()));
             }
             (sent, failed, started.elapsed())
-        })
+        }))
     };
     std::thread::sleep(Duration::from_secs(2));
     let (json, table, wide) = std::thread::scope(|s| {
@@ -664,10 +691,77 @@ spec:
         ],
     );
     stop.store(true, Ordering::Relaxed);
-    let (sent, failed, took) = load.join().expect("load");
-    let rate = f64::from(sent) / took.as_secs_f64();
-    assert_eq!(failed, 0, "every request the test sent was answered 200");
-    eprintln!("stat: the test sent {sent} requests at {rate:.2} rps");
+    let (rate, to) = match load {
+        Some(load) => {
+            let (sent, failed, took) = load.join().expect("load");
+            assert_eq!(failed, 0, "every request the test sent was answered 200");
+            eprintln!(
+                "stat: the test sent {sent} requests at {:.2} rps",
+                f64::from(sent) / took.as_secs_f64()
+            );
+            (f64::from(sent) / took.as_secs_f64(), None)
+        }
+        None => {
+            // The client's own steady rate, from its log's timestamps.
+            let to = kinject(
+                k,
+                &[
+                    "stat",
+                    "deploy/client",
+                    "-n",
+                    "apps",
+                    "--to",
+                    "deploy/meshed",
+                    "-t",
+                    "10s",
+                    "-o",
+                    "json",
+                ],
+            );
+            let logs = k.ok(&["logs", "-n", "apps", "deploy/client", "--timestamps"]);
+            assert!(
+                !logs.contains("failed"),
+                "the client's requests all succeeded:\n{logs}"
+            );
+            let at: Vec<f64> = logs
+                .lines()
+                .filter_map(|l| {
+                    let clock = l.split_whitespace().next()?.split('T').nth(1)?;
+                    let mut hms = clock.trim_end_matches('Z').split(':');
+                    let (h, m, s) = (hms.next()?, hms.next()?, hms.next()?);
+                    Some(
+                        h.parse::<f64>().ok()? * 3600.0
+                            + m.parse::<f64>().ok()? * 60.0
+                            + s.parse::<f64>().ok()?,
+                    )
+                })
+                .collect();
+            assert!(at.len() > 50, "{logs}");
+            let rate = (at.len() - 1) as f64 / (at[at.len() - 1] - at[0]);
+            eprintln!(
+                "stat: the meshed client sent {} requests at {rate:.2} rps",
+                at.len()
+            );
+            (rate, Some(to))
+        }
+    };
+    let tls = if proxy.real { 1.0 } else { 0.0 };
+    if let Some((code, out, err)) = &to {
+        assert_eq!(code, &0, "{err}");
+        let rows: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let c = stat_row(&rows, "client");
+        let rps = c["rps"].as_f64().unwrap_or_else(|| panic!("no rps: {c}"));
+        assert!(
+            (rps - rate).abs() <= rate * 0.10,
+            "--to: {rps:.2} vs {rate:.2}: {c}"
+        );
+        assert_eq!(
+            (&c["success"], &c["tls"]),
+            (&1.0.into(), &1.0.into()),
+            "{c}"
+        );
+        eprintln!("stat deploy/client --to deploy/meshed: {rps:.2} rps, TLS 100%");
+    }
 
     for (what, (code, out, err)) in [("pod proxy", &json), ("Prometheus", &from_prometheus)] {
         assert_eq!(code, &0, "stat -o json ({what}): {err}");
@@ -684,8 +778,8 @@ spec:
         );
         assert_eq!(m["success"], 1.0, "{what}: {m}");
         assert_eq!(
-            m["tls"], 0.0,
-            "{what}: the host's requests are plaintext: {m}"
+            m["tls"], tls,
+            "{what}: over mTLS only from a meshed client: {m}"
         );
         let q = |k: &str| {
             m[k].as_f64()
@@ -738,7 +832,9 @@ spec:
     let m = row("meshed");
     assert_eq!(&m[1..3], ["1/1", "100.00%"], "{out}");
     assert!(
-        m[3].ends_with("rps") && m[4].ends_with("ms") && m[7] == "0%",
+        m[3].ends_with("rps")
+            && m[4].ends_with("ms")
+            && m[7] == if proxy.real { "100%" } else { "0%" },
         "{out}"
     );
     assert_eq!(

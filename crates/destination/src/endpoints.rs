@@ -26,9 +26,11 @@ pub struct Names {
 impl Names {
     /// A meshed pod's TLS identity, as Certify issued it.
     pub fn identity(&self, namespace: &str, pod: &PodInfo) -> String {
-        format!(
-            "{}.{namespace}.serviceaccount.identity.{}.{}",
-            pod.service_account, self.control_namespace, self.trust_domain
+        kinject_mesh::names::identity(
+            &pod.service_account,
+            namespace,
+            &self.control_namespace,
+            &self.trust_domain,
         )
     }
 }

@@ -47,9 +47,9 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub config: Config,
-    /// Where to serve all three APIs: the injected env dials
-    /// `linkerd-dst-headless:8086` and `linkerd-policy:8090`, both headless
-    /// Services, so the pod listens on both ports.
+    /// Where to serve all three APIs: the injected env dials the destination
+    /// and the policy Services (`kinject_mesh::names`), both headless, so the
+    /// pod listens on both ports.
     pub grpc_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     /// Serve in plaintext (loopback, tests: the proxy dials loopback control

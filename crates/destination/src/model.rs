@@ -69,12 +69,6 @@ impl PodInfo {
     pub fn is_opaque(&self, port: u16) -> bool {
         self.opaque_ports.iter().any(|r| r.contains(port))
     }
-    pub fn named_port(&self, name: &str) -> Option<u16> {
-        self.named_ports
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| *p)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! signing. The gRPC service (`crate::grpc`) adds the TokenReview and the wire.
 //!
 //! Rules, as Linkerd's identity service applies them and the proxy expects:
-//! - the token's user `system:serviceaccount:NS:SA` is the identity
-//!   `SA.NS.serviceaccount.identity.<controlNs>.<trustDomain>`, and it must be
+//! - the token's user `system:serviceaccount:NS:SA` is the mesh identity of
+//!   that ServiceAccount (`kinject_mesh::names::identity`), and it must be
 //!   the identity the proxy asks for;
 //! - the CSR (DER) has exactly one DNS SAN, equal to that identity, no other
 //!   SAN, a CN that is empty or equal, an ECDSA P-256 key, and a valid
@@ -59,9 +59,9 @@ pub fn identity_for_user(
 ) -> Result<String, Refusal> {
     let parts: Vec<&str> = username.split(':').collect();
     match parts.as_slice() {
-        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok(format!(
-            "{sa}.{ns}.serviceaccount.identity.{control_ns}.{trust_domain}"
-        )),
+        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok(
+            kinject_mesh::names::identity(sa, ns, control_ns, trust_domain),
+        ),
         _ => Err(Refusal::FailedPrecondition(format!(
             "the token belongs to {username:?}, not a ServiceAccount"
         ))),

@@ -42,7 +42,7 @@ pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
 pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
 /// The destination controller's serving certificate (Destination and
-/// policy APIs), for `linkerd-destination.<ns>.serviceaccount.identity.<ns>.<td>`.
+/// policy APIs), for destination's mesh identity (`kinject_mesh::names::DESTINATION`).
 pub const DESTINATION_SECRET: &str = "linkerd-destination-k8s-tls";
 const MANAGED_LABEL: &str = "kinject.io/workload-identity";
 const FIELD_MANAGER: &str = "kinject-identity";
@@ -747,7 +747,7 @@ fn tls_secret_data(chain: &str, key: &str, trust: &str) -> BTreeMap<String, Byte
 /// The name the destination and policy services' certificate carries (the
 /// injected `LINKERD2_PROXY_DESTINATION_SVC_NAME`/`_POLICY_SVC_NAME`).
 pub fn destination_service_name(control_ns: &str, trust_domain: &str) -> String {
-    kinject_inject::proxy::control_plane_identity("linkerd-destination", control_ns, trust_domain)
+    kinject_mesh::names::DESTINATION.identity(control_ns, trust_domain)
 }
 
 /// A serving certificate the controller keeps for a control-plane server.

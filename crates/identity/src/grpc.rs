@@ -239,7 +239,7 @@ impl Identity for CertifyService {
 /// The name the identity service's certificate carries (what the injected
 /// `LINKERD2_PROXY_IDENTITY_SVC_NAME` says).
 pub fn service_name(control_ns: &str, trust_domain: &str) -> String {
-    kinject_inject::proxy::control_plane_identity("linkerd-identity", control_ns, trust_domain)
+    kinject_mesh::names::IDENTITY.identity(control_ns, trust_domain)
 }
 
 /// The Certify server's own certificate, issued by the current CA and

@@ -2,6 +2,7 @@
 //! (`_proxy.tpl`, `_proxy-init.tpl`, `_network-validator.tpl`, `_debug.tpl`)
 //! render them, so that the real linkerd2-proxy finds what it expects.
 
+use kinject_mesh::names;
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -338,13 +339,6 @@ fn param_env<'a>(prefix: &str, m: &'a Map<String, Value>, out: &mut Vec<EnvVar<'
     }
 }
 
-/// The identity of a control-plane component (`linkerd-identity`,
-/// `linkerd-destination`) as the injected `*_SVC_NAME` env names it: the
-/// servers' certificates must carry exactly this name.
-pub fn control_plane_identity(who: &str, ns: &str, td: &str) -> String {
-    format!("{who}.{ns}.serviceaccount.identity.{ns}.{td}")
-}
-
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
@@ -395,7 +389,7 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
     e.push(env("LINKERD2_PROXY_LOG_FORMAT", p.log_format.as_str()));
     e.push(env(
         "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
-        format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086"),
+        names::DESTINATION_HEADLESS.address(ns, cd),
     ));
     e.push(env(
         "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
@@ -403,7 +397,7 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
     ));
     e.push(env(
         "LINKERD2_PROXY_POLICY_SVC_ADDR",
-        format!("linkerd-policy.{ns}.svc.{cd}.:8090"),
+        names::POLICY.address(ns, cd),
     ));
     e.push(env(
         "LINKERD2_PROXY_POLICY_WORKLOAD",
@@ -532,10 +526,7 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
         if !mi.service_account_name.is_empty() {
             e.push(env(
                 "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME",
-                format!(
-                    "{}.{}.serviceaccount.identity.{ns}.{td}",
-                    mi.service_account_name, mi.namespace
-                ),
+                names::identity(&mi.service_account_name, &mi.namespace, ns, td),
             ));
         }
         let attrs: Vec<String> = t
@@ -581,17 +572,17 @@ pub fn proxy_container<'a>(v: &'a Values, ns: &'a str, facts: &'a PodFacts<'a>) 
     e.push(env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token));
     e.push(env(
         "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
-        format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080"),
+        names::IDENTITY_HEADLESS.address(ns, cd),
     ));
     e.push(env(
         "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
-        format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"),
+        names::identity("$(_pod_sa)", "$(_pod_ns)", ns, td),
     ));
     e.push(env(
         "LINKERD2_PROXY_IDENTITY_SVC_NAME",
-        control_plane_identity("linkerd-identity", ns, td),
+        names::IDENTITY.identity(ns, td),
     ));
-    let dst = control_plane_identity("linkerd-destination", ns, td);
+    let dst = names::DESTINATION.identity(ns, td);
     e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", dst.clone()));
     e.push(env("LINKERD2_PROXY_POLICY_SVC_NAME", dst));
     if let Some(log) = non_empty(&p.access_log) {

@@ -679,11 +679,7 @@ impl Values {
 
     /// The identity trust domain: `identityTrustDomain`, else `clusterDomain`.
     pub fn trust_domain(&self) -> &str {
-        if self.identity_trust_domain.is_empty() {
-            &self.cluster_domain
-        } else {
-            &self.identity_trust_domain
-        }
+        kinject_mesh::names::trust_domain(&self.identity_trust_domain, &self.cluster_domain)
     }
 }
 

@@ -641,16 +641,6 @@ async fn control_plane_checks(
     }
 }
 
-/// The Services through which injected proxies find identity, destination
-/// and policy. They are headless: their DNS names answer with ready endpoints
-/// only, so with none a new proxy cannot start its control-plane clients and
-/// never becomes ready.
-const PROXY_FACING_SERVICES: [&str; 3] = [
-    "linkerd-identity-headless",
-    "linkerd-dst-headless",
-    "linkerd-policy",
-];
-
 /// What a proxy needs of the installed control plane beyond running pods:
 /// endpoints behind the names it dials, and a destination certificate for
 /// the name it checks.
@@ -670,7 +660,9 @@ async fn destination_checks(
         Kind::Retryable,
         || async {
             let mut empty = Vec::new();
-            for svc in PROXY_FACING_SERVICES {
+            // Headless: their DNS names answer with ready endpoints only, so
+            // with none a new proxy cannot start its control-plane clients.
+            for svc in kinject_mesh::names::PROXY_FACING.map(|s| s.name) {
                 match ready_endpoints(client, ns, svc, modern_slices).await {
                     Ok(0) => empty.push(svc),
                     Ok(_) => {}
@@ -702,7 +694,7 @@ async fn destination_checks(
                 Ok(td) => td,
                 Err(e) => return fail(e),
             };
-            let name = kinject_inject::proxy::control_plane_identity("linkerd-destination", ns, &td);
+            let name = kinject_mesh::names::DESTINATION.identity(ns, &td);
             let secret = kinject_identity::controller::DESTINATION_SECRET;
             match timed("GET destination Secret", secrets.get_opt(secret)).await {
                 Ok(Some(s)) => destination_certificate(

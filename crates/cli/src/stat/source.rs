@@ -164,21 +164,21 @@ impl Prometheus {
     }
 
     async fn query(&self, promql: &str) -> Result<Vec<VectorSample>> {
+        let q = url_encode(promql);
         let body = match self {
             Prometheus::Url(base) => {
-                let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-                let rsp = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()?
-                    .get(&url)
-                    .query(&[("query", promql)])
-                    .send()
+                let uri: http::Uri =
+                    format!("{}/api/v1/query?query={q}", base.trim_end_matches('/'))
+                        .parse()
+                        .with_context(|| format!("--prometheus-url {base:?} is not a URL"))?;
+                let (status, text) = tokio::time::timeout(Duration::from_secs(30), get(uri))
                     .await
+                    .map_err(|_| anyhow::anyhow!("Prometheus at {base} did not answer within 30s"))?
                     .with_context(|| {
-                        format!("cannot reach Prometheus at {base}: is the URL right, and is it running?")
+                        format!(
+                            "cannot reach Prometheus at {base}: is the URL right, and is it running?"
+                        )
                     })?;
-                let status = rsp.status();
-                let text = rsp.text().await?;
                 if !status.is_success() && !text.trim_start().starts_with('{') {
                     bail!("Prometheus at {base} answered {status}: {}", text.trim());
                 }
@@ -189,7 +189,6 @@ impl Prometheus {
                 namespace,
                 name,
             } => {
-                let q: String = url_encode(promql);
                 let path = format!(
                     "/api/v1/namespaces/{namespace}/services/{name}/proxy/api/v1/query?query={q}"
                 );
@@ -217,12 +216,26 @@ impl Prometheus {
     }
 }
 
+/// One GET over HTTP or HTTPS (the system's roots), with the HTTP client kube
+/// already builds on.
+async fn get(uri: http::Uri) -> Result<(http::StatusCode, String)> {
+    use http_body_util::{BodyExt, Empty};
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<hyper::body::Bytes>>(https);
+    let rsp = client.get(uri).await?;
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// Percent-encodes a query string value.
 fn url_encode(s: &str) -> String {
-    reqwest::Url::parse_with_params("http://x/", &[("q", s)])
-        .ok()
-        .and_then(|u| u.query().map(|q| q.trim_start_matches("q=").to_string()))
-        .unwrap_or_default()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The PromQL for one family over the pods of `namespaces`.
@@ -339,6 +352,6 @@ mod tests {
 
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(url_encode("a b{c=\"d\"}"), "a+b%7Bc%3D%22d%22%7D");
+        assert_eq!(url_encode("a b{c=\"d\"}"), "a%20b%7Bc%3D%22d%22%7D");
     }
 }
