@@ -32,18 +32,9 @@ fn version() -> String {
     std::env::var("KINJECT_K8S").unwrap_or_else(|_| "1.37".into())
 }
 
+/// The CLI against the test cluster (support's runner, without stdin).
 fn kinject(k: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kinject"))
-        .args(args)
-        .env("KUBECONFIG", &k.kubeconfig)
-        .env_remove("LINKERD_NAMESPACE")
-        .output()
-        .expect("kinject");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::kinject_cli(k, args, None)
 }
 
 fn deployment(ns: &str, name: &str, replicas: u32, pod_label: Option<&str>) -> String {
