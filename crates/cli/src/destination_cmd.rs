@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kinject_destination::{Config, DefaultPolicy, Names, PolicyConfig, ServerConfig};
+use kinject_destination::{Config, InboundPolicy, Names, PolicyConfig, ServerConfig};
 use kinject_inject::Values;
 
 use crate::server_args::{LogArgs, positive_duration};
@@ -62,7 +62,7 @@ pub struct DestinationArgs {
 
 /// The answers' configuration from the values; every bad value is named.
 pub fn config_from_values(v: &Values, control_namespace: &str) -> Result<Config> {
-    let default_policy: DefaultPolicy = v
+    let default_policy: InboundPolicy = v
         .proxy
         .default_inbound_policy
         .parse()
@@ -151,7 +151,7 @@ mod tests {
     fn values_become_the_policy_defaults() {
         let mut v = Values::default();
         let c = config_from_values(&v, "linkerd").expect("defaults");
-        assert_eq!(c.policy.default_policy, DefaultPolicy::AllUnauthenticated);
+        assert_eq!(c.policy.default_policy, InboundPolicy::AllUnauthenticated);
         assert_eq!(c.policy.cluster_networks.len(), 5);
         assert_eq!(c.names.trust_domain, "cluster.local");
         assert!(c.default_opaque_ports.iter().any(|r| r.contains(3306)));
@@ -166,7 +166,7 @@ mod tests {
         v.proxy.default_inbound_policy = "deny".into();
         v.cluster_networks = "10.0.0.0/8".into();
         let c = config_from_values(&v, "linkerd").expect("custom");
-        assert_eq!(c.policy.default_policy, DefaultPolicy::Deny);
+        assert_eq!(c.policy.default_policy, InboundPolicy::Deny);
         assert_eq!(c.policy.cluster_networks.len(), 1);
 
         v.cluster_networks = "10.0.0.0/8,nope".into();

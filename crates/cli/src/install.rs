@@ -9,6 +9,7 @@
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use kinject_mesh::names;
+use kinject_mesh::settings::FailurePolicy;
 use serde_json::{Value, json};
 
 use crate::values_cmd::{self, ValuesArgs};
@@ -41,23 +42,6 @@ const DESTINATION_ADMIN_PORT: i32 = 9996;
 pub enum Tls {
     /// The seed's `--tls=optional`: the mesh CA runs and proxies get identity.
     Optional,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FailurePolicy {
-    #[value(name = "Ignore", alias = "ignore")]
-    Ignore,
-    #[value(name = "Fail", alias = "fail")]
-    Fail,
-}
-
-impl FailurePolicy {
-    fn as_str(self) -> &'static str {
-        match self {
-            FailurePolicy::Ignore => "Ignore",
-            FailurePolicy::Fail => "Fail",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,8 +89,9 @@ pub struct InstallArgs {
     /// Replicas of each server (default 1, or 3 with --ha).
     #[arg(long)]
     pub replicas: Option<u32>,
-    /// What the API server does when the injector cannot be reached.
-    #[arg(long, value_enum, default_value = "Ignore")]
+    /// What the API server does when the injector cannot be reached: Ignore
+    /// or Fail.
+    #[arg(long, default_value = "Ignore", value_parser = str::parse::<FailurePolicy>)]
     pub failure_policy: FailurePolicy,
     /// Pods with no injection label or annotation anywhere.
     #[arg(long, value_enum, default_value = "enabled")]

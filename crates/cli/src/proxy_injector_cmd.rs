@@ -1,5 +1,6 @@
 //! `kinject proxy-injector`: flags → `kinject_webhook::ProxyInjectorConfig`.
 
+use kinject_mesh::settings::FailurePolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,14 +12,6 @@ use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
 
 use crate::server_args::{LogArgs, positive_duration};
 use crate::values_cmd::ValuesArgs;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum FailurePolicy {
-    #[value(name = "Ignore", alias = "ignore")]
-    Ignore,
-    #[value(name = "Fail", alias = "fail")]
-    Fail,
-}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NativeMode {
@@ -70,8 +63,9 @@ pub struct ProxyInjectorArgs {
     pub service_name: String,
     #[arg(long, default_value_t = 443)]
     pub service_port: i32,
-    /// What the API server does when the webhook cannot be reached.
-    #[arg(long, value_enum, default_value = "Ignore")]
+    /// What the API server does when the webhook cannot be reached: Ignore
+    /// or Fail.
+    #[arg(long, default_value = "Ignore", value_parser = str::parse::<FailurePolicy>)]
     pub failure_policy: FailurePolicy,
     /// Admission timeout the API server applies (1-30 seconds).
     #[arg(long, default_value_t = 10)]
@@ -176,11 +170,7 @@ impl ProxyInjectorArgs {
             trust_anchors: self.trust_anchors.clone(),
             linkerd_namespace: self.namespace.name.clone(),
             target,
-            failure_policy: match self.failure_policy {
-                FailurePolicy::Ignore => "Ignore",
-                FailurePolicy::Fail => "Fail",
-            }
-            .into(),
+            failure_policy: self.failure_policy,
             timeout_seconds: self.timeout_seconds,
             policy: Policy {
                 default: self.default_policy,

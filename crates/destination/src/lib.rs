@@ -32,7 +32,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 pub use endpoints::Names;
-pub use policy::{DefaultPolicy, PolicyConfig};
+pub use policy::{InboundPolicy, PolicyConfig};
 
 /// What the answers depend on besides the cluster's objects.
 #[derive(Clone, Debug)]

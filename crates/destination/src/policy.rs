@@ -24,57 +24,12 @@ use linkerd2_proxy_api::outbound as ob;
 
 use crate::index::{PodView, ServiceView};
 use crate::model::ObjKey;
-
-/// The default inbound policies (`proxy.defaultInboundPolicy`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefaultPolicy {
-    AllUnauthenticated,
-    AllAuthenticated,
-    ClusterUnauthenticated,
-    ClusterAuthenticated,
-    Deny,
-    /// Admit everyone, as all-unauthenticated does; the name tells the proxy
-    /// to report what a stricter policy would refuse.
-    Audit,
-}
-
-impl DefaultPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AllUnauthenticated => "all-unauthenticated",
-            Self::AllAuthenticated => "all-authenticated",
-            Self::ClusterUnauthenticated => "cluster-unauthenticated",
-            Self::ClusterAuthenticated => "cluster-authenticated",
-            Self::Deny => "deny",
-            Self::Audit => "audit",
-        }
-    }
-}
-
-impl std::str::FromStr for DefaultPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "all-unauthenticated" => Self::AllUnauthenticated,
-            "all-authenticated" => Self::AllAuthenticated,
-            "cluster-unauthenticated" => Self::ClusterUnauthenticated,
-            "cluster-authenticated" => Self::ClusterAuthenticated,
-            "deny" => Self::Deny,
-            "audit" => Self::Audit,
-            other => {
-                return Err(format!(
-                    "{other:?} is not a default inbound policy (one of {})",
-                    kinject_inject::values::DEFAULT_INBOUND_POLICIES.join(", ")
-                ));
-            }
-        })
-    }
-}
+pub use kinject_mesh::settings::InboundPolicy;
 
 /// What every policy depends on besides the cluster's objects.
 #[derive(Clone, Debug)]
 pub struct PolicyConfig {
-    pub default_policy: DefaultPolicy,
+    pub default_policy: InboundPolicy,
     /// `clusterNetworks`: who counts as "cluster" for cluster-* policies.
     pub cluster_networks: Vec<IpNet>,
     pub cluster_domain: String,
@@ -88,7 +43,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            default_policy: DefaultPolicy::AllUnauthenticated,
+            default_policy: InboundPolicy::AllUnauthenticated,
             cluster_networks: [
                 "10.0.0.0/8",
                 "100.64.0.0/10",
@@ -155,15 +110,15 @@ fn mesh_tls_any() -> ib::Authn {
 }
 
 /// The authorizations a default policy grants.
-pub fn authorizations(policy: DefaultPolicy, cfg: &PolicyConfig) -> Vec<ib::Authz> {
+pub fn authorizations(policy: InboundPolicy, cfg: &PolicyConfig) -> Vec<ib::Authz> {
     let (nets, authn) = match policy {
-        DefaultPolicy::Deny => return Vec::new(),
-        DefaultPolicy::AllUnauthenticated | DefaultPolicy::Audit => {
+        InboundPolicy::Deny => return Vec::new(),
+        InboundPolicy::AllUnauthenticated | InboundPolicy::Audit => {
             (all_networks(), unauthenticated())
         }
-        DefaultPolicy::AllAuthenticated => (all_networks(), mesh_tls_any()),
-        DefaultPolicy::ClusterUnauthenticated => (cfg.cluster_networks.clone(), unauthenticated()),
-        DefaultPolicy::ClusterAuthenticated => (cfg.cluster_networks.clone(), mesh_tls_any()),
+        InboundPolicy::AllAuthenticated => (all_networks(), mesh_tls_any()),
+        InboundPolicy::ClusterUnauthenticated => (cfg.cluster_networks.clone(), unauthenticated()),
+        InboundPolicy::ClusterAuthenticated => (cfg.cluster_networks.clone(), mesh_tls_any()),
     };
     vec![ib::Authz {
         networks: networks(&nets),
@@ -201,7 +156,7 @@ fn path_exact_get(p: &str) -> hr::HttpRouteMatch {
 /// The policy that applies to a pod: its annotation, its namespace's, the
 /// cluster's. An unknown name falls back to the next level (the injector
 /// already warned about it).
-pub fn effective_policy(view: &PodView, cfg: &PolicyConfig) -> DefaultPolicy {
+pub fn effective_policy(view: &PodView, cfg: &PolicyConfig) -> InboundPolicy {
     view.pod
         .as_ref()
         .and_then(|p| p.default_policy.as_deref())
@@ -249,7 +204,7 @@ pub fn inbound_server(view: &PodView, port: u16, cfg: &PolicyConfig) -> Option<i
         }
         probe_paths.sort();
         probe_paths.dedup();
-        if !probe_paths.is_empty() && policy != DefaultPolicy::AllUnauthenticated {
+        if !probe_paths.is_empty() && policy != InboundPolicy::AllUnauthenticated {
             routes.push(ib::HttpRoute {
                 metadata: default_meta("probe"),
                 hosts: Vec::new(),
@@ -453,19 +408,19 @@ mod tests {
         let cfg = PolicyConfig::default();
         assert_eq!(
             effective_policy(&view(Some("deny"), Some("all-authenticated")), &cfg),
-            DefaultPolicy::Deny
+            InboundPolicy::Deny
         );
         assert_eq!(
             effective_policy(&view(None, Some("all-authenticated")), &cfg),
-            DefaultPolicy::AllAuthenticated
+            InboundPolicy::AllAuthenticated
         );
         assert_eq!(
             effective_policy(&view(None, None), &cfg),
-            DefaultPolicy::AllUnauthenticated
+            InboundPolicy::AllUnauthenticated
         );
         assert_eq!(
             effective_policy(&view(Some("bogus"), Some("also-bogus")), &cfg),
-            DefaultPolicy::AllUnauthenticated,
+            InboundPolicy::AllUnauthenticated,
             "unknown names fall through"
         );
     }

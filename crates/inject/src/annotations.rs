@@ -362,7 +362,7 @@ pub fn apply_overrides(
             }
             "config.linkerd.io/proxy-await" => parse::enabled_disabled(v).map(|b| p.await_ = b),
             "config.linkerd.io/default-inbound-policy" => {
-                one_of(v, crate::values::DEFAULT_INBOUND_POLICIES)
+                one_of(v, &crate::values::DEFAULT_INBOUND_POLICIES)
                     .map(|v| p.default_inbound_policy = v)
             }
             "config.linkerd.io/access-log" => {

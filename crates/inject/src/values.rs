@@ -16,15 +16,16 @@ use serde_json::Value;
 
 use crate::helm::{self, Assignment, PathStep, SetKind};
 use crate::schema::{self, UnknownKey};
+use kinject_mesh::settings::InboundPolicy;
 
 /// The values `proxy.defaultInboundPolicy` (and its annotation) may take.
-pub const DEFAULT_INBOUND_POLICIES: &[&str] = &[
-    "all-unauthenticated",
-    "all-authenticated",
-    "cluster-unauthenticated",
-    "cluster-authenticated",
-    "deny",
-    "audit",
+pub const DEFAULT_INBOUND_POLICIES: [&str; 6] = [
+    InboundPolicy::AllUnauthenticated.name(),
+    InboundPolicy::AllAuthenticated.name(),
+    InboundPolicy::ClusterUnauthenticated.name(),
+    InboundPolicy::ClusterAuthenticated.name(),
+    InboundPolicy::Deny.name(),
+    InboundPolicy::Audit.name(),
 ];
 
 /// The Linkerd release whose proxy image and behaviour kinject reproduces.
@@ -631,7 +632,7 @@ impl Values {
         one_of(
             "proxy.defaultInboundPolicy",
             &p.default_inbound_policy,
-            DEFAULT_INBOUND_POLICIES,
+            &DEFAULT_INBOUND_POLICIES,
         )?;
         one_of(
             "webhookFailurePolicy",

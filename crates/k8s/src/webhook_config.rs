@@ -49,8 +49,7 @@ pub struct WebhookConfigSpec {
     pub target: ClientTarget,
     /// PEM bundle the API server uses to verify the webhook's certificate.
     pub ca_bundle: Vec<u8>,
-    /// `Ignore` (default) or `Fail`.
-    pub failure_policy: String,
+    pub failure_policy: kinject_mesh::settings::FailurePolicy,
     pub timeout_seconds: i32,
     /// Namespaces excluded by name (needs Kubernetes ≥ 1.21 to take effect at
     /// the API server; the engine checks the same names itself).
@@ -145,7 +144,7 @@ impl WebhookConfigSpec {
                 name: WEBHOOK_NAME.into(),
                 admission_review_versions: vec!["v1".into(), "v1beta1".into()],
                 client_config,
-                failure_policy: Some(self.failure_policy.clone()),
+                failure_policy: Some(self.failure_policy.as_str().into()),
                 match_policy: Some("Equivalent".into()),
                 namespace_selector: Some(LabelSelector {
                     match_expressions: Some(vec![
@@ -521,7 +520,7 @@ mod tests {
             control_plane_namespace: "linkerd".into(),
             target: ClientTarget::Url("https://127.0.0.1:8443/inject".into()),
             ca_bundle: b"PEM".to_vec(),
-            failure_policy: "Ignore".into(),
+            failure_policy: kinject_mesh::settings::FailurePolicy::Ignore,
             timeout_seconds: 10,
             excluded_namespaces: vec!["kube-system".into()],
             include_services: true,
@@ -598,7 +597,7 @@ mod tests {
         let mut b = spec();
         b.ca_bundle = b"OTHER".to_vec();
         assert_eq!(a.settings_hash(), b.settings_hash());
-        b.failure_policy = "Fail".into();
+        b.failure_policy = kinject_mesh::settings::FailurePolicy::Fail;
         assert_ne!(a.settings_hash(), b.settings_hash());
     }
 

@@ -3,6 +3,8 @@
 //! once. Pure: no I/O, no dependencies.
 //!
 //! - [`names`]: the mesh identity format, the control plane's components,
-//!   Services and ports, and the trust-domain rule.
+//!   Services and ports, and the trust-domain rule;
+//! - [`settings`]: settings several components read, typed.
 
 pub mod names;
+pub mod settings;

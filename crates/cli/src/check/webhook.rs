@@ -128,7 +128,10 @@ pub(super) fn expected_rules(
             .clone()
             .map(|b| b.0)
             .unwrap_or_default(),
-        failure_policy: w.failure_policy.clone().unwrap_or_default(),
+        failure_policy: match w.failure_policy.as_deref().unwrap_or("Fail").parse() {
+            Ok(p) => p,
+            Err(e) => return fail(format!("its failurePolicy: {e}")),
+        },
         timeout_seconds: w.timeout_seconds.unwrap_or(10),
         excluded_namespaces: excluded_from(w),
         include_services: w
