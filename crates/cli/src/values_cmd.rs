@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use kinject_inject::{LoadedValues, Values};
+use kinject_k8s::ValuesSources;
 use kinject_k8s::linkerd_config::{self, LinkerdConfig};
-use kinject_webhook::ValuesSources;
 
 use crate::inject_cmd::Output;
 

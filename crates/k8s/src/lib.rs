@@ -7,6 +7,9 @@
 //! - [`version`]: what the API server supports (native sidecars);
 //! - [`linkerd_config`]: a running Linkerd's `linkerd-config` values and trust
 //!   roots, read once or watched;
+//! - [`values_source`]: where the values come from (that ConfigMap, then the
+//!   user's `--values` files and `--set`s), for every front end and the
+//!   injector;
 //! - [`secret_files`]: a Secret's keys mirrored into files (serving
 //!   certificates, without waiting for the kubelet's volume refresh);
 //! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
@@ -17,8 +20,10 @@ pub mod client;
 pub mod events;
 pub mod linkerd_config;
 pub mod secret_files;
+pub mod values_source;
 pub mod version;
 pub mod webhook_config;
 
 pub use cache::{ClusterView, NamespaceInfo};
+pub use values_source::ValuesSources;
 pub use version::ServerVersion;

@@ -14,7 +14,6 @@ pub mod missed;
 pub mod review;
 pub mod server;
 pub mod tls;
-pub mod values_source;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,7 +33,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
-pub use crate::values_source::ValuesSources;
+use kinject_k8s::ValuesSources;
 
 /// Whether the proxy runs as a native sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -113,7 +113,7 @@ pub(super) async fn trust_domain(client: &kube::Client, ns: &str) -> Result<Stri
         kinject_k8s::linkerd_config::fetch(client, ns),
     )
     .await?;
-    kinject_webhook::values_source::ValuesSources::default()
+    kinject_k8s::ValuesSources::default()
         .load_over(Some(&cfg), ns)
         .map(|l| l.values.trust_domain().to_string())
         .map_err(|e| format!("{e:#}"))

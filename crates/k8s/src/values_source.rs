@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
+use crate::linkerd_config::{self, LinkerdConfig};
 use anyhow::{Context, Result, bail};
 use kinject_inject::helm::{self, SetKind};
 use kinject_inject::{LoadedValues, ValuesLoader};
-use kinject_k8s::linkerd_config::{self, LinkerdConfig};
 
 /// The user's values sources, as given on the command line.
 #[derive(Clone, Debug, Default)]
