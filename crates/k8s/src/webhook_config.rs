@@ -206,10 +206,31 @@ fn subset(desired: &Value, actual: &Value) -> bool {
 }
 
 /// Why `actual` differs from `desired`, or `None` when it does not.
+/// How the live configuration differs from the desired one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// The desired object has no webhook (a bug).
+    DesiredMissing,
+    /// The live object has no webhook of kinject's name.
+    WebhookMissing,
+    /// This field of the webhook (`clientConfig`, `matchConditions`, …) differs.
+    Changed(String),
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::DesiredMissing => f.write_str("desired webhook missing (bug)"),
+            Drift::WebhookMissing => write!(f, "webhook {WEBHOOK_NAME} missing"),
+            Drift::Changed(field) => write!(f, "{field} changed"),
+        }
+    }
+}
+
 pub fn drift(
     desired: &MutatingWebhookConfiguration,
     actual: &MutatingWebhookConfiguration,
-) -> Option<String> {
+) -> Option<Drift> {
     let find = |c: &MutatingWebhookConfiguration| {
         c.webhooks
             .iter()
@@ -218,17 +239,17 @@ pub fn drift(
             .and_then(|w| serde_json::to_value(w).ok())
     };
     let (Some(d), a) = (find(desired), find(actual)) else {
-        return Some("desired webhook missing (bug)".into());
+        return Some(Drift::DesiredMissing);
     };
     let Some(a) = a else {
-        return Some(format!("webhook {WEBHOOK_NAME} missing"));
+        return Some(Drift::WebhookMissing);
     };
     let Value::Object(dm) = &d else {
         return None;
     };
     dm.iter()
         .find(|(k, v)| !a.get(*k).is_some_and(|av| subset(v, av)))
-        .map(|(k, _)| format!("{k} changed"))
+        .map(|(k, _)| Drift::Changed(k.clone()))
 }
 
 /// Creates or updates the configuration (server-side apply, forced: kinject owns it).
@@ -426,7 +447,7 @@ pub async fn keep_registered(
                         registered.store(true, Ordering::Release);
                     }
                     if let Some(why) = drift(&desired, &actual) {
-                        drifted = Some((why, Some(actual)));
+                        drifted = Some((why.to_string(), Some(actual)));
                     }
                 }
                 Some(Ok(watcher::Event::Delete(_))) => drifted = Some(("deleted".into(), None)),
@@ -488,7 +509,7 @@ async fn recheck(
     desired: &MutatingWebhookConfiguration,
 ) -> Option<(String, Option<MutatingWebhookConfiguration>)> {
     match api.get_opt(CONFIG_NAME).await {
-        Ok(Some(actual)) => drift(desired, &actual).map(|why| (why, Some(actual))),
+        Ok(Some(actual)) => drift(desired, &actual).map(|why| (why.to_string(), Some(actual))),
         Ok(None) => Some(("deleted".into(), None)),
         Err(e) => {
             warn!(error = %e, "cannot read the webhook configuration");
@@ -558,7 +579,9 @@ mod tests {
         }
         .build();
         assert_eq!(
-            drift(&desired, &spec().build()).as_deref(),
+            drift(&desired, &spec().build())
+                .map(|d| d.to_string())
+                .as_deref(),
             Some("matchConditions changed")
         );
     }
@@ -666,11 +689,16 @@ mod tests {
             w.client_config.ca_bundle = Some(ByteString(b"bad".to_vec()));
         }
         assert_eq!(
-            drift(&desired, &tampered).as_deref(),
+            drift(&desired, &tampered).map(|d| d.to_string()).as_deref(),
             Some("clientConfig changed")
         );
         let mut gone = desired.clone();
         gone.webhooks = None;
-        assert!(drift(&desired, &gone).unwrap().contains("missing"));
+        assert!(
+            drift(&desired, &gone)
+                .unwrap()
+                .to_string()
+                .contains("missing")
+        );
     }
 }

@@ -143,12 +143,15 @@ pub(super) fn expected_rules(
         // (or were removed from) the API server.
         match_conditions,
     };
+    use kinject_k8s::webhook_config::Drift;
     match kinject_k8s::webhook_config::drift(&spec.build(), mwc) {
         None => Status::Ok,
-        Some(why) if why.starts_with("matchConditions") => fail(format!(
-            "{why}: the API server supports matchConditions (1.30+) but the configuration lacks them; \
+        Some(why @ Drift::Changed(_)) if matches!(&why, Drift::Changed(f) if f == "matchConditions") => {
+            fail(format!(
+                "{why}: the API server supports matchConditions (1.30+) but the configuration lacks them; \
              is the AdmissionWebhookMatchConditions feature gate off, or an old injector registering?"
-        )),
+            ))
+        }
         Some(why) => fail(format!(
             "{why}: something edits the webhook configuration; the injector repairs it while it runs (is it running?)"
         )),
