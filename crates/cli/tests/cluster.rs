@@ -1415,9 +1415,7 @@ fn check_pre_finds_an_existing_control_plane() {
         "[FAIL] -- a Linkerd control plane already owns ClusterRole linkerd-mesh-proxy-injector: uninstall it first (`linkerd uninstall | kubectl delete -f -`)"
     );
     // What kinject installed itself is not in the way.
-    let (_, manifest, _) = kinject_cli(&k, &["install", "-l", "mesh2"], None);
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &["-l", "mesh2"]);
     let (_, out, _) = kinject_cli(&k, &["check", "--pre", "-l", "mesh2"], None);
     assert_eq!(
         check_line(
@@ -1571,11 +1569,7 @@ fn injector_runs_with_the_installed_least_privilege() {
         return;
     }
     let k = Cluster::start();
-    let (code, manifest, err) =
-        kinject_cli(&k, &["install", "--set", "proxy.logLevel=debug"], None);
-    assert_eq!(code, 0, "{err}");
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &["--set", "proxy.logLevel=debug"]);
     let sa = k.service_account_kubeconfig("linkerd", "linkerd-proxy-injector");
     let inj = Injector::start_as(
         &k,
@@ -1700,10 +1694,7 @@ fn certify_issues_proxy_certificates_for_real_tokens() {
     let k = Cluster::start();
     // Identity runs with exactly the RBAC `kinject install` gives it
     // (tokenreviews/create included).
-    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
-    assert_eq!(code, 0, "{err}");
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &[]);
     k.namespace("apps", &[]);
     for sa in ["web", "other"] {
         k.ok(&["create", "serviceaccount", "-n", "apps", sa]);
@@ -2037,10 +2028,7 @@ fn destination_and_policy_from_the_cluster() {
     use linkerd2_proxy_api::outbound as ob;
     use support::{Destination, Identity};
     let k = Cluster::start();
-    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
-    assert_eq!(code, 0, "{err}");
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &[]);
     k.namespace("apps", &[]);
     k.ok(&["create", "serviceaccount", "-n", "apps", "web"]);
     for (name, ip) in [
@@ -2495,10 +2483,7 @@ fn explain_agrees_with_the_webhook() {
         return;
     }
     let k = Cluster::start();
-    let (code, manifest, err) = kinject_cli(&k, &["install"], None);
-    assert_eq!(code, 0, "{err}");
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &[]);
     let _inj = Injector::start(&k, &[]);
     k.namespace("apps", &[]);
     k.namespace("legacy", &[("linkerd.io/auto-inject", "disabled")]);

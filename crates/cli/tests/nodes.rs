@@ -1221,11 +1221,8 @@ fn in_cluster_install_and_walkthrough() {
 
     // The control plane as pods, from the local image.
     let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
-    let (code, manifest, err) = kinject(&k, &["install", "--image", &image]);
-    assert_eq!(code, 0, "{err}");
     let started = Instant::now();
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(&k, &["--image", &image]);
     // `check` right after the apply waits for the control plane to start
     // (its default --wait is 5m, as linkerd check's), and passes.
     let (code, out, err) = kinject(&k, &["check"]);
@@ -1688,12 +1685,9 @@ fn no_pod_slips_through_an_ha_churn() {
     let k = Cluster::start_with_node(&version());
     let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
     let install = |extra: &[&str]| {
-        let mut args = vec!["install", "--ha", "--image", &image];
+        let mut args = vec!["--ha", "--image", &image];
         args.extend_from_slice(extra);
-        let (code, manifest, err) = kinject(&k, &args);
-        assert_eq!(code, 0, "{err}");
-        k.apply(manifest.split("---\n").next().expect("namespace"));
-        k.apply(&manifest);
+        support::install_and_apply(&k, &args);
     };
     install(&[]);
     available(&k, "linkerd", "deployment", "180s");
@@ -1786,12 +1780,9 @@ fn slipped_pods_are_reported_and_repaired() {
     let k = Cluster::start_with_node(&version());
     let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
     let install = |extra: &[&str]| {
-        let mut args = vec!["install", "--image", &image];
+        let mut args = vec!["--image", &image];
         args.extend_from_slice(extra);
-        let (code, manifest, err) = kinject(&k, &args);
-        assert_eq!(code, 0, "{err}");
-        k.apply(manifest.split("---\n").next().expect("namespace"));
-        k.apply(&manifest);
+        support::install_and_apply(&k, &args);
     };
     install(&[]);
     available(&k, "linkerd", "deployment", "180s");

@@ -26,12 +26,7 @@ const SERVICE_NAME: &str = "linkerd-identity.linkerd.serviceaccount.identity.lin
 
 /// `kinject install ARGS | kubectl apply -f -`, the namespace first.
 fn install(k: &Cluster, args: &[&str]) {
-    let mut all = vec!["install"];
-    all.extend_from_slice(args);
-    let (code, manifest, err) = support::kinject_cli(k, &all, None);
-    assert_eq!(code, 0, "install {args:?}: {err}");
-    k.apply(manifest.split("---\n").next().expect("namespace"));
-    k.apply(&manifest);
+    support::install_and_apply(k, args);
 }
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {

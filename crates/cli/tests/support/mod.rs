@@ -86,6 +86,18 @@ pub fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, Str
     )
 }
 
+/// `kinject install ARGS | kubectl apply -f -`, the namespace (the first
+/// document) first; the manifest.
+pub fn install_and_apply(k: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["install"];
+    all.extend_from_slice(args);
+    let (code, manifest, err) = kinject_cli(k, &all, None);
+    assert_eq!(code, 0, "install {args:?}: {err}");
+    k.apply(manifest.split("---\n").next().expect("namespace"));
+    k.apply(&manifest);
+    manifest
+}
+
 /// A TokenRequest token for a ServiceAccount, with the audience the
 /// proxy's identity token has (`identity.l5d.io`).
 pub fn sa_token(k: &Cluster, ns: &str, sa: &str) -> String {
