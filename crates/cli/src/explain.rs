@@ -484,11 +484,11 @@ async fn engine_for(
         }
         _ => DefaultPolicy::Enabled,
     };
-    let anchors = cluster
-        .trust_roots
-        .clone()
-        .filter(|a| !a.trim().is_empty())
-        .unwrap_or_else(|| values.identity_trust_anchors_pem.clone());
+    let anchors = kinject_k8s::linkerd_config::LinkerdConfig::trust_anchors(
+        None,
+        Some(cluster),
+        &values.identity_trust_anchors_pem,
+    );
     Ok(Injector::new(InjectorConfig {
         values,
         linkerd_namespace: linkerd_ns.into(),

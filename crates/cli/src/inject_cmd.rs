@@ -163,11 +163,18 @@ impl InjectArgs {
             parse::port_ranges(v).map_err(|e| anyhow::anyhow!("--skip-outbound-ports: {e}"))?;
             values.proxy_init.ignore_outbound_ports = v.clone();
         }
-        let trust_anchors_pem = match &self.trust_anchors {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read trust anchors {}", path.display()))?,
-            None => cluster.and_then(|c| c.trust_roots).unwrap_or_default(),
+        let explicit = match &self.trust_anchors {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read trust anchors {}", path.display()))?,
+            ),
+            None => None,
         };
+        let trust_anchors_pem = kinject_k8s::linkerd_config::LinkerdConfig::trust_anchors(
+            explicit,
+            cluster.as_ref(),
+            &values.identity_trust_anchors_pem,
+        );
         let injector = Injector::new(InjectorConfig {
             values,
             linkerd_namespace: self.namespace.name.clone(),

@@ -116,9 +116,12 @@ pub fn run(args: &ValuesCmdArgs) -> Result<i32> {
         None
     };
     let mut loaded = load(&args.values, cluster.as_ref(), &args.namespace.name)?;
-    if let Some(roots) = cluster.as_ref().and_then(|c| c.trust_roots.clone()) {
-        loaded.values.identity_trust_anchors_pem = roots;
-    }
+    loaded.values.identity_trust_anchors_pem =
+        kinject_k8s::linkerd_config::LinkerdConfig::trust_anchors(
+            None,
+            cluster.as_ref(),
+            &loaded.values.identity_trust_anchors_pem,
+        );
     warn_unknown(&loaded)?;
     let text = render(&loaded.values, args.output)?;
     let stdout = std::io::stdout();

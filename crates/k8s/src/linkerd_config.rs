@@ -28,6 +28,26 @@ pub struct LinkerdConfig {
     pub trust_roots: Option<String>,
 }
 
+impl LinkerdConfig {
+    /// The trust anchors injected proxies get, by one rule for every front
+    /// end and the injector: `explicit` (a file the user named), else the
+    /// cluster's `linkerd-identity-trust-roots`, else the values'
+    /// `identityTrustAnchorsPEM` (empty when there are none).
+    pub fn trust_anchors(
+        explicit: Option<String>,
+        cluster: Option<&LinkerdConfig>,
+        values_pem: &str,
+    ) -> String {
+        explicit
+            .or_else(|| {
+                cluster
+                    .and_then(|c| c.trust_roots.clone())
+                    .filter(|roots| !roots.trim().is_empty())
+            })
+            .unwrap_or_else(|| values_pem.to_string())
+    }
+}
+
 /// How messages name the values document (`ConfigMap linkerd/linkerd-config key values`).
 pub fn values_source_name(namespace: &str) -> String {
     format!("ConfigMap {namespace}/{CONFIG_MAP} key {VALUES_KEY}")

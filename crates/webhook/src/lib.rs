@@ -251,12 +251,11 @@ fn build_engine(
     }
     let base = cluster.filter(|_| cfg.values_from_cluster);
     let loaded = cfg.values.load_over(base, &cfg.linkerd_namespace)?;
-    let anchors = match read(&cfg.trust_anchors)? {
-        Some(a) => a,
-        None => cluster
-            .and_then(|c| c.trust_roots.clone())
-            .unwrap_or_default(),
-    };
+    let anchors = kinject_k8s::linkerd_config::LinkerdConfig::trust_anchors(
+        read(&cfg.trust_anchors)?,
+        cluster,
+        &loaded.values.identity_trust_anchors_pem,
+    );
     let injector = Injector::new(InjectorConfig {
         values: loaded.values,
         linkerd_namespace: cfg.linkerd_namespace.clone(),
