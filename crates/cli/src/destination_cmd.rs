@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kinject_destination::{Config, InboundPolicy, Names, PolicyConfig, ServerConfig};
-use kinject_inject::Values;
+use kinject_destination::{Config, ServerConfig};
 
 use crate::server_args::{LogArgs, positive_duration};
 use crate::values_cmd::ValuesArgs;
@@ -60,42 +59,6 @@ pub struct DestinationArgs {
     pub log: LogArgs,
 }
 
-/// The answers' configuration from the values; every bad value is named.
-pub fn config_from_values(v: &Values, control_namespace: &str) -> Result<Config> {
-    let default_policy: InboundPolicy = v
-        .proxy
-        .default_inbound_policy
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("proxy.defaultInboundPolicy: {e}"))?;
-    let cluster_networks = v
-        .cluster_networks
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            n.parse().map_err(|_| {
-                anyhow::anyhow!("clusterNetworks: {n:?} is not a CIDR (e.g. 10.0.0.0/8)")
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let default_opaque_ports = kinject_inject::parse::port_ranges(&v.proxy.opaque_ports)
-        .map_err(|e| anyhow::anyhow!("proxy.opaquePorts: {e}"))?;
-    Ok(Config {
-        names: Names {
-            control_namespace: control_namespace.to_string(),
-            trust_domain: v.trust_domain().to_string(),
-            cluster_domain: v.cluster_domain.clone(),
-        },
-        policy: PolicyConfig {
-            default_policy,
-            cluster_networks,
-            cluster_domain: v.cluster_domain.clone(),
-            ..PolicyConfig::default()
-        },
-        default_opaque_ports,
-    })
-}
-
 pub fn run(args: &DestinationArgs) -> Result<i32> {
     // Before anything else: this may re-execute the process.
     #[cfg(unix)]
@@ -108,7 +71,7 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
     };
     let loaded = crate::values_cmd::load(&args.values, cluster.as_ref(), ns)?;
     crate::values_cmd::warn_unknown(&loaded)?;
-    let config = config_from_values(&loaded.values, ns)?;
+    let config = Config::from_values(&loaded.values, ns)?;
     let server = ServerConfig {
         config,
         grpc_addrs: args.grpc_addrs.clone(),
@@ -141,43 +104,4 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         }
     })?;
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_become_the_policy_defaults() {
-        let mut v = Values::default();
-        let c = config_from_values(&v, "linkerd").expect("defaults");
-        assert_eq!(c.policy.default_policy, InboundPolicy::AllUnauthenticated);
-        assert_eq!(c.policy.cluster_networks.len(), 5);
-        assert_eq!(c.names.trust_domain, "cluster.local");
-        assert!(c.default_opaque_ports.iter().any(|r| r.contains(3306)));
-
-        v.identity_trust_domain = String::new();
-        v.cluster_domain = "example.org".into();
-        let c = config_from_values(&v, "linkerd").expect("trust domain");
-        assert_eq!(c.names.trust_domain, "example.org", "the cluster domain");
-        v.identity_trust_domain = "mesh.example".into();
-        let c = config_from_values(&v, "linkerd").expect("trust domain");
-        assert_eq!(c.names.trust_domain, "mesh.example");
-        v.proxy.default_inbound_policy = "deny".into();
-        v.cluster_networks = "10.0.0.0/8".into();
-        let c = config_from_values(&v, "linkerd").expect("custom");
-        assert_eq!(c.policy.default_policy, InboundPolicy::Deny);
-        assert_eq!(c.policy.cluster_networks.len(), 1);
-
-        v.cluster_networks = "10.0.0.0/8,nope".into();
-        let e = config_from_values(&v, "linkerd").expect_err("bad CIDR");
-        assert!(format!("{e}").contains("clusterNetworks: \"nope\""), "{e}");
-        v.cluster_networks = "10.0.0.0/8".into();
-        v.proxy.default_inbound_policy = "open".into();
-        let e = config_from_values(&v, "linkerd").expect_err("bad policy");
-        assert!(
-            format!("{e}").starts_with("proxy.defaultInboundPolicy"),
-            "{e}"
-        );
-    }
 }

@@ -43,6 +43,62 @@ pub struct Config {
     pub default_opaque_ports: Vec<PortRange>,
 }
 
+/// A value the answers cannot be built from, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {why}")]
+pub struct BadValue {
+    pub key: &'static str,
+    pub why: String,
+}
+
+impl Config {
+    /// The answers' configuration from the values the injector renders with.
+    pub fn from_values(
+        v: &kinject_inject::Values,
+        control_namespace: &str,
+    ) -> Result<Config, BadValue> {
+        let default_policy: InboundPolicy =
+            v.proxy
+                .default_inbound_policy
+                .parse()
+                .map_err(|why| BadValue {
+                    key: "proxy.defaultInboundPolicy",
+                    why,
+                })?;
+        let cluster_networks = v
+            .cluster_networks
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                n.parse().map_err(|_| BadValue {
+                    key: "clusterNetworks",
+                    why: format!("{n:?} is not a CIDR (e.g. 10.0.0.0/8)"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let default_opaque_ports = kinject_inject::parse::port_ranges(&v.proxy.opaque_ports)
+            .map_err(|why| BadValue {
+                key: "proxy.opaquePorts",
+                why: why.to_string(),
+            })?;
+        Ok(Config {
+            names: Names {
+                control_namespace: control_namespace.to_string(),
+                trust_domain: v.trust_domain().to_string(),
+                cluster_domain: v.cluster_domain.clone(),
+            },
+            policy: PolicyConfig {
+                default_policy,
+                cluster_networks,
+                cluster_domain: v.cluster_domain.clone(),
+                ..PolicyConfig::default()
+            },
+            default_opaque_ports,
+        })
+    }
+}
+
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -222,3 +278,43 @@ pub async fn run(
 
 /// How long unary calls in flight get after the stop before the process ends.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinject_inject::Values;
+
+    #[test]
+    fn values_become_the_policy_defaults() {
+        let mut v = Values::default();
+        let c = Config::from_values(&v, "linkerd").expect("defaults");
+        assert_eq!(c.policy.default_policy, InboundPolicy::AllUnauthenticated);
+        assert_eq!(c.policy.cluster_networks.len(), 5);
+        assert_eq!(c.names.trust_domain, "cluster.local");
+        assert!(c.default_opaque_ports.iter().any(|r| r.contains(3306)));
+
+        v.identity_trust_domain = String::new();
+        v.cluster_domain = "example.org".into();
+        let c = Config::from_values(&v, "linkerd").expect("trust domain");
+        assert_eq!(c.names.trust_domain, "example.org", "the cluster domain");
+        v.identity_trust_domain = "mesh.example".into();
+        let c = Config::from_values(&v, "linkerd").expect("trust domain");
+        assert_eq!(c.names.trust_domain, "mesh.example");
+        v.proxy.default_inbound_policy = "deny".into();
+        v.cluster_networks = "10.0.0.0/8".into();
+        let c = Config::from_values(&v, "linkerd").expect("custom");
+        assert_eq!(c.policy.default_policy, InboundPolicy::Deny);
+        assert_eq!(c.policy.cluster_networks.len(), 1);
+
+        v.cluster_networks = "10.0.0.0/8,nope".into();
+        let e = Config::from_values(&v, "linkerd").expect_err("bad CIDR");
+        assert!(format!("{e}").contains("clusterNetworks: \"nope\""), "{e}");
+        v.cluster_networks = "10.0.0.0/8".into();
+        v.proxy.default_inbound_policy = "open".into();
+        let e = Config::from_values(&v, "linkerd").expect_err("bad policy");
+        assert!(
+            format!("{e}").starts_with("proxy.defaultInboundPolicy"),
+            "{e}"
+        );
+    }
+}
