@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use kinject_destination::{Config, ServerConfig};
 
@@ -82,16 +82,8 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         cert_secret: args.cert_secret.clone(),
     };
     let drain = crate::server_args::duration("--drain", &args.drain)?;
-    args.log.init()?;
-    kinject_runtime::tls::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        crate::allocator::spawn_periodic_collect();
-        let client = kinject_k8s::client::client().await.context(
-            "kinject destination needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod",
-        )?;
+    crate::server_args::serve(&args.log, || async {
+        let client = crate::server_args::cluster("kinject destination").await?;
         let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
         tokio::select! {
             r = kinject_destination::run(client, server, stopping.clone()) => r,
@@ -102,6 +94,5 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
                 tokio::time::sleep(kinject_destination::STOP_GRACE).await;
             } => Ok(()),
         }
-    })?;
-    Ok(0)
+    })
 }

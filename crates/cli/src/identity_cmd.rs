@@ -137,22 +137,11 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         ..IdentityConfig::default()
     };
     let drain = crate::server_args::duration("--drain", &args.drain)?;
-    args.log.init()?;
-    kinject_runtime::tls::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        crate::allocator::spawn_periodic_collect();
+    crate::server_args::serve(&args.log, || async {
         // SIGTERM (the kubelet) or SIGINT: not ready, drain, finish the
         // calls in flight, release the Lease, exit 0.
         let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
-        let client = kinject_k8s::client::client().await.map_err(|e| {
-            anyhow::anyhow!(
-                "kinject identity needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod ({e})"
-            )
-        })?;
+        let client = crate::server_args::cluster("kinject identity").await?;
         kinject_identity::controller::run(client, cfg, stopping).await
-    })?;
-    Ok(0)
+    })
 }

@@ -200,13 +200,5 @@ pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
     let cfg = args.config()?;
     #[cfg(unix)]
     crate::allocator::ensure_server_allocator_options()?;
-    args.log.init()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        crate::allocator::spawn_periodic_collect();
-        kinject_webhook::run(cfg).await
-    })?;
-    Ok(0)
+    crate::server_args::serve(&args.log, || kinject_webhook::run(cfg))
 }

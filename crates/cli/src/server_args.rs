@@ -1,5 +1,6 @@
 //! Flags and helpers shared by the long-running servers (`proxy-injector`,
-//! `identity`).
+//! `identity`, `destination`), and how each of their processes starts
+//! ([`serve`]).
 
 use std::time::Duration;
 
@@ -25,6 +26,35 @@ pub struct LogArgs {
     pub log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// How every server process runs, after its flags were read: logging, the
+/// crypto provider, a multi-threaded runtime with the allocator's periodic
+/// collect, then the server. (Each `run` first applies the allocator's
+/// options, which may re-execute the process.)
+pub fn serve<Fut>(log: &LogArgs, server: impl FnOnce() -> Fut) -> Result<i32>
+where
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    log.init()?;
+    kinject_runtime::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        crate::allocator::spawn_periodic_collect();
+        server().await
+    })?;
+    Ok(0)
+}
+
+/// The cluster a server works on, or what to do when there is none.
+pub async fn cluster(server: &str) -> Result<kube::Client> {
+    kinject_k8s::client::client().await.map_err(|e| {
+        anyhow::anyhow!(
+            "{server} needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod ({e})"
+        )
+    })
 }
 
 impl LogArgs {
