@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, parse};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -18,12 +18,7 @@ use crate::manifest::{self, Source};
 use crate::report;
 use crate::values_cmd::{self, ValuesArgs};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    #[default]
-    Yaml,
-    Json,
-}
+use crate::values_cmd::Output;
 
 /// Flags shared by `inject` and `uninject`.
 #[derive(Args, Debug)]

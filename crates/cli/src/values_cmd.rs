@@ -11,7 +11,13 @@ use kinject_inject::{LoadedValues, Values};
 use kinject_k8s::ValuesSources;
 use kinject_k8s::linkerd_config::{self, LinkerdConfig};
 
-use crate::inject_cmd::Output;
+/// `-o yaml|json` of the commands that print Kubernetes objects or values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Yaml,
+    Json,
+}
 
 /// `--values`, `--set`, `--set-string`, `--set-file`, applied in Helm's
 /// order: files in order, then every `--set`, then `--set-string`, then

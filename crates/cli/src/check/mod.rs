@@ -33,8 +33,8 @@ use destination::*;
 use identity::*;
 use webhook::*;
 
-use crate::inject_cmd::Output;
 use crate::install::{self, IDENTITY, INJECTOR};
+use crate::values_cmd::Output;
 
 /// Minimum Kubernetes version kinject supports (its seed-era test cluster).
 const MIN_MINOR: u32 = 20;
