@@ -349,7 +349,7 @@ async fn stat(args: &StatArgs) -> Result<(Vec<Row>, Vec<(String, String)>)> {
     }
     let which: Vec<usize> = plan.scrape.iter().copied().collect();
     let prometheus = match (&args.prometheus_url, &args.prometheus_namespace) {
-        (Some(u), _) => Some(Prometheus::Url(u.clone())),
+        (Some(u), _) => Some(Prometheus::url(u)?),
         (_, Some(ns)) => Some(Prometheus::Service {
             client: client.clone(),
             namespace: ns.clone(),

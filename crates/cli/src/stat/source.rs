@@ -119,8 +119,8 @@ pub async fn from_pods(
 
 /// How to reach Prometheus' HTTP API.
 pub enum Prometheus {
-    /// `--prometheus-url`.
-    Url(String),
+    /// `--prometheus-url`, with one HTTP(S) client for all the queries.
+    Url { base: String, http: Box<HttpClient> },
     /// A Service reached through the API server's service proxy
     /// (`--prometheus-namespace`): `/api/v1/namespaces/NS/services/NAME/proxy`,
     /// `name` being `NAME:PORT`.
@@ -146,17 +146,39 @@ struct QueryData {
     result: Vec<VectorSample>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct VectorSample {
     metric: BTreeMap<String, String>,
     /// `[unix time, "value"]`.
     value: (f64, String),
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<hyper::body::Bytes>,
+>;
+
 impl Prometheus {
+    /// Prometheus at `base`, over HTTP or HTTPS (the system's roots), with the
+    /// HTTP client kube already builds on.
+    pub fn url(base: &str) -> Result<Prometheus> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Ok(Prometheus::Url {
+            base: base.to_string(),
+            http: Box::new(http),
+        })
+    }
+
     fn describe(&self) -> String {
         match self {
-            Prometheus::Url(u) => u.clone(),
+            Prometheus::Url { base, .. } => base.clone(),
             Prometheus::Service {
                 namespace, name, ..
             } => format!("service {namespace}/{name}"),
@@ -166,12 +188,12 @@ impl Prometheus {
     async fn query(&self, promql: &str) -> Result<Vec<VectorSample>> {
         let q = url_encode(promql);
         let body = match self {
-            Prometheus::Url(base) => {
+            Prometheus::Url { base, http } => {
                 let uri: http::Uri =
                     format!("{}/api/v1/query?query={q}", base.trim_end_matches('/'))
                         .parse()
                         .with_context(|| format!("--prometheus-url {base:?} is not a URL"))?;
-                let (status, text) = tokio::time::timeout(Duration::from_secs(30), get(uri))
+                let (status, text) = tokio::time::timeout(Duration::from_secs(30), get(http, uri))
                     .await
                     .map_err(|_| anyhow::anyhow!("Prometheus at {base} did not answer within 30s"))?
                     .with_context(|| {
@@ -216,18 +238,10 @@ impl Prometheus {
     }
 }
 
-/// One GET over HTTP or HTTPS (the system's roots), with the HTTP client kube
-/// already builds on.
-async fn get(uri: http::Uri) -> Result<(http::StatusCode, String)> {
-    use http_body_util::{BodyExt, Empty};
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<hyper::body::Bytes>>(https);
-    let rsp = client.get(uri).await?;
+/// One GET; the status and the body.
+async fn get(http: &HttpClient, uri: http::Uri) -> Result<(http::StatusCode, String)> {
+    use http_body_util::BodyExt;
+    let rsp = http.get(uri).await?;
     let status = rsp.status();
     let body = rsp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -331,6 +345,85 @@ pub async fn from_prometheus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An HTTP server on loopback answering `status` and `body` to every
+    /// request.
+    async fn answering(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let rsp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(rsp.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn query_error(status: &'static str, body: &'static str) -> String {
+        let base = answering(status, body).await;
+        let prom = Prometheus::url(&base).expect("client");
+        format!("{:#}", prom.query("up").await.expect_err("refused"))
+    }
+
+    #[tokio::test]
+    async fn answers_that_are_not_prometheus_are_named() {
+        let e = query_error("200 OK", "<html>a login page</html>").await;
+        assert!(e.contains("did not answer as Prometheus' query API"), "{e}");
+        let e = query_error("500 Internal Server Error", "down for maintenance").await;
+        assert!(
+            e.contains("answered 500 Internal Server Error: down for maintenance"),
+            "{e}"
+        );
+        let e = query_error(
+            "400 Bad Request",
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+        )
+        .await;
+        assert!(
+            e.contains("Prometheus refused the query \"up\": parse error"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prometheus_url_that_is_not_one_is_named() {
+        let prom = Prometheus::url("not a url").expect("client");
+        let e = format!("{:#}", prom.query("up").await.expect_err("refused"));
+        assert!(
+            e.contains("--prometheus-url \"not a url\" is not a URL"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_series_that_is_not_a_number_leaves_its_pod_out() {
+        let base = answering(
+            "200 OK",
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"apps","pod":"web-1"},"value":[1,"NaN"]}]}}"#,
+        )
+        .await;
+        let prom = Prometheus::url(&base).expect("client");
+        let pod = super::super::resources::pod_info(
+            serde_json::json!({"metadata": {"name": "web-1", "namespace": "apps"}}),
+            "linkerd",
+        );
+        let got = from_prometheus(&prom, &[pod], &[0], Duration::from_secs(60))
+            .await
+            .expect("answers");
+        assert!(got.traffic.is_empty(), "left out, not counted as zero");
+        assert_eq!(got.left_out.len(), 1);
+        assert_eq!(got.left_out[0].0, "apps/web-1");
+        assert!(got.left_out[0].1.contains("\"NaN\""), "{:?}", got.left_out);
+    }
 
     #[test]
     fn queries_are_viz_s_increase_summed_by_pod_and_the_read_labels() {
