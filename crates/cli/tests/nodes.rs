@@ -41,8 +41,21 @@ fn deployment(ns: &str, name: &str, replicas: u32, pod_label: Option<&str>) -> S
     deployment_annotated(ns, name, replicas, pod_label, "{}")
 }
 
-/// `annotations`: the pod template's, as a YAML flow mapping.
+/// `annotations`: the pod template's, as a YAML flow mapping. The app
+/// container has a readiness probe every second.
 fn deployment_annotated(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    pod_label: Option<&str>,
+    annotations: &str,
+) -> String {
+    deployment_app(ns, name, replicas, pod_label, annotations)
+        + "        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}\n"
+}
+
+/// The test app's Deployment, without probes.
+fn deployment_app(
     ns: &str,
     name: &str,
     replicas: u32,
@@ -68,7 +81,6 @@ spec:
         image: localhost/app:kinject
         imagePullPolicy: IfNotPresent
         ports: [{{name: http, containerPort: 8080}}]
-        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
 "#
     )
 }
@@ -581,33 +593,20 @@ spec:
 fn seed_stat_replay(k: &Cluster, proxy: &ProxyImage) {
     k.namespace("unlabeled", &[]);
     let meshed = proxy.annotations();
-    for (name, labels, annotations) in [
-        ("nginx-enabled", "", meshed.as_str()),
-        (
-            "nginx-completed",
-            ", linkerd.io/auto-inject: completed",
-            "{}",
-        ),
-    ] {
-        k.apply(&format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: unlabeled}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}{labels}}}, annotations: {annotations}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: localhost/app:kinject
-        imagePullPolicy: IfNotPresent
-        ports: [{{name: http, containerPort: 8080}}]
-"#
-        ));
-    }
+    k.apply(&deployment_app(
+        "unlabeled",
+        "nginx-enabled",
+        1,
+        None,
+        &meshed,
+    ));
+    k.apply(&deployment_app(
+        "unlabeled",
+        "nginx-completed",
+        1,
+        Some("completed"),
+        "{}",
+    ));
     k.apply(&service("unlabeled", "nginx-enabled"));
     k.apply(&meshed_client(
         "unlabeled",
