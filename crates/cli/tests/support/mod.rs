@@ -31,21 +31,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// kubectl with a kubeconfig (for threads that do not hold the `Cluster`).
-pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl");
+/// Runs `cmd` to its end with `stdin` (none: an empty stdin) and its output
+/// captured.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
     if let Some(input) = stdin {
-        use std::io::Write;
         child
             .stdin
             .take()
@@ -53,32 +53,23 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Ou
             .write_all(input.as_bytes())
             .expect("write stdin");
     }
-    child.wait_with_output().expect("kubectl output")
+    child.wait_with_output().expect("output")
+}
+
+/// kubectl with a kubeconfig (for threads that do not hold the `Cluster`).
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args).env("KUBECONFIG", kubeconfig);
+    run(cmd, stdin)
 }
 
 /// Runs the kinject CLI against the test cluster: (exit code, stdout, stderr).
 pub fn kinject_cli(k: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinject"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinject"));
+    cmd.args(args)
         .env("KUBECONFIG", &k.kubeconfig)
-        .env_remove("LINKERD_NAMESPACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinject");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("kinject output");
+        .env_remove("LINKERD_NAMESPACE");
+    let out = run(cmd, stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
