@@ -6,7 +6,7 @@
 //! `kinject identity`; the webhook configuration is registered and kept true
 //! by the injector itself, so neither is in the manifest.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kinject_mesh::names;
 use kinject_mesh::settings::FailurePolicy;
@@ -123,6 +123,13 @@ pub struct InstallArgs {
     /// grants it pods/eviction). Off by default: see the README.
     #[arg(long)]
     pub repair_missed: bool,
+    /// Print only the CRDs of Linkerd's policy resources (Server,
+    /// AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication,
+    /// ServerAuthorization, HTTPRoute), as `linkerd install --crds` does.
+    /// Apply them once per cluster, before or after the control plane;
+    /// they are safe to apply over Linkerd's own.
+    #[arg(long)]
+    pub crds: bool,
     #[command(flatten)]
     pub values: ValuesArgs,
 }
@@ -876,7 +883,8 @@ pub fn render(p: &Plan) -> Vec<Value> {
         out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
     }
     // destination: read-only watches of what it answers from (pods, Services,
-    // EndpointSlices, namespaces), and its values in its own namespace.
+    // EndpointSlices, namespaces, Linkerd's policy resources), and its values
+    // in its own namespace.
     out.push(role(
         "ClusterRole",
         &destination_role,
@@ -890,6 +898,23 @@ pub fn render(p: &Plan) -> Vec<Value> {
             rule(
                 &["discovery.k8s.io"],
                 &["endpointslices"],
+                &["list", "watch"],
+            ),
+            rule(
+                &["policy.linkerd.io"],
+                &[
+                    "servers",
+                    "serverauthorizations",
+                    "authorizationpolicies",
+                    "meshtlsauthentications",
+                    "networkauthentications",
+                    "httproutes",
+                ],
+                &["list", "watch"],
+            ),
+            rule(
+                &["gateway.networking.k8s.io"],
+                &["httproutes"],
                 &["list", "watch"],
             ),
         ],
@@ -1013,7 +1038,19 @@ pub fn to_yaml(objects: &[Value]) -> Result<String> {
     Ok(out)
 }
 
+/// The policy CRDs as objects, in `kinject_k8s::policy::crds`' order.
+pub fn crd_objects() -> Result<Vec<Value>> {
+    kinject_k8s::policy::crds()
+        .iter()
+        .map(|crd| serde_json::to_value(crd).context("cannot write a CRD"))
+        .collect()
+}
+
 pub fn install(args: &InstallArgs) -> Result<i32> {
+    if args.crds {
+        print!("{}", to_yaml(&crd_objects()?)?);
+        return Ok(0);
+    }
     let plan = args.plan()?;
     print!("{}", to_yaml(&render(&plan))?);
     Ok(0)

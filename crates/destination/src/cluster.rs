@@ -7,7 +7,12 @@
 //!   need nothing from kinject (their endpoints simply carry no identity);
 //! - Services, EndpointSlices (`discovery.k8s.io/v1`, or `v1beta1` on
 //!   Kubernetes 1.20, which serves only that);
-//! - namespaces, metadata only (their default-inbound-policy annotation).
+//! - namespaces, metadata only (their default-inbound-policy annotation);
+//! - Linkerd's policy resources (`run_policy`), each kind in the newest
+//!   version the API server serves, read as JSON and converted one object at
+//!   a time: a bad object is refused (logged, counted, left out), never a
+//!   failed watch. A kind whose CRD is not installed is looked for again
+//!   every 30 s, and read from when it appears.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -23,15 +28,38 @@ use tracing::{info, warn};
 
 use crate::index::Index;
 use crate::model::{self, ObjKey};
+use crate::policy_index::{PolicyKind, PolicyObject};
+use crate::policy_model::Refused;
 
-/// How many of the four kinds have finished their first list.
-#[derive(Clone, Default)]
-pub struct Synced(Arc<AtomicUsize>);
+/// Whether every watch has finished its first list: the four core kinds,
+/// the discovery of the policy kinds, and each policy kind served. Not
+/// ready before: answering a pod's port before its Servers are known would
+/// grant the default where a Server denies.
+#[derive(Clone)]
+pub struct Synced {
+    done: Arc<AtomicUsize>,
+    expected: Arc<AtomicUsize>,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Self {
+            done: Arc::default(),
+            expected: Arc::new(AtomicUsize::new(Self::CORE_KINDS + 1)),
+        }
+    }
+}
 
 impl Synced {
-    pub const KINDS: usize = 4;
+    const CORE_KINDS: usize = 4;
     pub fn all(&self) -> bool {
-        self.0.load(Ordering::Acquire) >= Self::KINDS
+        self.done.load(Ordering::Acquire) >= self.expected.load(Ordering::Acquire)
+    }
+    fn mark(&self) {
+        self.done.fetch_add(1, Ordering::AcqRel);
+    }
+    fn expect(&self, more: usize) {
+        self.expected.fetch_add(more, Ordering::AcqRel);
     }
 }
 
@@ -68,7 +96,7 @@ async fn follow<K, Key, S>(
                 }
                 if first {
                     first = false;
-                    synced.0.fetch_add(1, Ordering::AcqRel);
+                    synced.mark();
                     info!(resource = what, "synced");
                 }
             }
@@ -192,4 +220,171 @@ pub async fn run(
         )
     };
     tokio::join!(pods, services, slices, namespaces);
+}
+
+/// A policy kind's versions, newest first.
+fn policy_versions(kind: PolicyKind) -> (&'static str, &'static str, &'static [&'static str]) {
+    use crate::policy_model::RouteGroup;
+    use kinject_k8s::policy::{GATEWAY_GROUP, POLICY_GROUP};
+    match kind {
+        PolicyKind::Server => (POLICY_GROUP, "Server", &["v1beta3", "v1beta2", "v1beta1"]),
+        PolicyKind::ServerAuthorization => (
+            POLICY_GROUP,
+            "ServerAuthorization",
+            &["v1beta1", "v1alpha1"],
+        ),
+        PolicyKind::AuthorizationPolicy => (POLICY_GROUP, "AuthorizationPolicy", &["v1alpha1"]),
+        PolicyKind::MeshTlsAuthentication => (POLICY_GROUP, "MeshTLSAuthentication", &["v1alpha1"]),
+        PolicyKind::NetworkAuthentication => (POLICY_GROUP, "NetworkAuthentication", &["v1alpha1"]),
+        PolicyKind::HttpRoute(RouteGroup::Policy) => (
+            POLICY_GROUP,
+            "HTTPRoute",
+            &["v1beta3", "v1beta2", "v1beta1", "v1alpha1"],
+        ),
+        PolicyKind::HttpRoute(RouteGroup::Gateway) => {
+            (GATEWAY_GROUP, "HTTPRoute", &["v1", "v1beta1"])
+        }
+    }
+}
+
+/// The newest version of `kind` the API server serves, or `None`.
+async fn served(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
+    let (group, kind_name, versions) = policy_versions(kind);
+    for v in versions {
+        let gv = format!("{group}/{v}");
+        let Ok(list) = client.list_api_group_resources(&gv).await else {
+            continue;
+        };
+        if let Some(r) = list
+            .resources
+            .iter()
+            .find(|r| r.kind == kind_name && !r.name.contains('/'))
+        {
+            return Some(ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, v, kind_name),
+                &r.name,
+            ));
+        }
+    }
+    None
+}
+
+/// An object's facts, from its JSON.
+fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject, Refused> {
+    use crate::policy_model as m;
+    use kinject_k8s::policy as p;
+    /// The object's spec as its type (the version is the one watched).
+    fn spec<T: serde::de::DeserializeOwned>(o: &DynamicObject) -> Result<T, Refused> {
+        let spec = o.data.get("spec").cloned().unwrap_or_default();
+        serde_json::from_value(spec).map_err(|e| Refused(format!("cannot read its spec: {e}")))
+    }
+    let ns = o.namespace().unwrap_or_default();
+    let created = o
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok(match kind {
+        PolicyKind::Server => {
+            let s: p::server::ServerSpec = spec(o)?;
+            PolicyObject::Server(m::server(&s, o.labels().clone(), created)?)
+        }
+        PolicyKind::ServerAuthorization => {
+            let s: p::authn::ServerAuthorizationSpec = spec(o)?;
+            PolicyObject::ServerAuthorization(m::server_authorization(&s, &ns)?)
+        }
+        PolicyKind::AuthorizationPolicy => {
+            let s: p::authn::AuthorizationPolicySpec = spec(o)?;
+            PolicyObject::AuthorizationPolicy(m::authorization_policy(&s, &ns)?)
+        }
+        PolicyKind::MeshTlsAuthentication => {
+            let s: p::authn::MeshTLSAuthenticationSpec = spec(o)?;
+            PolicyObject::MeshTlsAuthentication(m::mesh_tls_authentication(&s, &ns)?)
+        }
+        PolicyKind::NetworkAuthentication => {
+            let s: p::authn::NetworkAuthenticationSpec = spec(o)?;
+            PolicyObject::NetworkAuthentication(m::network_authentication(&s)?)
+        }
+        PolicyKind::HttpRoute(_) => {
+            let s: p::route::HttpRouteSpec = spec(o)?;
+            PolicyObject::HttpRoute(m::http_route(&s, &ns, created)?)
+        }
+    })
+}
+
+/// How often a policy kind that is not served is looked for again.
+const CRD_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Follows one policy kind: waits until the API server serves it, then
+/// watches it for the life of the process.
+async fn follow_policy(
+    client: kube::Client,
+    index: Index,
+    kind: PolicyKind,
+    synced: Synced,
+    first: Option<ApiResource>,
+) {
+    let mut ar = first;
+    while ar.is_none() {
+        tokio::time::sleep(CRD_RECHECK).await;
+        ar = served(&client, kind).await;
+        if let Some(a) = &ar {
+            info!(resource = kind.resource(), version = %a.version, "now served; reading it");
+            synced.expect(1);
+        }
+    }
+    let Some(ar) = ar else { return };
+    let (a, b, c) = (index.clone(), index.clone(), index.clone());
+    follow(
+        kind.resource(),
+        watcher(
+            Api::<DynamicObject>::all_with(client, &ar),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+        synced,
+        move |o: &DynamicObject| {
+            let facts = policy_facts(kind, o);
+            if let Err(why) = &facts {
+                warn!(resource = kind.resource(), object = %key_of(o), %why,
+                      "refused; what refers to it grants nothing");
+            }
+            a.apply_policy(kind, &key_of(o), facts)
+        },
+        move |o: &DynamicObject| b.delete_policy(kind, &key_of(o)),
+        key_of,
+        move |keep| c.retain_policy(kind, keep),
+    )
+    .await;
+}
+
+/// Runs the policy kinds' watches until the process ends.
+pub async fn run_policy(client: kube::Client, index: Index, synced: Synced) {
+    let mut tasks = Vec::new();
+    let mut missing = Vec::new();
+    for kind in PolicyKind::ALL {
+        let ar = served(&client, kind).await;
+        match &ar {
+            Some(_) => synced.expect(1),
+            None => missing.push(kind.resource()),
+        }
+        tasks.push(follow_policy(
+            client.clone(),
+            index.clone(),
+            kind,
+            synced.clone(),
+            ar,
+        ));
+    }
+    if !missing.is_empty() {
+        info!(
+            missing = %missing.join(", "),
+            "policy CRDs not installed: those kinds are read once they are (kinject install --crds | kubectl apply -f -)"
+        );
+    }
+    // Discovery is done: what it found is now expected.
+    synced.mark();
+    futures::future::join_all(tasks).await;
 }

@@ -377,6 +377,7 @@ mod tests {
                     node: None,
                 })
                 .collect(),
+            ..ServiceView::default()
         }
     }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::watch;
 
 use crate::model::{NamespaceInfo, ObjKey, PodInfo, ServiceInfo, SliceInfo};
+use crate::policy_index::{PolicyKind, PolicyObject, PolicySet, PolicySnapshot};
+use crate::policy_model::{Refused, RouteParent};
 
 /// A slice's ports (name, number), shared by its endpoints.
 pub type SlicePorts = Arc<Vec<(Option<String>, u16)>>;
@@ -33,13 +35,22 @@ pub struct ServiceView {
     pub service: Option<Arc<ServiceInfo>>,
     /// Ready endpoints only.
     pub endpoints: Vec<EndpointView>,
+    /// The policy objects (HTTPRoutes whose parent is this Service).
+    pub policy: PolicySnapshot,
+    /// The routes' backend Services that do not exist.
+    pub missing_backends: Vec<ObjKey>,
 }
 
 /// Everything a pod's inbound policy needs.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct PodView {
     pub pod: Option<Arc<PodInfo>>,
+    /// The pod's namespace (its Servers and policies are there).
+    pub namespace: String,
     pub namespace_default: Option<String>,
+    /// Servers, authorizations and routes, for the pod's namespace (and
+    /// the authentications its policies refer to anywhere).
+    pub policy: PolicySnapshot,
 }
 
 #[derive(Default)]
@@ -54,6 +65,7 @@ struct State {
     /// Which Services' endpoints name a pod, so a pod change reaches them.
     services_of_pod: HashMap<ObjKey, HashSet<ObjKey>>,
     namespaces: HashMap<String, Arc<NamespaceInfo>>,
+    policy: PolicySnapshot,
     service_watches: HashMap<ObjKey, watch::Sender<Arc<ServiceView>>>,
     pod_watches: HashMap<ObjKey, watch::Sender<Arc<PodView>>>,
 }
@@ -199,6 +211,49 @@ impl Index {
         if s.namespaces.remove(name).is_some() {
             s.namespace_changed(name);
         }
+    }
+
+    /// Records a policy object's facts (or its refusal) and republishes
+    /// every view it may change.
+    pub fn apply_policy(
+        &self,
+        kind: PolicyKind,
+        key: &ObjKey,
+        facts: Result<PolicyObject, Refused>,
+    ) {
+        let mut s = self.lock();
+        let mut set = PolicySet::clone(&s.policy);
+        if set.apply(kind, key, facts) {
+            s.policy = PolicySnapshot(Arc::new(set));
+            s.policy_changed();
+        }
+    }
+
+    pub fn delete_policy(&self, kind: PolicyKind, key: &ObjKey) {
+        let mut s = self.lock();
+        let mut set = PolicySet::clone(&s.policy);
+        if set.delete(kind, key) {
+            s.policy = PolicySnapshot(Arc::new(set));
+            s.policy_changed();
+        }
+    }
+
+    pub fn retain_policy(&self, kind: PolicyKind, keep: &HashSet<ObjKey>) {
+        let gone: Vec<ObjKey> = self
+            .lock()
+            .policy
+            .keys(kind)
+            .into_iter()
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in gone {
+            self.delete_policy(kind, &k);
+        }
+    }
+
+    /// The policy objects now.
+    pub fn policy(&self) -> PolicySnapshot {
+        self.lock().policy.clone()
     }
 
     /// A watch restarted from a fresh list: forget what the list no longer
@@ -354,19 +409,72 @@ impl State {
         // One order whatever order the slices arrived in.
         endpoints.sort_by_key(|e| e.ip);
         endpoints.dedup_by(|a, b| a.ip == b.ip && a.ports == b.ports);
+        let mut missing_backends: Vec<ObjKey> = self
+            .routes_of(key)
+            .flat_map(|r| r.rules.iter())
+            .flat_map(|rule| rule.backends.iter())
+            .map(|b| b.service.clone())
+            .filter(|b| !self.services.contains_key(b))
+            .collect();
+        missing_backends.sort();
+        missing_backends.dedup();
         ServiceView {
             service: self.services.get(key).cloned(),
             endpoints,
+            policy: self.policy.clone(),
+            missing_backends,
         }
     }
 
     fn pod_view(&self, key: &ObjKey) -> PodView {
         PodView {
             pod: self.pods.get(key).cloned(),
+            namespace: key.namespace.clone(),
             namespace_default: self
                 .namespaces
                 .get(&key.namespace)
                 .and_then(|n| n.default_policy.clone()),
+            policy: self.policy.clone(),
+        }
+    }
+
+    /// The routes whose parent is Service `key` (routes in its namespace).
+    fn routes_of<'a>(
+        &'a self,
+        key: &'a ObjKey,
+    ) -> impl Iterator<Item = &'a crate::policy_model::RouteFacts> + 'a {
+        self.policy
+            .namespace(&key.namespace)
+            .into_iter()
+            .flat_map(|ns| ns.routes.values())
+            .filter(move |r| {
+                r.parents
+                    .iter()
+                    .any(|p| matches!(p, RouteParent::Service(s, _) if s == key))
+            })
+            .map(|r| &**r)
+    }
+
+    /// Whether a route sends to Service `key`: its existence changes that
+    /// route's answer.
+    fn is_route_backend(&self, key: &ObjKey) -> bool {
+        self.policy.namespaces().any(|(_, ns)| {
+            ns.routes.values().any(|r| {
+                r.rules
+                    .iter()
+                    .any(|rule| rule.backends.iter().any(|b| &b.service == key))
+            })
+        })
+    }
+
+    fn policy_changed(&self) {
+        let pods: Vec<ObjKey> = self.pod_watches.keys().cloned().collect();
+        for k in pods {
+            self.publish_pod(&k);
+        }
+        let services: Vec<ObjKey> = self.service_watches.keys().cloned().collect();
+        for k in services {
+            self.publish_service(&k);
         }
     }
 
@@ -406,7 +514,15 @@ impl State {
     }
 
     fn service_changed(&self, key: &ObjKey) {
-        self.publish_service(key);
+        if self.is_route_backend(key) {
+            // Routes elsewhere send to it: their views change too.
+            let services: Vec<ObjKey> = self.service_watches.keys().cloned().collect();
+            for k in services {
+                self.publish_service(&k);
+            }
+        } else {
+            self.publish_service(key);
+        }
     }
 
     fn endpoints_changed(&mut self, svc: &ObjKey) {

@@ -19,6 +19,8 @@ pub mod grpc;
 pub mod index;
 pub mod model;
 pub mod policy;
+pub mod policy_index;
+pub mod policy_model;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +94,8 @@ impl Config {
                 default_policy,
                 cluster_networks,
                 cluster_domain: v.cluster_domain.clone(),
+                control_namespace: control_namespace.to_string(),
+                trust_domain: v.trust_domain().to_string(),
                 ..PolicyConfig::default()
             },
             default_opaque_ports,
@@ -163,6 +167,11 @@ pub async fn run(
     }
     let index = index::Index::new();
     let synced = cluster::Synced::default();
+    tokio::spawn(cluster::run_policy(
+        client.clone(),
+        index.clone(),
+        synced.clone(),
+    ));
     tokio::spawn(cluster::run(
         client.clone(),
         index.clone(),

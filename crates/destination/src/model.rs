@@ -58,6 +58,8 @@ pub struct PodInfo {
     /// The pod's opaque ports (annotation, names resolved to numbers).
     pub opaque_ports: Vec<PortRange>,
     pub named_ports: Vec<(String, u16)>,
+    /// What Servers select pods by.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub probes: Vec<HttpProbe>,
     pub inbound_port: u16,
     pub admin_port: u16,
@@ -243,6 +245,7 @@ pub fn pod_info(pod: &Pod, control_ns: &str) -> PodInfo {
         admin_port: port_annotation(&meta.annotations, ADMIN_PORT_ANNOTATION, DEFAULT_ADMIN_PORT),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         named_ports,
+        labels: meta.labels.clone().unwrap_or_default(),
     }
 }
 

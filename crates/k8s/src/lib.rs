@@ -12,6 +12,8 @@
 //!   injector;
 //! - [`secret_files`]: a Secret's keys mirrored into files (serving
 //!   certificates, without waiting for the kubelet's volume refresh);
+//! - [`policy`]: Linkerd's policy resources (Server, AuthorizationPolicy,
+//!   HTTPRoute, …) as typed Rust, and their CRDs;
 //! - [`events`]: `Injected` / `InjectionSkipped` Events, asynchronous and rate-limited.
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod cache;
 pub mod client;
 pub mod events;
 pub mod linkerd_config;
+pub mod policy;
 pub mod secret_files;
 pub mod values_source;
 pub mod version;

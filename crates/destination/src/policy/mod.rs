@@ -1,7 +1,9 @@
 //! The proxy's policies, built from the index's views. Pure: views and
 //! configuration in, protobuf messages out.
 //!
-//! Inbound (`InboundServerPolicies/WatchPort`): the pod's
+//! Inbound (`InboundServerPolicies/WatchPort`): a port that a `Server`
+//! selects gets that Server's protocol, authorizations and routes
+//! (`inbound.rs`). Any other port: the pod's
 //! `config.linkerd.io/default-inbound-policy`, else its namespace's, else the
 //! cluster default, decides who may connect; the pod's opaque ports are
 //! served opaque, every other port with protocol detection. The kubelet's
@@ -9,9 +11,14 @@
 //! get a route of their own that admits unauthenticated clients, so a strict
 //! policy never fails a pod's probes.
 //!
-//! Outbound (`OutboundPolicies/Watch`): a Service's port gets one default
-//! route per protocol (HTTP/1, HTTP/2, opaque) to the Service itself, whose
-//! endpoints the proxy resolves with `Destination/Get`.
+//! Outbound (`OutboundPolicies/Watch`): a Service's port gets the HTTPRoutes
+//! whose parent it is (`outbound.rs`), else one default route per protocol
+//! (HTTP/1, HTTP/2, opaque) to the Service itself, whose endpoints the proxy
+//! resolves with `Destination/Get`.
+
+mod http;
+pub mod inbound;
+pub mod outbound;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +31,7 @@ use linkerd2_proxy_api::outbound as ob;
 
 use crate::index::{PodView, ServiceView};
 use crate::model::ObjKey;
+use crate::model::PodInfo;
 pub use kinject_mesh::settings::InboundPolicy;
 
 /// What every policy depends on besides the cluster's objects.
@@ -33,6 +41,10 @@ pub struct PolicyConfig {
     /// `clusterNetworks`: who counts as "cluster" for cluster-* policies.
     pub cluster_networks: Vec<IpNet>,
     pub cluster_domain: String,
+    /// The mesh's names: a ServiceAccount an authorization names is
+    /// authorized by its identity.
+    pub control_namespace: String,
+    pub trust_domain: String,
     /// How long the proxy waits for a client's first bytes to detect HTTP.
     pub detect_timeout: Duration,
     /// The outbound queue: capacity and fail-fast timeout.
@@ -55,6 +67,8 @@ impl Default for PolicyConfig {
             .filter_map(|n| n.parse().ok())
             .collect(),
             cluster_domain: "cluster.local".into(),
+            control_namespace: "linkerd".into(),
+            trust_domain: "cluster.local".into(),
             detect_timeout: Duration::from_secs(10),
             queue_capacity: 100,
             failfast_timeout: Duration::from_secs(3),
@@ -62,24 +76,24 @@ impl Default for PolicyConfig {
     }
 }
 
-fn duration(d: Duration) -> Option<prost_types::Duration> {
+pub(crate) fn duration(d: Duration) -> Option<prost_types::Duration> {
     prost_types::Duration::try_from(d).ok()
 }
 
-fn default_meta(name: &str) -> Option<meta::Metadata> {
+pub(crate) fn default_meta(name: &str) -> Option<meta::Metadata> {
     Some(meta::Metadata {
         kind: Some(meta::metadata::Kind::Default(name.to_string())),
     })
 }
 
-fn all_networks() -> Vec<IpNet> {
+pub(crate) fn all_networks() -> Vec<IpNet> {
     ["0.0.0.0/0", "::/0"]
         .iter()
         .filter_map(|n| n.parse().ok())
         .collect()
 }
 
-fn networks(nets: &[IpNet]) -> Vec<ib::Network> {
+pub(crate) fn networks(nets: &[IpNet]) -> Vec<ib::Network> {
     nets.iter()
         .map(|n| ib::Network {
             net: Some((*n).into()),
@@ -88,7 +102,7 @@ fn networks(nets: &[IpNet]) -> Vec<ib::Network> {
         .collect()
 }
 
-fn unauthenticated() -> ib::Authn {
+pub(crate) fn unauthenticated() -> ib::Authn {
     ib::Authn {
         permit: Some(ib::authn::Permit::Unauthenticated(
             ib::authn::PermitUnauthenticated {},
@@ -128,7 +142,7 @@ pub fn authorizations(policy: InboundPolicy, cfg: &PolicyConfig) -> Vec<ib::Auth
     }]
 }
 
-fn path_prefix(p: &str) -> hr::HttpRouteMatch {
+pub(crate) fn path_prefix(p: &str) -> hr::HttpRouteMatch {
     hr::HttpRouteMatch {
         path: Some(hr::PathMatch {
             kind: Some(hr::path_match::Kind::Prefix(p.to_string())),
@@ -169,10 +183,62 @@ pub fn effective_policy(view: &PodView, cfg: &PolicyConfig) -> InboundPolicy {
         .unwrap_or(cfg.default_policy)
 }
 
+/// The catch-all route every HTTP server needs (without one the proxy
+/// answers 404): prefix `/`, the server's authorizations.
+pub(crate) fn default_http_route() -> ib::HttpRoute {
+    ib::HttpRoute {
+        metadata: default_meta("default"),
+        hosts: Vec::new(),
+        authorizations: Vec::new(),
+        rules: vec![ib::http_route::Rule {
+            matches: vec![path_prefix("/")],
+            filters: Vec::new(),
+        }],
+    }
+}
+
+/// The probes' route on `port`: the kubelet's own paths on this port, and
+/// the proxy's health endpoints on its admin port; GET only, exact paths,
+/// unauthenticated from anywhere. `None` when no probe uses the port.
+pub(crate) fn probe_route(pod: &PodInfo, port: u16) -> Option<ib::HttpRoute> {
+    let mut probe_paths: Vec<String> = pod
+        .probes
+        .iter()
+        .filter(|p| p.port == port)
+        .map(|p| p.path.clone())
+        .collect();
+    if port == pod.admin_port {
+        probe_paths.extend(["/live".to_string(), "/ready".to_string()]);
+    }
+    probe_paths.sort();
+    probe_paths.dedup();
+    (!probe_paths.is_empty()).then(|| ib::HttpRoute {
+        metadata: default_meta("probe"),
+        hosts: Vec::new(),
+        authorizations: vec![ib::Authz {
+            networks: networks(&all_networks()),
+            authentication: Some(unauthenticated()),
+            labels: HashMap::new(),
+            metadata: default_meta("probe"),
+        }],
+        rules: vec![ib::http_route::Rule {
+            matches: probe_paths.iter().map(|p| path_exact_get(p)).collect(),
+            filters: Vec::new(),
+        }],
+    })
+}
+
 /// The inbound server for `port` of the pod, or `None` while the pod is
 /// unknown (the proxy keeps its configured default meanwhile).
 pub fn inbound_server(view: &PodView, port: u16, cfg: &PolicyConfig) -> Option<ib::Server> {
     let pod = view.pod.as_ref()?;
+    if let Some((name, server)) = view
+        .policy
+        .namespace(&view.namespace)
+        .and_then(|ns| inbound::selecting_server(ns, pod, port))
+    {
+        return Some(inbound::explicit_server(view, pod, port, name, server, cfg));
+    }
     let policy = effective_policy(view, cfg);
     let authz = authorizations(policy, cfg);
     let labels = HashMap::from([
@@ -182,43 +248,9 @@ pub fn inbound_server(view: &PodView, port: u16, cfg: &PolicyConfig) -> Option<i
     let protocol = if pod.is_opaque(port) {
         ib::proxy_protocol::Kind::Opaque(ib::proxy_protocol::Opaque {})
     } else {
-        let mut routes = vec![ib::HttpRoute {
-            metadata: default_meta("default"),
-            hosts: Vec::new(),
-            authorizations: Vec::new(),
-            rules: vec![ib::http_route::Rule {
-                matches: vec![path_prefix("/")],
-                filters: Vec::new(),
-            }],
-        }];
-        // Probes: the kubelet's own paths on this port, and the proxy's
-        // health endpoints on its admin port.
-        let mut probe_paths: Vec<String> = pod
-            .probes
-            .iter()
-            .filter(|p| p.port == port)
-            .map(|p| p.path.clone())
-            .collect();
-        if port == pod.admin_port {
-            probe_paths.extend(["/live".to_string(), "/ready".to_string()]);
-        }
-        probe_paths.sort();
-        probe_paths.dedup();
-        if !probe_paths.is_empty() && policy != InboundPolicy::AllUnauthenticated {
-            routes.push(ib::HttpRoute {
-                metadata: default_meta("probe"),
-                hosts: Vec::new(),
-                authorizations: vec![ib::Authz {
-                    networks: networks(&all_networks()),
-                    authentication: Some(unauthenticated()),
-                    labels: HashMap::new(),
-                    metadata: default_meta("probe"),
-                }],
-                rules: vec![ib::http_route::Rule {
-                    matches: probe_paths.iter().map(|p| path_exact_get(p)).collect(),
-                    filters: Vec::new(),
-                }],
-            });
+        let mut routes = vec![default_http_route()];
+        if policy != InboundPolicy::AllUnauthenticated {
+            routes.extend(probe_route(pod, port));
         }
         ib::proxy_protocol::Kind::Detect(ib::proxy_protocol::Detect {
             timeout: duration(cfg.detect_timeout),
@@ -244,7 +276,7 @@ pub fn authority(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> String {
     )
 }
 
-fn service_meta(svc: &ObjKey, port: u16) -> Option<meta::Metadata> {
+pub(crate) fn service_meta(svc: &ObjKey, port: u16) -> Option<meta::Metadata> {
     Some(meta::Metadata {
         kind: Some(meta::metadata::Kind::Resource(meta::Resource {
             group: "core".into(),
@@ -257,7 +289,7 @@ fn service_meta(svc: &ObjKey, port: u16) -> Option<meta::Metadata> {
     })
 }
 
-fn backend(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> ob::Backend {
+pub(crate) fn backend(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> ob::Backend {
     use ob::backend::{BalanceP2c, EndpointDiscovery, balance_p2c, endpoint_discovery};
     ob::Backend {
         metadata: service_meta(svc, port),
@@ -339,16 +371,17 @@ pub fn outbound_policy(
     let kind = if info.is_opaque(port) {
         ob::proxy_protocol::Kind::Opaque(opaque)
     } else {
-        let route = http_route(&backend);
+        let routes =
+            outbound::routes(svc, view, port, cfg).unwrap_or_else(|| vec![http_route(&backend)]);
         ob::proxy_protocol::Kind::Detect(ob::proxy_protocol::Detect {
             timeout: duration(cfg.detect_timeout),
             opaque: Some(opaque),
             http1: Some(ob::proxy_protocol::Http1 {
-                routes: vec![route.clone()],
+                routes: routes.clone(),
                 ..Default::default()
             }),
             http2: Some(ob::proxy_protocol::Http2 {
-                routes: vec![route],
+                routes,
                 ..Default::default()
             }),
         })
@@ -387,6 +420,7 @@ mod tests {
         PodView {
             pod: Some(Arc::new(pod(p))),
             namespace_default: ns.map(str::to_string),
+            ..PodView::default()
         }
     }
 
@@ -536,6 +570,7 @@ mod tests {
         let v = ServiceView {
             service: Some(Arc::new(info.clone())),
             endpoints: Vec::new(),
+            ..ServiceView::default()
         };
         let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
         let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
@@ -567,6 +602,7 @@ mod tests {
         let v = ServiceView {
             service: Some(Arc::new(info)),
             endpoints: Vec::new(),
+            ..ServiceView::default()
         };
         let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
         assert!(matches!(

@@ -1,0 +1,150 @@
+//! Outbound HTTP routes from the HTTPRoutes whose parent is a Service (in
+//! the Service's namespace, on its port or all ports): matches, filters,
+//! weighted backends (a traffic split) and timeouts. A backend Service that
+//! does not exist is answered with a 500 on its share of the traffic, as
+//! Linkerd does, never by silently sending it elsewhere.
+
+use linkerd2_proxy_api::http_route as hr;
+use linkerd2_proxy_api::outbound as ob;
+
+use super::{PolicyConfig, backend, duration, http, service_meta};
+use crate::index::ServiceView;
+use crate::model::ObjKey;
+use crate::policy_model::{RouteFacts, RouteGroup, RouteParent, RouteRule};
+
+fn missing_backend(
+    svc: &ObjKey,
+    port: u16,
+    weight: u32,
+    cfg: &PolicyConfig,
+) -> ob::http_route::WeightedRouteBackend {
+    use ob::http_route::{Filter, RouteBackend, WeightedRouteBackend, filter::Kind};
+    WeightedRouteBackend {
+        weight,
+        backend: Some(RouteBackend {
+            backend: Some(ob::Backend {
+                metadata: service_meta(svc, port),
+                queue: Some(ob::Queue {
+                    capacity: cfg.queue_capacity,
+                    failfast_timeout: duration(cfg.failfast_timeout),
+                }),
+                kind: None,
+            }),
+            filters: vec![Filter {
+                kind: Some(Kind::FailureInjector(hr::HttpFailureInjector {
+                    status: 500,
+                    message: format!("Service not found {}", svc.name),
+                    ratio: None,
+                })),
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn distribution(
+    rule: &RouteRule,
+    parent: &ObjKey,
+    port: u16,
+    view: &ServiceView,
+    cfg: &PolicyConfig,
+) -> ob::http_route::Distribution {
+    use ob::http_route::{RouteBackend, WeightedRouteBackend, distribution};
+    let backends: Vec<WeightedRouteBackend> = if rule.backends.is_empty() {
+        // No backendRefs: the parent Service itself.
+        vec![WeightedRouteBackend {
+            weight: 1,
+            backend: Some(RouteBackend {
+                backend: Some(backend(parent, port, cfg)),
+                ..Default::default()
+            }),
+        }]
+    } else {
+        rule.backends
+            .iter()
+            .map(|b| {
+                let port = b.port.unwrap_or(port);
+                if view.missing_backends.contains(&b.service) {
+                    return missing_backend(&b.service, port, b.weight, cfg);
+                }
+                WeightedRouteBackend {
+                    weight: b.weight,
+                    backend: Some(RouteBackend {
+                        backend: Some(backend(&b.service, port, cfg)),
+                        ..Default::default()
+                    }),
+                }
+            })
+            .collect()
+    };
+    ob::http_route::Distribution {
+        kind: Some(distribution::Kind::RandomAvailable(
+            distribution::RandomAvailable { backends },
+        )),
+    }
+}
+
+fn route(
+    group: RouteGroup,
+    name: &str,
+    r: &RouteFacts,
+    parent: &ObjKey,
+    port: u16,
+    view: &ServiceView,
+    cfg: &PolicyConfig,
+) -> ob::HttpRoute {
+    ob::HttpRoute {
+        metadata: http::route_meta(group, &parent.namespace, name),
+        hosts: http::hosts(&r.hostnames),
+        rules: r
+            .rules
+            .iter()
+            .map(|rule| ob::http_route::Rule {
+                matches: http::matches(&rule.matches),
+                filters: http::outbound_filters(&rule.filters),
+                backends: Some(distribution(rule, parent, port, view, cfg)),
+                // `request` bounds the whole request, `backendRequest` each
+                // attempt's wait for a response.
+                timeouts: (rule.request_timeout.is_some() || rule.backend_timeout.is_some()).then(
+                    || hr::Timeouts {
+                        request: rule.request_timeout.and_then(duration),
+                        response: rule.backend_timeout.and_then(duration),
+                        idle: None,
+                    },
+                ),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// The Service port's HTTPRoutes, oldest first; `None` when no route
+/// attaches to it (the default route applies).
+pub fn routes(
+    svc: &ObjKey,
+    view: &ServiceView,
+    port: u16,
+    cfg: &PolicyConfig,
+) -> Option<Vec<ob::HttpRoute>> {
+    let ns = view.policy.namespace(&svc.namespace)?;
+    let mut attached: Vec<(&(RouteGroup, String), &RouteFacts)> = ns
+        .routes
+        .iter()
+        .filter(|(_, r)| {
+            r.parents.iter().any(|p| {
+                matches!(p, RouteParent::Service(s, p) if s == svc && p.is_none_or(|p| p == port))
+            })
+        })
+        .map(|(k, r)| (k, &**r))
+        .collect();
+    if attached.is_empty() {
+        return None;
+    }
+    attached.sort_by(|(ka, a), (kb, b)| a.created.cmp(&b.created).then(ka.cmp(kb)));
+    Some(
+        attached
+            .into_iter()
+            .map(|((g, name), r)| route(*g, name, r, svc, port, view, cfg))
+            .collect(),
+    )
+}
