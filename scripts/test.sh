@@ -49,6 +49,9 @@ scripts/k8s-build.sh
 step "real-cluster tests (1.20): proxy-injector, identity and destination against kube-apiserver + kube-controller-manager"
 KINJECT_E2E=1 cargo test -p kinject --test cluster -- --test-threads=1
 
+step "real-cluster tests (1.20): Linkerd's policy resources (kinject install --crds) through destination's policy APIs"
+KINJECT_E2E=1 cargo test -p kinject --test policy -- --test-threads=1 --nocapture
+
 step "real-cluster tests (1.20): the operator's PKI through install, cert-manager renewals and a trust-anchor rotation under continuous Certify calls"
 KINJECT_E2E=1 cargo test -p kinject --test pki -- --test-threads=1 --nocapture
 

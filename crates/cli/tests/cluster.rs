@@ -1971,38 +1971,6 @@ fn verify_as_the_proxy(leaf: &[u8], intermediates: &[Vec<u8>], root_pem: &str, i
 
 /// A meshed pod (as the injector labels it), Pending forever here, with the
 /// IP a kubelet would have reported.
-fn meshed_pod(k: &Cluster, ns: &str, name: &str, ip: &str, annotations: Value) {
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns,
-                     "labels": {"linkerd.io/control-plane-ns": "linkerd", "app": "web"},
-                     "annotations": annotations},
-        "spec": {"serviceAccountName": "web", "containers": [{
-            "name": "app", "image": "nginx",
-            "ports": [{"name": "http", "containerPort": 8080}],
-            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-        }]},
-    });
-    k.apply(&pod.to_string());
-    // The status subresource, as a kubelet writes it (kubectl 1.20 has no
-    // --subresource).
-    let raw = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
-    let current: Value =
-        serde_json::from_str(&k.ok(&["get", "--raw", &raw])).expect("the pod as JSON");
-    let mut updated = current;
-    updated["status"]["podIP"] = serde_json::json!(ip);
-    updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
-    let out = k.kubectl(
-        &["replace", "--raw", &raw, "-f", "-"],
-        Some(&updated.to_string()),
-    );
-    assert!(
-        out.status.success(),
-        "setting {name}'s IP: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn endpoint_slice(ns: &str, pods: &[(&str, &str)]) -> String {
     serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
@@ -2036,9 +2004,9 @@ fn destination_and_policy_from_the_cluster() {
         ("web-2", "10.1.0.2"),
         ("web-3", "10.1.0.3"),
     ] {
-        meshed_pod(&k, "apps", name, ip, serde_json::json!({}));
+        support::meshed_pod(&k, "apps", name, ip, serde_json::json!({}));
     }
-    meshed_pod(
+    support::meshed_pod(
         &k,
         "apps",
         "db-0",

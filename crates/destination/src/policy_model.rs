@@ -120,8 +120,8 @@ pub fn server(
         labels,
         pods,
         port,
-        protocol: spec.proxy_protocol.unwrap_or(ProxyProtocol::Unknown),
-        access: match spec.access_policy.unwrap_or(AccessPolicy::Deny) {
+        protocol: spec.proxy_protocol,
+        access: match spec.access_policy {
             AccessPolicy::Deny => InboundPolicy::Deny,
             AccessPolicy::Audit => InboundPolicy::Audit,
             AccessPolicy::AllAuthenticated => InboundPolicy::AllAuthenticated,

@@ -787,3 +787,38 @@ pub fn secret_text(secret: &Value, key: &str) -> String {
     )
     .unwrap_or_default()
 }
+
+/// A pod as the injector leaves it (meshed by control plane `linkerd`,
+/// labels `app: web`, container port `http` 8080 with an HTTP readiness
+/// probe), running at `ip` (its status written as a kubelet would).
+pub fn meshed_pod(k: &Cluster, ns: &str, name: &str, ip: &str, annotations: Value) {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"linkerd.io/control-plane-ns": "linkerd", "app": "web"},
+                     "annotations": annotations},
+        "spec": {"serviceAccountName": "web", "containers": [{
+            "name": "app", "image": "nginx",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+        }]},
+    });
+    k.apply(&pod.to_string());
+    // The status subresource, as a kubelet writes it (kubectl 1.20 has no
+    // --subresource).
+    let raw = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
+    let current: Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", &raw])).expect("the pod as JSON");
+    let mut updated = current;
+    updated["status"]["podIP"] = serde_json::json!(ip);
+    updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
+    let out = k.kubectl(
+        &["replace", "--raw", &raw, "-f", "-"],
+        Some(&updated.to_string()),
+    );
+    assert!(
+        out.status.success(),
+        "setting {name}'s IP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -43,6 +43,12 @@ pub struct PolicyHttpRouteSpec {
     plural = "httproutes",
     root = "GatewayHttpRoute",
     namespaced,
+    // The API server refuses CRDs in a `*.k8s.io` group without the
+    // approval the Gateway API's CRDs carry.
+    annotation(
+        "api-approved.kubernetes.io",
+        "https://github.com/kubernetes-sigs/gateway-api/pull/2997"
+    ),
     status = "RouteStatus",
     printcolumn = r#"{"name":"Hostnames","type":"string","jsonPath":".spec.hostnames"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

@@ -29,21 +29,21 @@ pub struct ServerSpec {
     pub external_workload_selector: Option<LabelSelector>,
     /// A container port's number or name.
     pub port: IntOrString,
-    /// Supersedes the pods' `config.linkerd.io/opaque-ports` for this port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "unknown"))]
-    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Supersedes the pods' `config.linkerd.io/opaque-ports` for this port;
+    /// `unknown` (detect) when absent.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
     /// Who may connect when no authorization matches (a default inbound
     /// policy's name); `deny` when absent, as Linkerd's CRD defaults it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "deny"))]
-    pub access_policy: Option<AccessPolicy>,
+    #[serde(default)]
+    pub access_policy: AccessPolicy,
 }
 
 /// How the proxy treats a Server's connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ProxyProtocol {
     /// Detect HTTP, else opaque.
+    #[default]
     #[serde(rename = "unknown")]
     Unknown,
     #[serde(rename = "HTTP/1")]
@@ -59,9 +59,10 @@ pub enum ProxyProtocol {
 }
 
 /// A Server's `accessPolicy`: the default inbound policies' names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AccessPolicy {
+    #[default]
     Deny,
     Audit,
     AllAuthenticated,
@@ -84,11 +85,16 @@ mod tests {
         }))
         .expect("a Server");
         assert_eq!(s.port, IntOrString::String("http".into()));
-        assert_eq!(s.proxy_protocol, Some(ProxyProtocol::Http1));
-        assert_eq!(s.access_policy, Some(AccessPolicy::AllAuthenticated));
+        assert_eq!(s.proxy_protocol, ProxyProtocol::Http1);
+        assert_eq!(s.access_policy, AccessPolicy::AllAuthenticated);
         let n: ServerSpec = serde_json::from_value(serde_json::json!({"port": 8080}))
             .expect("a Server by port number");
         assert_eq!(n.port, IntOrString::Int(8080));
+        assert_eq!(
+            (n.proxy_protocol, n.access_policy),
+            (ProxyProtocol::Unknown, AccessPolicy::Deny),
+            "Linkerd's defaults"
+        );
         assert!(
             serde_json::from_value::<ServerSpec>(
                 serde_json::json!({"port": 80, "proxyProtocol": "HTTP/3"})

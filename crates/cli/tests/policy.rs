@@ -1,0 +1,435 @@
+//! Linkerd's policy resources against a real Kubernetes 1.20 API server with
+//! kinject's CRDs applied (`kinject install --crds`), asked through the
+//! published `linkerd2-proxy-api` clients as a proxy asks: every kind, each
+//! selector form, updates reaching an open stream (and how fast), deletion
+//! falling back to the default, and bad objects failing closed.
+//! Run by `scripts/test.sh` (KINJECT_E2E=1), one test at a time.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use linkerd2_proxy_api::inbound as ib;
+use linkerd2_proxy_api::meta;
+use linkerd2_proxy_api::outbound as ob;
+use serde_json::json;
+use support::{Cluster, Destination, enabled, kinject_cli, wait_for};
+
+const CLIENT_ID: &str = "client.apps.serviceaccount.identity.linkerd.cluster.local";
+
+fn meta_name(m: &Option<meta::Metadata>) -> String {
+    match m.as_ref().and_then(|m| m.kind.as_ref()) {
+        Some(meta::metadata::Kind::Default(n)) => format!("default:{n}"),
+        Some(meta::metadata::Kind::Resource(r)) => format!("{}:{}", r.kind, r.name),
+        None => "-".into(),
+    }
+}
+
+fn describe_authz(a: &ib::Authz) -> String {
+    use ib::authn::Permit;
+    use ib::authn::permit_mesh_tls::Clients;
+    let who = match a.authentication.as_ref().and_then(|a| a.permit.as_ref()) {
+        Some(Permit::Unauthenticated(_)) => "unauthenticated".to_string(),
+        Some(Permit::MeshTls(m)) => match m.clients.as_ref() {
+            Some(Clients::Unauthenticated(_)) => "tls".to_string(),
+            Some(Clients::Identities(ids)) => {
+                let mut v: Vec<String> = ids.identities.iter().map(|i| i.name.clone()).collect();
+                v.extend(
+                    ids.suffixes
+                        .iter()
+                        .map(|s| format!("*{}", s.parts.join("."))),
+                );
+                format!("mtls({})", v.join(","))
+            }
+            None => "mtls(?)".into(),
+        },
+        None => "none".into(),
+    };
+    let mut nets: Vec<String> = a
+        .networks
+        .iter()
+        .map(|n| {
+            let net: ipnet::IpNet = n
+                .net
+                .clone()
+                .and_then(|n| n.try_into().ok())
+                .expect("a network");
+            if n.except.is_empty() {
+                net.to_string()
+            } else {
+                format!("{net}-{}", n.except.len())
+            }
+        })
+        .collect();
+    nets.sort();
+    format!("{} {who} {}", meta_name(&a.metadata), nets.join(","))
+}
+
+/// A server as a sorted, comparable description: labels, protocol,
+/// authorizations, routes (with their authorizations).
+fn describe(s: &ib::Server) -> String {
+    use ib::proxy_protocol::Kind;
+    let (protocol, routes) = match s.protocol.as_ref().and_then(|p| p.kind.as_ref()) {
+        Some(Kind::Detect(d)) => ("detect", d.http_routes.clone()),
+        Some(Kind::Http1(h)) => ("http1", h.routes.clone()),
+        Some(Kind::Http2(h)) => ("http2", h.routes.clone()),
+        Some(Kind::Grpc(_)) => ("grpc", vec![]),
+        Some(Kind::Opaque(_)) => ("opaque", vec![]),
+        Some(Kind::Tls(_)) => ("tls", vec![]),
+        None => ("none", vec![]),
+    };
+    let mut authz: Vec<String> = s.authorizations.iter().map(describe_authz).collect();
+    authz.sort();
+    let mut routes: Vec<String> = routes
+        .iter()
+        .map(|r| {
+            let mut a: Vec<String> = r.authorizations.iter().map(describe_authz).collect();
+            a.sort();
+            if a.is_empty() {
+                meta_name(&r.metadata)
+            } else {
+                format!("{}[{}]", meta_name(&r.metadata), a.join("; "))
+            }
+        })
+        .collect();
+    routes.sort();
+    format!(
+        "{}:{} {protocol} authz=[{}] routes=[{}]",
+        s.labels.get("kind").map(String::as_str).unwrap_or("?"),
+        s.labels.get("name").map(String::as_str).unwrap_or("?"),
+        authz.join("; "),
+        routes.join(", ")
+    )
+}
+
+fn server(name: &str, port: serde_json::Value, extra: serde_json::Value) -> String {
+    let mut spec = json!({"podSelector": {"matchLabels": {"app": "web"}}, "port": port});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+           "metadata": {"name": name, "namespace": "apps"}, "spec": spec})
+    .to_string()
+}
+
+fn authz_policy(name: &str, target: serde_json::Value, authns: serde_json::Value) -> String {
+    json!({"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "AuthorizationPolicy",
+           "metadata": {"name": name, "namespace": "apps"},
+           "spec": {"targetRef": target, "requiredAuthenticationRefs": authns}})
+    .to_string()
+}
+
+fn policy_ref(kind: &str, name: &str) -> serde_json::Value {
+    json!({"group": "policy.linkerd.io", "kind": kind, "name": name})
+}
+
+#[test]
+fn policy_resources_from_the_cluster() {
+    if !enabled("policy_resources_from_the_cluster") {
+        return;
+    }
+    let k = Cluster::start();
+    support::install_and_apply(&k, &[]);
+    let (code, crds, err) = kinject_cli(&k, &["install", "--crds"], None);
+    assert_eq!(code, 0, "{err}");
+    k.apply(&crds);
+    // Applying them again changes nothing and is accepted.
+    k.apply(&crds);
+    k.namespace("apps", &[]);
+    for sa in ["web", "client"] {
+        k.ok(&["create", "serviceaccount", "-n", "apps", sa]);
+    }
+    support::meshed_pod(&k, "apps", "web-1", "10.1.0.1", json!({}));
+
+    let restricted = k.service_account_kubeconfig("linkerd", "linkerd-destination");
+    let dst = Destination::start_as(&restricted, None, &[]);
+    wait_for("destination ready", Duration::from_secs(30), || {
+        (support::admin_get(dst.admin, "/ready").0 == 200).then_some(())
+    });
+    let url = format!("http://127.0.0.1:{}", dst.grpc);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut ic = ib::inbound_server_policies_client::InboundServerPoliciesClient::connect(
+            url.clone(),
+        )
+        .await
+        .expect("connect");
+        let spec = |port: u32| ib::PortSpec {
+            workload: "{\"ns\":\"apps\",\"pod\":\"web-1\"}".into(),
+            port,
+        };
+        let mut watch = ic
+            .watch_port(spec(8080))
+            .await
+            .expect("watch")
+            .into_inner();
+        async fn next(s: &mut tonic::Streaming<ib::Server>) -> (String, Duration) {
+            let t = Instant::now();
+            let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+                .await
+                .expect("an update within 10 s")
+                .expect("no error")
+                .expect("open");
+            (describe(&m), t.elapsed())
+        }
+        /// No message for a while: the change did not concern this port.
+        async fn quiet(s: &mut tonic::Streaming<ib::Server>) {
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), s.message()).await {
+                panic!("no update expected, got {:?}", m.map(|m| m.map(|m| describe(&m))));
+            }
+        }
+        let default = "default:all-unauthenticated detect authz=[default:all-unauthenticated \
+                       unauthenticated 0.0.0.0/0,::/0] routes=[default:default]";
+        assert_eq!(next(&mut watch).await.0, default);
+
+        // A Server selecting the port by name: deny by default, the probe
+        // route kept.
+        k.apply(&server("web-http", json!("http"), json!({"proxyProtocol": "HTTP/1"})));
+        let (got, took) = next(&mut watch).await;
+        assert_eq!(
+            got,
+            "server:web-http http1 authz=[] routes=[default:default, default:probe[default:probe unauthenticated 0.0.0.0/0,::/0]]"
+        );
+        eprintln!("a Server reached the open stream {took:?} after kubectl apply returned");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+
+        // MeshTLSAuthentication by ServiceAccount, required by an
+        // AuthorizationPolicy on the Server: that identity, from anywhere.
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "MeshTLSAuthentication",
+                    "metadata": {"name": "clients", "namespace": "apps"},
+                    "spec": {"identityRefs": [{"kind": "ServiceAccount", "name": "client"}]}})
+            .to_string(),
+        );
+        k.apply(&authz_policy(
+            "web-clients",
+            policy_ref("Server", "web-http"),
+            json!([policy_ref("MeshTLSAuthentication", "clients")]),
+        ));
+        let (got, took) = next(&mut watch).await;
+        assert_eq!(
+            got,
+            format!(
+                "server:web-http http1 authz=[authorizationpolicy:web-clients mtls({CLIENT_ID}) 0.0.0.0/0,::/0] \
+                 routes=[default:default, default:probe[default:probe unauthenticated 0.0.0.0/0,::/0]]"
+            )
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}");
+
+        // A NetworkAuthentication: unauthenticated from exactly its networks.
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "NetworkAuthentication",
+                    "metadata": {"name": "lan", "namespace": "apps"},
+                    "spec": {"networks": [{"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}]}})
+            .to_string(),
+        );
+        k.apply(&authz_policy(
+            "lan",
+            json!({"kind": "Namespace", "name": "apps"}),
+            json!([policy_ref("NetworkAuthentication", "lan")]),
+        ));
+        let got = next(&mut watch).await.0;
+        assert!(
+            got.contains("authorizationpolicy:lan unauthenticated 10.0.0.0/8-1"),
+            "a namespace-wide policy applies to the Server: {got}"
+        );
+
+        // A malformed CIDR is admitted by the API server (no webhook): the
+        // policy requiring it grants nothing, and the rest stays.
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "NetworkAuthentication",
+                    "metadata": {"name": "broken", "namespace": "apps"},
+                    "spec": {"networks": [{"cidr": "10.0.0.0/33"}]}})
+            .to_string(),
+        );
+        k.apply(&authz_policy(
+            "broken",
+            policy_ref("Server", "web-http"),
+            json!([policy_ref("NetworkAuthentication", "broken")]),
+        ));
+        quiet(&mut watch).await;
+        assert!(
+            dst.log().contains("networkauthentications.policy.linkerd.io")
+                && dst.log().contains("is not a CIDR"),
+            "the refusal is logged: {}",
+            dst.log()
+        );
+
+        // The legacy ServerAuthorization, selecting the Server by label.
+        k.ok(&["label", "server.policy.linkerd.io/web-http", "-n", "apps", "tier=front"]);
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1beta1", "kind": "ServerAuthorization",
+                    "metadata": {"name": "legacy", "namespace": "apps"},
+                    "spec": {"server": {"selector": {"matchLabels": {"tier": "front"}}},
+                             "client": {"meshTLS": {"serviceAccounts": [{"name": "web"}]}}}})
+            .to_string(),
+        );
+        let got = next(&mut watch).await.0;
+        assert!(
+            got.contains(
+                "serverauthorization:legacy mtls(web.apps.serviceaccount.identity.linkerd.cluster.local) 10.0.0.0/8,100.64.0.0/10"
+            ),
+            "the cluster networks by default: {got}"
+        );
+
+        // An HTTPRoute whose parent is the Server replaces the default
+        // route; an AuthorizationPolicy on the route authorizes it alone.
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "HTTPRoute",
+                    "metadata": {"name": "api", "namespace": "apps"},
+                    "spec": {"parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "web-http"}],
+                             "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}]}]}})
+            .to_string(),
+        );
+        k.apply(&authz_policy(
+            "api-callers",
+            policy_ref("HTTPRoute", "api"),
+            json!([{"kind": "ServiceAccount", "name": "web"}]),
+        ));
+        let mut got = next(&mut watch).await.0;
+        if !got.contains("HTTPRoute:api[") {
+            got = next(&mut watch).await.0;
+        }
+        assert!(
+            got.contains(
+                "routes=[HTTPRoute:api[authorizationpolicy:api-callers mtls(web.apps.serviceaccount.identity.linkerd.cluster.local) 0.0.0.0/0,::/0], default:probe"
+            ),
+            "{got}"
+        );
+
+        // A Server on a port name no container has changes nothing.
+        k.apply(&server("nothing", json!("grpc"), json!({})));
+        quiet(&mut watch).await;
+
+        // Deleting the Server: back to the default.
+        let t = Instant::now();
+        k.ok(&["delete", "server.policy.linkerd.io", "-n", "apps", "web-http"]);
+        let (got, took) = next(&mut watch).await;
+        assert_eq!(got, default);
+        eprintln!(
+            "a deleted Server reached the open stream {took:?} after kubectl returned ({:?} in all)",
+            t.elapsed()
+        );
+
+        // Outbound: a Gateway API HTTPRoute splitting a Service's traffic
+        // 90/10, with a header match and a timeout.
+        for svc in ["web", "web-v2"] {
+            k.apply(
+                &json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": svc, "namespace": "apps"},
+                        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+                .to_string(),
+            );
+        }
+        let cluster_ip = k.ok(&[
+            "get", "service", "-n", "apps", "web", "-o", "jsonpath={.spec.clusterIP}",
+        ]);
+        let mut oc = ob::outbound_policies_client::OutboundPoliciesClient::connect(url.clone())
+            .await
+            .expect("connect");
+        let mut out = oc
+            .watch(ob::TrafficSpec {
+                source_workload: "{\"ns\":\"apps\",\"pod\":\"web-1\"}".into(),
+                target: Some(ob::traffic_spec::Target::Addr(
+                    linkerd2_proxy_api::net::TcpAddress {
+                        ip: Some(cluster_ip.parse::<std::net::IpAddr>().expect("ip").into()),
+                        port: 80,
+                    },
+                )),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        async fn next_out(s: &mut tonic::Streaming<ob::OutboundPolicy>) -> Vec<ob::HttpRoute> {
+            let p = tokio::time::timeout(Duration::from_secs(10), s.message())
+                .await
+                .expect("an update within 10 s")
+                .expect("no error")
+                .expect("open");
+            match p.protocol.and_then(|p| p.kind) {
+                Some(ob::proxy_protocol::Kind::Detect(d)) => d.http1.expect("http1").routes,
+                other => panic!("detect expected: {other:?}"),
+            }
+        }
+        let routes = next_out(&mut out).await;
+        assert_eq!(meta_name(&routes[0].metadata), "default:http");
+        k.apply(
+            &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "split", "namespace": "apps"},
+                    "spec": {"parentRefs": [{"group": "core", "kind": "Service", "name": "web", "port": 80}],
+                             "rules": [{
+                                "matches": [{"headers": [{"name": "x-canary", "value": "1"}]}],
+                                "backendRefs": [{"name": "web", "port": 80, "weight": 90},
+                                                {"name": "web-v2", "port": 80, "weight": 10}],
+                                "timeouts": {"request": "2s"}}]}})
+            .to_string(),
+        );
+        let routes = next_out(&mut out).await;
+        assert_eq!(routes.len(), 1);
+        assert_eq!(meta_name(&routes[0].metadata), "HTTPRoute:split");
+        let rule = &routes[0].rules[0];
+        assert_eq!(rule.matches[0].headers[0].name, "x-canary");
+        let path = rule.matches[0].path.as_ref().and_then(|p| p.kind.clone());
+        assert_eq!(
+            path,
+            Some(linkerd2_proxy_api::http_route::path_match::Kind::Prefix("/".into())),
+            "a header-only match also carries prefix /"
+        );
+        assert_eq!(
+            rule.timeouts.as_ref().and_then(|t| t.request),
+            Some(prost_types::Duration { seconds: 2, nanos: 0 })
+        );
+        let weights = |rule: &ob::http_route::Rule| -> Vec<(String, u32, bool)> {
+            let Some(ob::http_route::distribution::Kind::RandomAvailable(r)) =
+                rule.backends.as_ref().and_then(|b| b.kind.clone())
+            else {
+                panic!("a weighted distribution")
+            };
+            r.backends
+                .iter()
+                .map(|w| {
+                    let b = w.backend.as_ref().expect("backend");
+                    let inner = b.backend.as_ref().expect("backend");
+                    let failing = !b.filters.is_empty();
+                    let dst = match inner.kind.as_ref() {
+                        Some(ob::backend::Kind::Balancer(bal)) => {
+                            match bal.discovery.as_ref().and_then(|d| d.kind.as_ref()) {
+                                Some(ob::backend::endpoint_discovery::Kind::Dst(d)) => {
+                                    d.path.clone()
+                                }
+                                _ => "?".into(),
+                            }
+                        }
+                        _ => meta_name(&inner.metadata),
+                    };
+                    (dst, w.weight, failing)
+                })
+                .collect()
+        };
+        assert_eq!(
+            weights(rule),
+            vec![
+                ("web.apps.svc.cluster.local:80".to_string(), 90, false),
+                ("web-v2.apps.svc.cluster.local:80".to_string(), 10, false),
+            ]
+        );
+        // A backend that does not exist: a 500 on its share, never a
+        // silent re-route; when it appears, it is used.
+        k.ok(&["delete", "service", "-n", "apps", "web-v2"]);
+        let routes = next_out(&mut out).await;
+        assert_eq!(
+            weights(&routes[0].rules[0]),
+            vec![
+                ("web.apps.svc.cluster.local:80".to_string(), 90, false),
+                ("Service:web-v2".to_string(), 10, true),
+            ]
+        );
+        k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "apps", "split"]);
+        let routes = next_out(&mut out).await;
+        assert_eq!(meta_name(&routes[0].metadata), "default:http", "back to the default");
+    });
+}
