@@ -49,11 +49,7 @@ fn describe_authz(a: &ib::Authz) -> String {
         .networks
         .iter()
         .map(|n| {
-            let net: ipnet::IpNet = n
-                .net
-                .clone()
-                .and_then(|n| n.try_into().ok())
-                .expect("a network");
+            let net: ipnet::IpNet = n.net.and_then(|n| n.try_into().ok()).expect("a network");
             if n.except.is_empty() {
                 net.to_string()
             } else {
@@ -257,6 +253,11 @@ fn policy_resources_from_the_cluster() {
                 && dst.log().contains("is not a CIDR"),
             "the refusal is logged: {}",
             dst.log()
+        );
+        assert_eq!(
+            support::metric(dst.admin, "kinject_destination_policy_objects_refused "),
+            Some(1.0),
+            "and counted"
         );
 
         // The legacy ServerAuthorization, selecting the Server by label.

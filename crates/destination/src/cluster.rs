@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::{info, warn};
 
 use crate::index::Index;
@@ -325,6 +326,7 @@ async fn follow_policy(
     kind: PolicyKind,
     synced: Synced,
     first: Option<ApiResource>,
+    refused: Gauge<i64>,
 ) {
     let mut ar = first;
     while ar.is_none() {
@@ -337,6 +339,8 @@ async fn follow_policy(
     }
     let Some(ar) = ar else { return };
     let (a, b, c) = (index.clone(), index.clone(), index.clone());
+    let (ra, rb) = (refused.clone(), refused);
+    let count = |i: &Index| i64::try_from(i.policy().refused().len()).unwrap_or(i64::MAX);
     follow(
         kind.resource(),
         watcher(
@@ -351,9 +355,13 @@ async fn follow_policy(
                 warn!(resource = kind.resource(), object = %key_of(o), %why,
                       "refused; what refers to it grants nothing");
             }
-            a.apply_policy(kind, &key_of(o), facts)
+            a.apply_policy(kind, &key_of(o), facts);
+            ra.set(count(&a));
         },
-        move |o: &DynamicObject| b.delete_policy(kind, &key_of(o)),
+        move |o: &DynamicObject| {
+            b.delete_policy(kind, &key_of(o));
+            rb.set(count(&b));
+        },
         key_of,
         move |keep| c.retain_policy(kind, keep),
     )
@@ -361,7 +369,7 @@ async fn follow_policy(
 }
 
 /// Runs the policy kinds' watches until the process ends.
-pub async fn run_policy(client: kube::Client, index: Index, synced: Synced) {
+pub async fn run_policy(client: kube::Client, index: Index, synced: Synced, refused: Gauge<i64>) {
     let mut tasks = Vec::new();
     let mut missing = Vec::new();
     for kind in PolicyKind::ALL {
@@ -376,6 +384,7 @@ pub async fn run_policy(client: kube::Client, index: Index, synced: Synced) {
             kind,
             synced.clone(),
             ar,
+            refused.clone(),
         ));
     }
     if !missing.is_empty() {

@@ -167,11 +167,6 @@ pub async fn run(
     }
     let index = index::Index::new();
     let synced = cluster::Synced::default();
-    tokio::spawn(cluster::run_policy(
-        client.clone(),
-        index.clone(),
-        synced.clone(),
-    ));
     tokio::spawn(cluster::run(
         client.clone(),
         index.clone(),
@@ -181,6 +176,18 @@ pub async fn run(
     ));
 
     let mut registry = Registry::with_prefix("kinject_destination");
+    let refused = Gauge::<i64>::default();
+    registry.register(
+        "policy_objects_refused",
+        "Policy objects (Servers, authorizations, routes) refused as invalid; what refers to them grants nothing",
+        refused.clone(),
+    );
+    tokio::spawn(cluster::run_policy(
+        client.clone(),
+        index.clone(),
+        synced.clone(),
+        refused,
+    ));
     let metrics = grpc::StreamMetrics::register(&mut registry);
     let cert_expiry = Gauge::<i64>::default();
     registry.register(

@@ -839,4 +839,122 @@ mod tests {
         .expect("spec");
         assert!(http_route(&mirror, "apps", String::new()).is_err());
     }
+
+    mod fuzz {
+        //! The decoders never panic, whatever the API server stores: any
+        //! JSON is read into a spec or refused, and any spec is converted
+        //! into facts or refused.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z0-9*./:_-]{0,24}",
+                Just("10.0.0.0/33".to_string()),
+                Just("*.apps.serviceaccount.identity.linkerd.cluster.local".to_string()),
+                Just("1h30m10s500ms".to_string()),
+                Just("PathPrefix".to_string()),
+                Just("RegularExpression".to_string()),
+                Just("ServiceAccount".to_string()),
+                Just("policy.linkerd.io".to_string()),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                text().prop_map(serde_json::Value::from),
+            ];
+            let keys = prop_oneof![
+                Just("port"),
+                Just("podSelector"),
+                Just("matchLabels"),
+                Just("matchExpressions"),
+                Just("key"),
+                Just("operator"),
+                Just("values"),
+                Just("proxyProtocol"),
+                Just("accessPolicy"),
+                Just("targetRef"),
+                Just("requiredAuthenticationRefs"),
+                Just("group"),
+                Just("kind"),
+                Just("name"),
+                Just("namespace"),
+                Just("identities"),
+                Just("identityRefs"),
+                Just("networks"),
+                Just("cidr"),
+                Just("except"),
+                Just("server"),
+                Just("client"),
+                Just("meshTLS"),
+                Just("unauthenticated"),
+                Just("serviceAccounts"),
+                Just("parentRefs"),
+                Just("rules"),
+                Just("matches"),
+                Just("path"),
+                Just("type"),
+                Just("value"),
+                Just("headers"),
+                Just("filters"),
+                Just("backendRefs"),
+                Just("weight"),
+                Just("timeouts"),
+                Just("request"),
+                Just("requestRedirect"),
+                Just("statusCode"),
+                Just("selector"),
+            ];
+            leaf.prop_recursive(5, 64, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                        serde_json::Value::Object(
+                            m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                        )
+                    }),
+                ]
+            })
+        }
+
+        fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Option<T> {
+            serde_json::from_value(v.clone()).ok()
+        }
+
+        proptest! {
+            #[test]
+            fn any_object_is_facts_or_refused(v in json()) {
+                if let Some(s) = decode::<policy::server::ServerSpec>(&v) {
+                    let _ = server(&s, BTreeMap::new(), String::new());
+                }
+                if let Some(s) = decode::<authn::AuthorizationPolicySpec>(&v) {
+                    let _ = authorization_policy(&s, "apps");
+                }
+                if let Some(s) = decode::<authn::MeshTLSAuthenticationSpec>(&v) {
+                    let _ = mesh_tls_authentication(&s, "apps");
+                }
+                if let Some(s) = decode::<authn::NetworkAuthenticationSpec>(&v) {
+                    let _ = network_authentication(&s);
+                }
+                if let Some(s) = decode::<authn::ServerAuthorizationSpec>(&v) {
+                    let _ = server_authorization(&s, "apps");
+                }
+                if let Some(s) = decode::<route::HttpRouteSpec>(&v) {
+                    let _ = http_route(&s, "apps", String::new());
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_value_or_refused(t in text(), u in "\\PC{0,16}") {
+                let _ = gateway_duration(&t);
+                let _ = gateway_duration(&u);
+                let _ = IdentityMatch::parse(&u);
+                let _ = cidr(&t);
+            }
+        }
+    }
 }
