@@ -316,6 +316,28 @@ fn policy_resources_from_the_cluster() {
             t.elapsed()
         );
 
+        // `kinject check` names what now refers to nothing, and the
+        // refused object.
+        let (_, json, _) = kinject_cli(&k, &["check", "--wait", "0s", "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("check's JSON");
+        let policy: Vec<&serde_json::Value> = v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["category"] == "kinject-policy")
+            .collect();
+        assert_eq!(policy.len(), 2, "{json}");
+        assert_eq!(policy[0]["result"], "ok", "the CRDs are installed: {json}");
+        let problems = policy[1]["error"].as_str().unwrap_or_default();
+        assert_eq!(policy[1]["result"], "warning", "{json}");
+        for said in [
+            "networkauthentications.policy.linkerd.io apps/broken is refused",
+            "AuthorizationPolicy apps/web-clients: targets Server web-http, which does not exist",
+            "HTTPRoute apps/api: its parent Server web-http does not exist",
+        ] {
+            assert!(problems.contains(said), "{said:?} in {problems}");
+        }
+
         // Outbound: a Gateway API HTTPRoute splitting a Service's traffic
         // 90/10, with a header match and a timeout.
         for svc in ["web", "web-v2"] {

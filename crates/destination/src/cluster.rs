@@ -249,7 +249,7 @@ fn policy_versions(kind: PolicyKind) -> (&'static str, &'static str, &'static [&
 }
 
 /// The newest version of `kind` the API server serves, or `None`.
-async fn served(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
+pub async fn served(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
     let (group, kind_name, versions) = policy_versions(kind);
     for v in versions {
         let gv = format!("{group}/{v}");
@@ -271,7 +271,7 @@ async fn served(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> 
 }
 
 /// An object's facts, from its JSON.
-fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject, Refused> {
+pub fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject, Refused> {
     use crate::policy_model as m;
     use kinject_k8s::policy as p;
     /// The object's spec as its type (the version is the one watched).

@@ -202,6 +202,94 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// What an operator should fix, one line each: refused objects (and
+    /// why), Servers that select no pod, and references to objects that do
+    /// not exist (which then grant nothing). `pods`: each meshed pod's
+    /// namespace and labels.
+    pub fn problems(&self, pods: &[(String, BTreeMap<String, String>)]) -> Vec<String> {
+        use crate::policy_model::{AuthnRef, AuthzTarget, RouteParent, ServerSelector};
+        let mut out: Vec<String> = self
+            .refused
+            .iter()
+            .map(|((kind, key), why)| format!("{} {key} is refused: {why}", kind.resource()))
+            .collect();
+        let refused = |kind: PolicyKind, ns: &str, name: &str| {
+            self.refused.contains_key(&(kind, ObjKey::new(ns, name)))
+        };
+        for (ns, p) in self.namespaces() {
+            for (name, s) in &p.servers {
+                let selects = s.pods.as_ref().is_some_and(|sel| {
+                    pods.iter()
+                        .any(|(pns, labels)| pns == ns && sel.matches(labels))
+                });
+                if !selects {
+                    out.push(format!(
+                        "Server {ns}/{name}: its podSelector matches no meshed pod"
+                    ));
+                }
+            }
+            let server_missing = |name: &str| {
+                !p.servers.contains_key(name) && !refused(PolicyKind::Server, ns, name)
+            };
+            for (name, a) in &p.authorization_policies {
+                let what = format!("AuthorizationPolicy {ns}/{name}");
+                match &a.target {
+                    AuthzTarget::Server(s) if server_missing(s) => {
+                        out.push(format!("{what}: targets Server {s}, which does not exist"))
+                    }
+                    AuthzTarget::Route(g, r)
+                        if !p.routes.contains_key(&(*g, r.clone()))
+                            && !refused(PolicyKind::HttpRoute(*g), ns, r) =>
+                    {
+                        out.push(format!(
+                            "{what}: targets HTTPRoute {r}, which does not exist"
+                        ))
+                    }
+                    _ => {}
+                }
+                for r in &a.authns {
+                    let (kind, key, found) = match r {
+                        AuthnRef::MeshTls(k) => {
+                            ("MeshTLSAuthentication", k, self.mesh_tls(k).is_some())
+                        }
+                        AuthnRef::Network(k) => {
+                            ("NetworkAuthentication", k, self.network(k).is_some())
+                        }
+                        AuthnRef::ServiceAccount(_) => continue,
+                    };
+                    if !found {
+                        out.push(format!(
+                            "{what}: requires {kind} {key}, which does not exist or is refused: it grants nothing"
+                        ));
+                    }
+                }
+            }
+            for (name, saz) in &p.server_authorizations {
+                if let ServerSelector::Name(s) = &saz.server
+                    && server_missing(s)
+                {
+                    out.push(format!(
+                        "ServerAuthorization {ns}/{name}: names Server {s}, which does not exist"
+                    ));
+                }
+            }
+            for ((_, name), r) in &p.routes {
+                for parent in &r.parents {
+                    if let RouteParent::Server(s) = parent
+                        && server_missing(s)
+                    {
+                        out.push(format!(
+                            "HTTPRoute {ns}/{name}: its parent Server {s} does not exist"
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn put<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, Arc<V>>, key: K, value: V) -> bool {
     if map.get(&key).is_some_and(|v| **v == value) {
         return false;
@@ -238,6 +326,30 @@ mod tests {
             net: s.parse().expect("net"),
             except: vec![],
         }])
+    }
+
+    #[test]
+    fn problems_name_what_to_fix() {
+        use crate::policy_model::{AuthnRef, AuthzPolicyFacts, AuthzTarget};
+        let mut set = PolicySet::default();
+        set.apply(
+            PolicyKind::AuthorizationPolicy,
+            &ObjKey::new("apps", "p"),
+            Ok(PolicyObject::AuthorizationPolicy(AuthzPolicyFacts {
+                target: AuthzTarget::Server("gone".into()),
+                authns: vec![AuthnRef::Network(ObjKey::new("apps", "lan"))],
+            })),
+        );
+        set.apply(
+            PolicyKind::NetworkAuthentication,
+            &ObjKey::new("apps", "lan"),
+            Err(Refused("\"10.0.0.0/33\" is not a CIDR".into())),
+        );
+        let p = set.problems(&[]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("networkauthentications.policy.linkerd.io apps/lan is refused"));
+        assert!(p[1].contains("targets Server gone, which does not exist"));
+        assert!(p[2].contains("requires NetworkAuthentication apps/lan"));
     }
 
     #[test]

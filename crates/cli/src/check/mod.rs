@@ -27,10 +27,12 @@ use serde::Serialize;
 mod data_plane;
 mod destination;
 mod identity;
+mod policy;
 mod webhook;
 
 use destination::*;
 use identity::*;
+use policy::*;
 use webhook::*;
 
 use crate::install::{self, IDENTITY, INJECTOR};
@@ -549,6 +551,7 @@ async fn control_plane_checks(
     if !installed.is_empty() {
         let modern_slices = server.is_none_or(|v| v.serves_endpoint_slices_v1());
         destination_checks(client, args, c, anchors.as_deref(), modern_slices).await;
+        policy_checks(client, &args.namespace.name, c).await;
     }
 
     let cat = "kinject-webhook";

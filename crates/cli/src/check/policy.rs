@@ -1,0 +1,86 @@
+//! The policy checks: Linkerd's policy CRDs are there, and the policy
+//! resources refer to what exists (a Server that selects no pod, an
+//! AuthorizationPolicy whose target or authentication is missing or
+//! refused: each grants nothing, which an operator should know). The
+//! objects are judged by destination's own reading of them.
+
+use super::*;
+use kinject_destination::cluster::{policy_facts, served};
+use kinject_destination::model::ObjKey;
+use kinject_destination::policy_index::{PolicyKind, PolicySet};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+
+pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Checker) {
+    let cat = "kinject-policy";
+    c.run(cat, "Linkerd's policy CRDs are installed", Kind::Normal, || async {
+        let mut missing = Vec::new();
+        for kind in PolicyKind::ALL {
+            if served(client, kind).await.is_none() {
+                missing.push(kind.resource());
+            }
+        }
+        if missing.is_empty() {
+            Status::Ok
+        } else {
+            Status::Warning(format!(
+                "not installed: {} (no such objects can exist, and ports keep their default policy); \
+                 kinject install --crds | kubectl apply -f -",
+                missing.join(", ")
+            ))
+        }
+    })
+    .await;
+    c.run(
+        cat,
+        "policy resources refer to what exists",
+        Kind::Normal,
+        || async {
+            let mut set = PolicySet::default();
+            for kind in PolicyKind::ALL {
+                let Some(ar) = served(client, kind).await else {
+                    continue;
+                };
+                let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+                match timed(
+                    &format!("LIST {}", kind.resource()),
+                    api.list(&ListParams::default()),
+                )
+                .await
+                {
+                    Ok(list) => {
+                        for o in &list.items {
+                            let key = ObjKey::new(o.namespace().unwrap_or_default(), o.name_any());
+                            set.apply(kind, &key, policy_facts(kind, o));
+                        }
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            let selector = format!(
+                "{}={ns}",
+                kinject_inject::annotations::CONTROL_PLANE_NS_LABEL
+            );
+            let pods = match timed(
+                "LIST meshed pods",
+                Api::<Pod>::all(client.clone()).list(&ListParams::default().labels(&selector)),
+            )
+            .await
+            {
+                Ok(list) => list
+                    .items
+                    .iter()
+                    .map(|p| (p.namespace().unwrap_or_default(), p.labels().clone()))
+                    .collect::<Vec<_>>(),
+                Err(e) => return fail(e),
+            };
+            let problems = set.problems(&pods);
+            if problems.is_empty() {
+                Status::Ok
+            } else {
+                Status::Warning(problems.join("; "))
+            }
+        },
+    )
+    .await;
+}
