@@ -17,10 +17,13 @@
 //! Services `web-0` … `web-<SERVICES-1>` in namespace `apps`, until killed
 //! (`scripts/bench-destination.sh` measures its memory meanwhile).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinject_destination::grpc::{Shared, StreamMetrics, router};
+use kinject_destination::grpc::{Shared, StreamMetrics};
 use kinject_destination::index::Index;
 use kinject_destination::model::{
     ObjKey, PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
@@ -28,8 +31,7 @@ use kinject_destination::model::{
 use kinject_destination::{Config, Names, PolicyConfig};
 use linkerd2_proxy_api::destination as d;
 
-/// Streams per HTTP/2 connection.
-const PER_CONNECTION: usize = 100;
+use common::PER_CONNECTION;
 
 fn slice(n: usize) -> SliceInfo {
     SliceInfo {
@@ -81,41 +83,6 @@ async fn hold_remote(addr: &str, services: usize, streams: usize) -> anyhow::Res
     eprintln!("{streams} streams open");
     futures::future::pending::<()>().await;
     Ok(())
-}
-
-/// The machine's first global IPv4 address (from `ip`), so TLS is measured
-/// where the kernel does not shortcut as on loopback.
-fn non_loopback_address() -> Option<std::net::IpAddr> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-}
-
-/// A root and a serving certificate for `name` under it, as identity would
-/// issue (ECDSA P-256).
-fn test_certificate(
-    name: &str,
-) -> anyhow::Result<(String, Arc<dyn rustls::server::ResolvesServerCert>)> {
-    let root_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut root = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let root_cert = root.self_signed(&root_key)?;
-    let issuer = rcgen::Issuer::new(root, root_key);
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &issuer)?;
-    let certified =
-        kinject_runtime::tls::certified_key_from_pem(&leaf.pem(), &key.serialize_pem())?;
-    Ok((
-        root_cert.pem(),
-        Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
-    ))
 }
 
 #[tokio::main]
@@ -172,49 +139,14 @@ async fn main() -> anyhow::Result<()> {
         }),
         metrics: StreamMetrics::default(),
     };
-    let server_name = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local";
-    let (addr, anchors) = if plaintext {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let conn = l.accept().await.map(|(s, _)| s);
-            Some((conn, l))
-        });
-        tokio::spawn(router(shared).serve_with_incoming(incoming));
-        (addr, String::new())
-    } else {
-        let host: std::net::IpAddr = match std::env::var("BIND") {
-            Ok(b) => b.parse()?,
-            Err(_) => non_loopback_address().unwrap_or([127, 0, 0, 1].into()),
-        };
-        // Any free port on that address.
-        let addr = std::net::TcpListener::bind((host, 0))?.local_addr()?;
-        let (anchors, cert) = test_certificate(server_name)?;
-        let incoming = kinject_runtime::grpc_tls::incoming(addr, cert, "fanout").await?;
-        tokio::spawn(router(shared).serve_with_incoming(incoming));
-        (addr, anchors)
-    };
-    println!(
-        "serving on {addr} {}",
-        if plaintext {
-            "in plaintext"
-        } else {
-            "over TLS 1.3 (clients: no ALPN, the service name verified)"
-        }
-    );
+    let (addr, anchors) = common::serve(shared, plaintext).await?;
 
     // Open every stream and read its first answer.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let connections = streams.div_ceil(PER_CONNECTION);
     let mut opened = 0;
     for _ in 0..connections {
-        let channel = if plaintext {
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?
-        } else {
-            kinject_runtime::grpc_tls::connect_as_proxy(addr, server_name, &anchors).await?
-        };
+        let channel = common::connect(addr, &anchors, plaintext).await?;
         for _ in 0..PER_CONNECTION.min(streams - opened) {
             let mut client = d::destination_client::DestinationClient::new(channel.clone());
             let mut s = client
