@@ -24,7 +24,7 @@ sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # rebuilds the images.
 cargo build -q -p kinject-proxy-standin >&2
 standin=target/debug/proxy-standin
-stamp="4 $(sha256sum "$standin" | cut -c1-16)"
+stamp="5 $(sha256sum "$standin" | cut -c1-16)"
 if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && -f $out/proxy-standin.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
   echo "$out"
   exit 0
@@ -82,6 +82,10 @@ app_rootfs() {
   for a in sh httpd wget nc cat echo ls sleep id hostname nslookup; do ln -s busybox "$1/bin/$a"; done
   install -d "$1/www" "$1/tmp"
   echo "hello from kinject's test app" >"$1/www/index.html"
+  # A slow answer (2 s), for route timeouts: busybox httpd runs CGI scripts.
+  install -d "$1/www/cgi-bin"
+  printf '#!/bin/sh\nsleep 2\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow\\n"\n' >"$1/www/cgi-bin/slow"
+  chmod 0755 "$1/www/cgi-bin/slow"
 }
 
 # Runs as any user (the injector sets 2102, and 65534 for init) on a

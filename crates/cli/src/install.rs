@@ -917,6 +917,12 @@ pub fn render(p: &Plan) -> Vec<Value> {
                 &["httproutes"],
                 &["list", "watch"],
             ),
+            // To start reading a policy kind as soon as its CRD is applied.
+            rule(
+                &["apiextensions.k8s.io"],
+                &["customresourcedefinitions"],
+                &["list", "watch"],
+            ),
         ],
     ));
     out.push(binding(

@@ -1895,3 +1895,240 @@ fn slipped_pods_are_reported_and_repaired() {
         "the eviction is explained on the pod"
     );
 }
+
+/// A workload of the test app in namespace `pol`: its ServiceAccount, a
+/// Deployment (meshed with `proxy`'s image unless `meshed` is false) and a
+/// Service on port 80. The readiness probe asks `/index.html`, so a probe
+/// route never covers the `/` clients ask for.
+fn pol_workload(k: &Cluster, name: &str, proxy: &ProxyImage) {
+    let annotations = proxy.annotations();
+    k.apply(&format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: pol}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: pol}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}, annotations: {annotations}}}
+    spec:
+      serviceAccountName: {name}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/app:kinject
+        imagePullPolicy: IfNotPresent
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /index.html, port: http}}, periodSeconds: 1}}
+---
+{}"#,
+        service("pol", name)
+    ));
+}
+
+/// Runs `script` in a Job's pod as ServiceAccount `sa` (meshed unless
+/// `meshed` is false) and returns whether it succeeded, and its log.
+fn job(
+    k: &Cluster,
+    name: &str,
+    sa: &str,
+    proxy: &ProxyImage,
+    meshed: bool,
+    script: &str,
+) -> (bool, String) {
+    let annotations = if meshed {
+        proxy.annotations()
+    } else {
+        "{linkerd.io/inject: disabled}".to_string()
+    };
+    let script = script.replace('\n', " ");
+    k.apply(&format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {sa}, namespace: pol}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}, namespace: pol}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{annotations: {annotations}}}
+    spec:
+      serviceAccountName: {sa}
+      restartPolicy: Never
+      containers:
+      - name: task
+        image: localhost/app:kinject
+        imagePullPolicy: IfNotPresent
+        command: [/bin/sh, -c, '{script}']
+"#
+    ));
+    let done = support::wait_for_opt(Duration::from_secs(120), || {
+        let j = k.json(&["get", "job", "-n", "pol", name]);
+        let succeeded = j["status"]["succeeded"].as_i64().unwrap_or(0) > 0;
+        let failed = j["status"]["failed"].as_i64().unwrap_or(0) > 0;
+        (succeeded || failed).then_some(succeeded)
+    })
+    .unwrap_or_else(|| panic!("job {name} did not finish within 120 s"));
+    let logs = k.kubectl(
+        &["logs", "-n", "pol", &format!("job/{name}"), "-c", "task"],
+        None,
+    );
+    (
+        done,
+        String::from_utf8_lossy(&logs.stdout).into_owned() + &String::from_utf8_lossy(&logs.stderr),
+    )
+}
+
+/// Inbound responses a pod's real proxy counted from one client identity.
+fn inbound_from(pod_ip: &str, client_id: &str) -> f64 {
+    let (code, metrics) = http_get_on(pod_ip, 4191, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    let needle = format!("client_id=\"{client_id}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("response_total{") && l.contains("direction=\"inbound\""))
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Linkerd's policy resources enforced by the real linkerd2-proxy, as
+/// kinject's destination answers them: a Server with an
+/// AuthorizationPolicy lets one meshed client in (200), refuses another
+/// (403) and an unmeshed one; a Gateway API HTTPRoute splits a Service's
+/// traffic 90/10 and times out a slow path. Needs the real proxy (the
+/// stand-in enforces nothing) and the cluster DNS (1.37); otherwise it says
+/// NOT RUN.
+#[test]
+fn policy_enforced_by_the_real_proxy() {
+    if !enabled("policy_enforced_by_the_real_proxy") {
+        return;
+    }
+    let proxy = ProxyImage::from_env(version() != "1.20");
+    if !proxy.real {
+        eprintln!(
+            "NOT RUN: policy_enforced_by_the_real_proxy needs the real linkerd2-proxy on the 1.37 \
+             cluster (KINJECT_PROXY_IMAGE, KINJECT_PROXY_IMAGE_ARCHIVE; docs/REAL-PROXY.md). The \
+             policy answers themselves are tested against a real API server by tests/policy.rs"
+        );
+        return;
+    }
+    let k = Cluster::start_with_node(&version());
+    let image = format!("localhost/kinject:{}", env!("CARGO_PKG_VERSION"));
+    support::install_and_apply(&k, &["--image", &image]);
+    let (code, crds, err) = kinject(&k, &["install", "--crds"]);
+    assert_eq!(code, 0, "{err}");
+    k.apply(&crds);
+    available(&k, "linkerd", "deployment", "120s");
+    k.namespace("pol", &[]);
+    for w in ["web", "web-v2"] {
+        pol_workload(&k, w, &proxy);
+    }
+    available(&k, "pol", "deployment", "120s");
+    let ip_of = |app: &str| -> String {
+        pods(&k, "pol", app)
+            .into_iter()
+            .find(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("a running {app} pod"))
+    };
+    let (web_ip, v2_ip) = (ip_of("web"), ip_of("web-v2"));
+
+    // Only ServiceAccount `good` may call web's http port.
+    k.apply(
+        r#"apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: web-http, namespace: pol}
+spec: {podSelector: {matchLabels: {app: web}}, port: http, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: good, namespace: pol}
+spec: {identityRefs: [{kind: ServiceAccount, name: good}]}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-good, namespace: pol}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: web-http}
+  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: good}]
+"#,
+    );
+    let get = "wget -S -O- http://web.pol.svc.cluster.local/ 2>&1";
+    let (ok, log) = job(&k, "good-1", "good", &proxy, true, get);
+    assert!(
+        ok && log.contains("200 OK"),
+        "the authorized client gets 200:\n{log}"
+    );
+    let (ok, log) = job(&k, "bad-1", "bad", &proxy, true, get);
+    assert!(
+        !ok && log.contains("403"),
+        "another meshed client gets 403:\n{log}"
+    );
+    let (ok, log) = job(&k, "plain-1", "plain", &proxy, false, get);
+    assert!(!ok, "an unmeshed client is refused:\n{log}");
+    eprintln!(
+        "policy: the authorized client 200, another meshed client 403, an unmeshed client refused ({})",
+        log.lines().last().unwrap_or("")
+    );
+
+    // A 90/10 split of web's traffic, and a timeout on a slow path.
+    k.apply(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: pol}
+spec:
+  parentRefs: [{group: core, kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /cgi-bin/slow}}]
+    timeouts: {request: 500ms}
+  - backendRefs: [{name: web, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+"#,
+    );
+    let id = "good.pol.serviceaccount.identity.linkerd.cluster.local";
+    let (web0, v20) = (inbound_from(&web_ip, id), inbound_from(&v2_ip, id));
+    let (ok, log) = job(
+        &k,
+        "good-split",
+        "good",
+        &proxy,
+        true,
+        "sleep 3; i=0; while [ $i -lt 200 ]; do wget -q -O /dev/null http://web.pol.svc.cluster.local/ || echo FAILED; i=$((i+1)); done;
+         wget -S -O- http://web.pol.svc.cluster.local/cgi-bin/slow 2>&1; true",
+    );
+    assert!(ok, "{log}");
+    let (web, v2) = (
+        inbound_from(&web_ip, id) - web0,
+        inbound_from(&v2_ip, id) - v20,
+    );
+    eprintln!(
+        "split: web {web}, web-v2 {v2} of 200 requests; slow path: {}",
+        log.lines()
+            .filter(|l| l.contains("HTTP/"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(
+        !log.contains("FAILED"),
+        "every request of the split answered:\n{log}"
+    );
+    assert!(
+        web + v2 >= 200.0,
+        "both backends counted every request: {web} + {v2}"
+    );
+    assert!(
+        (5.0..=45.0).contains(&v2),
+        "about 10% to web-v2: {v2} of {}",
+        web + v2
+    );
+    assert!(
+        log.contains("504"),
+        "the route's 500 ms timeout fired on the 2 s path:\n{log}"
+    );
+}

@@ -11,8 +11,8 @@
 //! - Linkerd's policy resources (`run_policy`), each kind in the newest
 //!   version the API server serves, read as JSON and converted one object at
 //!   a time: a bad object is refused (logged, counted, left out), never a
-//!   failed watch. A kind whose CRD is not installed is looked for again
-//!   every 30 s, and read from when it appears.
+//!   failed watch. A kind whose CRD is not installed is read from as soon
+//!   as its CRD appears (a watch on that CRD).
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -315,8 +315,33 @@ pub fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject,
     })
 }
 
-/// How often a policy kind that is not served is looked for again.
-const CRD_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+/// Waits for a kind's CRD to be created (a watch on that one CRD's
+/// metadata, so policies apply as soon as the CRDs do, not a poll later),
+/// then until the API server serves it.
+async fn crd_appears(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds = Api::<PartialObjectMeta<CustomResourceDefinition>>::all(client.clone());
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", kind.resource()));
+    let events = watcher(crds, cfg).default_backoff().applied_objects();
+    futures::pin_mut!(events);
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(_) => {
+                // Created; served once the API server has established it.
+                for _ in 0..100 {
+                    if let Some(ar) = served(client, kind).await {
+                        return Some(ar);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            Err(e) => {
+                warn!(resource = kind.resource(), error = %e, "watching for its CRD (retrying)")
+            }
+        }
+    }
+    None
+}
 
 /// Follows one policy kind: waits until the API server serves it, then
 /// watches it for the life of the process.
@@ -329,9 +354,8 @@ async fn follow_policy(
     refused: Gauge<i64>,
 ) {
     let mut ar = first;
-    while ar.is_none() {
-        tokio::time::sleep(CRD_RECHECK).await;
-        ar = served(&client, kind).await;
+    if ar.is_none() {
+        ar = crd_appears(&client, kind).await;
         if let Some(a) = &ar {
             info!(resource = kind.resource(), version = %a.version, "now served; reading it");
             synced.expect(1);
@@ -390,7 +414,7 @@ pub async fn run_policy(client: kube::Client, index: Index, synced: Synced, refu
     if !missing.is_empty() {
         info!(
             missing = %missing.join(", "),
-            "policy CRDs not installed: those kinds are read once they are (kinject install --crds | kubectl apply -f -)"
+            "policy CRDs not installed: each kind is read as soon as its CRD is (kinject install --crds | kubectl apply -f -)"
         );
     }
     // Discovery is done: what it found is now expected.

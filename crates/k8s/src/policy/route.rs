@@ -87,6 +87,7 @@ pub struct ParentReference {
     pub section_name: Option<String>,
     /// A Service's port the route applies to (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub port: Option<u16>,
 }
 
@@ -186,9 +187,11 @@ pub struct RequestRedirect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathModifier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub port: Option<u16>,
     /// 301 or 302 (302 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub status_code: Option<u16>,
 }
 
@@ -217,9 +220,11 @@ pub struct HttpBackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub port: Option<u16>,
     /// 1 when absent; 0 sends it nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub weight: Option<u32>,
 }
 
