@@ -923,6 +923,12 @@ pub fn render(p: &Plan) -> Vec<Value> {
                 &["customresourcedefinitions"],
                 &["list", "watch"],
             ),
+            // HTTPRoute status (Accepted, ResolvedRefs), from the leader.
+            rule(
+                &["policy.linkerd.io", "gateway.networking.k8s.io"],
+                &["httproutes/status"],
+                &["patch"],
+            ),
         ],
     ));
     out.push(binding(
@@ -938,6 +944,12 @@ pub fn render(p: &Plan) -> Vec<Value> {
         ns,
         vec![
             rule(&[""], &["configmaps"], &["get"]),
+            // The Lease of the replica that writes route status.
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "update"],
+            ),
             // Its serving certificate, and no other Secret.
             named_rule(
                 &[""],

@@ -119,6 +119,36 @@ fn policy_ref(kind: &str, name: &str) -> serde_json::Value {
     json!({"group": "policy.linkerd.io", "kind": kind, "name": name})
 }
 
+/// kinject's status conditions on a route, as `Type=Status Reason`.
+fn route_conditions(k: &Cluster, resource: &str) -> Vec<String> {
+    let r = k.json(&["get", "-n", "apps", resource]);
+    r["status"]["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["controllerName"] == "linkerd.io/policy-controller")
+        .flat_map(|p| p["conditions"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            format!(
+                "{}={} {}",
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn wait_for_conditions(k: &Cluster, resource: &str, want: &[&str]) {
+    let want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+    let mut last = Vec::new();
+    let got = support::wait_for_opt(Duration::from_secs(10), || {
+        last = route_conditions(k, resource);
+        (last == want).then_some(())
+    });
+    assert!(got.is_some(), "{resource}: {last:?}, expected {want:?}");
+}
+
 #[test]
 fn policy_resources_from_the_cluster() {
     if !enabled("policy_resources_from_the_cluster") {
@@ -302,6 +332,13 @@ fn policy_resources_from_the_cluster() {
             "{got}"
         );
 
+        // The leader writes the route's status, as Linkerd's controller.
+        wait_for_conditions(
+            &k,
+            "httproute.policy.linkerd.io/api",
+            &["Accepted=True Accepted", "ResolvedRefs=True ResolvedRefs"],
+        );
+
         // A Server on a port name no container has changes nothing.
         k.apply(&server("nothing", json!("grpc"), json!({})));
         quiet(&mut watch).await;
@@ -311,6 +348,11 @@ fn policy_resources_from_the_cluster() {
         k.ok(&["delete", "server.policy.linkerd.io", "-n", "apps", "web-http"]);
         let (got, took) = next(&mut watch).await;
         assert_eq!(got, default);
+        wait_for_conditions(
+            &k,
+            "httproute.policy.linkerd.io/api",
+            &["Accepted=False NoMatchingParent"],
+        );
         eprintln!(
             "a deleted Server reached the open stream {took:?} after kubectl returned ({:?} in all)",
             t.elapsed()
@@ -450,6 +492,11 @@ fn policy_resources_from_the_cluster() {
                 ("web.apps.svc.cluster.local:80".to_string(), 90, false),
                 ("Service:web-v2".to_string(), 10, true),
             ]
+        );
+        wait_for_conditions(
+            &k,
+            "httproute.gateway.networking.k8s.io/split",
+            &["Accepted=True Accepted", "ResolvedRefs=False BackendNotFound"],
         );
         k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "apps", "split"]);
         let routes = next_out(&mut out).await;

@@ -318,7 +318,7 @@ pub fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject,
 /// Waits for a kind's CRD to be created (a watch on that one CRD's
 /// metadata, so policies apply as soon as the CRDs do, not a poll later),
 /// then until the API server serves it.
-async fn crd_appears(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
+pub(crate) async fn crd_appears(client: &kube::Client, kind: PolicyKind) -> Option<ApiResource> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds = Api::<PartialObjectMeta<CustomResourceDefinition>>::all(client.clone());
     let cfg = watcher::Config::default().fields(&format!("metadata.name={}", kind.resource()));

@@ -71,9 +71,21 @@ struct State {
 }
 
 /// The shared index. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Index {
     state: Arc<Mutex<State>>,
+    /// Bumped when the policy objects change, or a Service a route refers
+    /// to comes or goes: what the route status writer follows.
+    routes_changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            routes_changed: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 /// What an address is.
@@ -135,7 +147,9 @@ impl Index {
         if s.services.get(&key) == Some(&info) {
             return;
         }
-        if let Some(old) = s.services.insert(key.clone(), info.clone()) {
+        let old = s.services.insert(key.clone(), info.clone());
+        let existed = old.is_some();
+        if let Some(old) = old {
             for ip in &old.cluster_ips {
                 if s.cluster_ips.get(ip) == Some(&key) {
                     s.cluster_ips.remove(ip);
@@ -146,6 +160,10 @@ impl Index {
             s.cluster_ips.insert(*ip, key.clone());
         }
         s.service_changed(&key);
+        drop(s);
+        if !existed {
+            self.routes_changed.send_modify(|g| *g += 1);
+        }
     }
 
     pub fn delete_service(&self, key: &ObjKey) {
@@ -157,6 +175,8 @@ impl Index {
                 }
             }
             s.service_changed(key);
+            drop(s);
+            self.routes_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -226,6 +246,7 @@ impl Index {
         if set.apply(kind, key, facts) {
             s.policy = PolicySnapshot(Arc::new(set));
             s.policy_changed();
+            self.routes_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -235,6 +256,7 @@ impl Index {
         if set.delete(kind, key) {
             s.policy = PolicySnapshot(Arc::new(set));
             s.policy_changed();
+            self.routes_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -254,6 +276,11 @@ impl Index {
     /// The policy objects now.
     pub fn policy(&self) -> PolicySnapshot {
         self.lock().policy.clone()
+    }
+
+    /// Wakes when what a route's status depends on may have changed.
+    pub fn routes_changed(&self) -> watch::Receiver<u64> {
+        self.routes_changed.subscribe()
     }
 
     /// A watch restarted from a fresh list: forget what the list no longer

@@ -21,6 +21,7 @@ pub mod model;
 pub mod policy;
 pub mod policy_index;
 pub mod policy_model;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -188,6 +189,32 @@ pub async fn run(
         synced.clone(),
         refused,
     ));
+    // One replica writes HTTPRoute status: the Lease's holder.
+    let lease = kinject_runtime::lease::LeaseConfig {
+        namespace: server.config.names.control_namespace.clone(),
+        name: status::LEASE.into(),
+        holder: std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("kinject-destination-{}", std::process::id())),
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(2),
+        settings: None,
+    };
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    let campaign = tokio::spawn(kinject_runtime::lease::campaign(
+        client.clone(),
+        lease.clone(),
+        leader_tx,
+    ));
+    tokio::spawn(status::run(client.clone(), index.clone(), leader));
+    {
+        // A stopping replica hands the Lease over at once.
+        let (stopping, client) = (stopping.clone(), client.clone());
+        tokio::spawn(async move {
+            stopping.draining().await;
+            campaign.abort();
+            kinject_runtime::lease::release(&client, &lease).await;
+        });
+    }
     let metrics = grpc::StreamMetrics::register(&mut registry);
     let cert_expiry = Gauge::<i64>::default();
     registry.register(
