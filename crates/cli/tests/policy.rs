@@ -339,6 +339,28 @@ fn policy_resources_from_the_cluster() {
             &["Accepted=True Accepted", "ResolvedRefs=True ResolvedRefs"],
         );
 
+        // explain shows the port's Server, authorizations and routes, from
+        // destination's own answer.
+        let (code, json, err) =
+            kinject_cli(&k, &["explain", "pod/web-1", "-n", "apps", "-o", "json"], None);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("explain's JSON");
+        let port = &v[0]["ports"][0];
+        assert_eq!(port["port"], 8080, "{json}");
+        assert_eq!(port["server"], "Server web-http", "{json}");
+        assert_eq!(port["protocol"], "HTTP/1", "{json}");
+        let said = port.to_string();
+        assert!(
+            said.contains(&format!("authorizationpolicy/web-clients: mTLS {CLIENT_ID} from 0.0.0.0/0, ::/0"))
+                && said.contains("HTTPRoute/api [authorizationpolicy/api-callers: mTLS web.apps"),
+            "{json}"
+        );
+        let (_, text, _) = kinject_cli(&k, &["explain", "pod/web-1", "-n", "apps"], None);
+        assert!(
+            text.contains("inbound port 8080: Server web-http, HTTP/1"),
+            "{text}"
+        );
+
         // A Server on a port name no container has changes nothing.
         k.apply(&server("nothing", json!("grpc"), json!({})));
         quiet(&mut watch).await;

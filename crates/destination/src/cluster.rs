@@ -421,3 +421,21 @@ pub async fn run_policy(client: kube::Client, index: Index, synced: Synced, refu
     synced.mark();
     futures::future::join_all(tasks).await;
 }
+
+/// The cluster's policy objects now, read once (for `check` and `explain`):
+/// every served kind listed and judged as the watches judge them.
+pub async fn policy_snapshot(
+    client: &kube::Client,
+) -> kube::Result<crate::policy_index::PolicySet> {
+    let mut set = crate::policy_index::PolicySet::default();
+    for kind in PolicyKind::ALL {
+        let Some(ar) = served(client, kind).await else {
+            continue;
+        };
+        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        for o in api.list(&kube::api::ListParams::default()).await?.items {
+            set.apply(kind, &key_of(&o), policy_facts(kind, &o));
+        }
+    }
+    Ok(set)
+}

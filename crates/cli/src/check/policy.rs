@@ -5,11 +5,9 @@
 //! objects are judged by destination's own reading of them.
 
 use super::*;
-use kinject_destination::cluster::{policy_facts, served};
-use kinject_destination::model::ObjKey;
-use kinject_destination::policy_index::{PolicyKind, PolicySet};
+use kinject_destination::cluster::served;
+use kinject_destination::policy_index::PolicyKind;
 use kube::ResourceExt;
-use kube::api::DynamicObject;
 
 pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Checker) {
     let cat = "kinject-policy";
@@ -36,27 +34,15 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
         "policy resources refer to what exists",
         Kind::Normal,
         || async {
-            let mut set = PolicySet::default();
-            for kind in PolicyKind::ALL {
-                let Some(ar) = served(client, kind).await else {
-                    continue;
-                };
-                let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-                match timed(
-                    &format!("LIST {}", kind.resource()),
-                    api.list(&ListParams::default()),
-                )
-                .await
-                {
-                    Ok(list) => {
-                        for o in &list.items {
-                            let key = ObjKey::new(o.namespace().unwrap_or_default(), o.name_any());
-                            set.apply(kind, &key, policy_facts(kind, o));
-                        }
-                    }
-                    Err(e) => return fail(e),
-                }
-            }
+            let set = match timed(
+                "LIST policy resources",
+                kinject_destination::cluster::policy_snapshot(client),
+            )
+            .await
+            {
+                Ok(set) => set,
+                Err(e) => return fail(e),
+            };
             let selector = format!(
                 "{}={ns}",
                 kinject_inject::annotations::CONTROL_PLANE_NS_LABEL
