@@ -504,6 +504,20 @@ fn policy_resources_from_the_cluster() {
                 ("web-v2.apps.svc.cluster.local:80".to_string(), 10, false),
             ]
         );
+        // Linkerd's retry annotations on the route.
+        k.ok(&[
+            "annotate", "-n", "apps", "httproute.gateway.networking.k8s.io/split",
+            "retry.linkerd.io/http=5xx", "retry.linkerd.io/limit=2", "retry.linkerd.io/timeout=300ms",
+        ]);
+        let routes = next_out(&mut out).await;
+        let retry = routes[0].rules[0].retry.clone().expect("a retry policy");
+        assert_eq!(retry.max_retries, 2);
+        assert_eq!(
+            retry.conditions.map(|c| c.status_ranges.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>()),
+            Some(vec![(500, 599)])
+        );
+        assert_eq!(retry.timeout, Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 }));
+
         // A backend that does not exist: a 500 on its share, never a
         // silent re-route; when it appears, it is used.
         k.ok(&["delete", "service", "-n", "apps", "web-v2"]);

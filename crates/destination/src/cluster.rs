@@ -310,7 +310,9 @@ pub fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject,
         }
         PolicyKind::HttpRoute(_) => {
             let s: p::route::HttpRouteSpec = spec(o)?;
-            PolicyObject::HttpRoute(m::http_route(&s, &ns, created)?)
+            let mut route = m::http_route(&s, &ns, created)?;
+            route.linkerd = m::route_annotations(o.annotations())?;
+            PolicyObject::HttpRoute(route)
         }
     })
 }

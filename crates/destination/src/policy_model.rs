@@ -488,6 +488,96 @@ pub struct RouteFacts {
     pub parents: Vec<RouteParent>,
     pub hostnames: Vec<String>,
     pub rules: Vec<RouteRule>,
+    /// Linkerd's `retry.linkerd.io/*` and `timeout.linkerd.io/*`
+    /// annotations on the route.
+    pub linkerd: RouteAnnotations,
+}
+
+/// Retries of a route: up to `limit` more attempts for responses whose
+/// status is in `statuses`, each attempt bounded by `timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub limit: u32,
+    pub statuses: Vec<(u32, u32)>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteAnnotations {
+    pub retry: Option<Retry>,
+    /// `timeout.linkerd.io/request`, `/response`, `/idle`: used where the
+    /// rule has no Gateway API `timeouts`.
+    pub request_timeout: Option<Duration>,
+    pub response_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A status class or range of `retry.linkerd.io/http`: `5xx`,
+/// `gateway-error` (502-504), `503`, `500-504`.
+fn status_range(s: &str) -> Result<(u32, u32), Refused> {
+    let code = |c: &str| {
+        c.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|c| (100..600).contains(c))
+    };
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("5xx") {
+        return Ok((500, 599));
+    }
+    if s.eq_ignore_ascii_case("gateway-error") {
+        return Ok((502, 504));
+    }
+    if let Some(c) = code(s) {
+        return Ok((c, c));
+    }
+    match s.split_once('-').map(|(a, b)| (code(a), code(b))) {
+        Some((Some(a), Some(b))) if a <= b => Ok((a, b)),
+        _ => refuse(format!(
+            "retry.linkerd.io/http: {s:?} is not 5xx, gateway-error, a status or a range (500-504)"
+        )),
+    }
+}
+
+/// Linkerd's route annotations. A value that does not parse refuses the
+/// route (its status says why) rather than retrying or timing out other
+/// than the operator wrote.
+pub fn route_annotations(a: &BTreeMap<String, String>) -> Result<RouteAnnotations, Refused> {
+    let duration = |key: &str| {
+        a.get(key)
+            .map(|v| gateway_duration(v).map_err(|e| Refused(format!("{key}: {e}"))))
+            .transpose()
+    };
+    let limit = a
+        .get("retry.linkerd.io/limit")
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| Refused(format!("retry.linkerd.io/limit: {v:?} is not a number")))
+        })
+        .transpose()?;
+    let statuses = a
+        .get("retry.linkerd.io/http")
+        .map(|v| {
+            v.split(',')
+                .map(status_range)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let timeout = duration("retry.linkerd.io/timeout")?;
+    let retry = (limit.is_some() || statuses.is_some() || timeout.is_some())
+        .then(|| Retry {
+            limit: limit.unwrap_or(1),
+            statuses: statuses.unwrap_or_default(),
+            timeout,
+        })
+        .filter(|r| r.limit > 0);
+    Ok(RouteAnnotations {
+        retry,
+        request_timeout: duration("timeout.linkerd.io/request")?,
+        response_timeout: duration("timeout.linkerd.io/response")?,
+        idle_timeout: duration("timeout.linkerd.io/idle")?,
+    })
 }
 
 /// A Gateway API duration: up to four `<n><unit>` parts (`1h30m`, `500ms`).
@@ -691,6 +781,7 @@ pub fn http_route(
             .collect(),
         hostnames: spec.hostnames.clone().unwrap_or_default(),
         rules,
+        linkerd: RouteAnnotations::default(),
     })
 }
 
@@ -799,6 +890,52 @@ mod tests {
             }))
             .is_err()
         );
+    }
+
+    #[test]
+    fn linkerds_route_annotations() {
+        let a = |pairs: &[(&str, &str)]| {
+            route_annotations(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let r = a(&[
+            ("retry.linkerd.io/http", "5xx,gateway-error,429,500-504"),
+            ("retry.linkerd.io/limit", "3"),
+            ("retry.linkerd.io/timeout", "300ms"),
+            ("timeout.linkerd.io/request", "2s"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            r.retry,
+            Some(Retry {
+                limit: 3,
+                statuses: vec![(500, 599), (502, 504), (429, 429), (500, 504)],
+                timeout: Some(Duration::from_millis(300)),
+            })
+        );
+        assert_eq!(r.request_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(a(&[]), Ok(RouteAnnotations::default()));
+        assert_eq!(
+            a(&[("retry.linkerd.io/http", "5xx")]).map(|r| r.retry.map(|r| r.limit)),
+            Ok(Some(1)),
+            "one retry by default"
+        );
+        assert_eq!(
+            a(&[("retry.linkerd.io/limit", "0")]).map(|r| r.retry),
+            Ok(None)
+        );
+        for bad in [
+            ("retry.linkerd.io/http", "4xx"),
+            ("retry.linkerd.io/http", "504-500"),
+            ("retry.linkerd.io/limit", "-1"),
+            ("timeout.linkerd.io/request", "soon"),
+        ] {
+            assert!(a(&[bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -345,6 +345,7 @@ mod tests {
                 request_timeout: None,
                 backend_timeout: None,
             }],
+            linkerd: Default::default(),
         }
     }
 

@@ -10,7 +10,9 @@ use linkerd2_proxy_api::outbound as ob;
 use super::{PolicyConfig, backend, duration, http, service_meta};
 use crate::index::ServiceView;
 use crate::model::ObjKey;
-use crate::policy_model::{RouteFacts, RouteGroup, RouteParent, RouteRule};
+use crate::policy_model::{
+    Retry, RouteAnnotations, RouteFacts, RouteGroup, RouteParent, RouteRule,
+};
 
 fn missing_backend(
     svc: &ObjKey,
@@ -84,6 +86,54 @@ fn distribution(
     }
 }
 
+/// The rule's Gateway API `timeouts` (`request` bounds the whole request,
+/// `backendRequest` each attempt's wait for a response), else Linkerd's
+/// `timeout.linkerd.io/*` annotations.
+fn timeouts(rule: &RouteRule, linkerd: &RouteAnnotations) -> Option<hr::Timeouts> {
+    if rule.request_timeout.is_some() || rule.backend_timeout.is_some() {
+        return Some(hr::Timeouts {
+            request: rule.request_timeout.and_then(duration),
+            response: rule.backend_timeout.and_then(duration),
+            idle: None,
+        });
+    }
+    let l = linkerd;
+    (l.request_timeout.is_some() || l.response_timeout.is_some() || l.idle_timeout.is_some()).then(
+        || hr::Timeouts {
+            request: l.request_timeout.and_then(duration),
+            response: l.response_timeout.and_then(duration),
+            idle: l.idle_timeout.and_then(duration),
+        },
+    )
+}
+
+/// Linkerd's retry annotations as the proxy's retry policy (Linkerd's
+/// request buffer and backoff).
+fn retry(r: &Retry) -> ob::http_route::Retry {
+    use ob::http_route::retry::{Conditions, conditions::StatusRange};
+    ob::http_route::Retry {
+        max_retries: r.limit,
+        max_request_bytes: 64 * 1024,
+        conditions: Some(Conditions {
+            status_ranges: r
+                .statuses
+                .iter()
+                .map(|(start, end)| StatusRange {
+                    start: *start,
+                    end: *end,
+                })
+                .collect(),
+        }),
+        timeout: r.timeout.and_then(duration),
+        backoff: Some(ob::ExponentialBackoff {
+            min_backoff: duration(std::time::Duration::from_millis(25)),
+            max_backoff: duration(std::time::Duration::from_millis(250)),
+            jitter_ratio: 1.0,
+            respect_retry_after_hint: false,
+        }),
+    }
+}
+
 fn route(
     group: RouteGroup,
     name: &str,
@@ -103,15 +153,8 @@ fn route(
                 matches: http::matches(&rule.matches),
                 filters: http::outbound_filters(&rule.filters),
                 backends: Some(distribution(rule, parent, port, view, cfg)),
-                // `request` bounds the whole request, `backendRequest` each
-                // attempt's wait for a response.
-                timeouts: (rule.request_timeout.is_some() || rule.backend_timeout.is_some()).then(
-                    || hr::Timeouts {
-                        request: rule.request_timeout.and_then(duration),
-                        response: rule.backend_timeout.and_then(duration),
-                        idle: None,
-                    },
-                ),
+                timeouts: timeouts(rule, &r.linkerd),
+                retry: r.linkerd.retry.as_ref().map(retry),
                 ..Default::default()
             })
             .collect(),
