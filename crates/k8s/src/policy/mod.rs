@@ -84,6 +84,21 @@ fn with_older_versions(
     let Some(newest) = crd.spec.versions.first().cloned() else {
         return crd;
     };
+    // Older versions never had the newest one's defaults (a v1beta1 Server
+    // has no accessPolicy): reading a stored object in its own version must
+    // not show one.
+    let older_schema = newest.schema.clone().map(|mut v| {
+        if let Some(schema) = v.open_api_v3_schema.take() {
+            v.open_api_v3_schema = serde_json::to_value(schema)
+                .map(|mut j| {
+                    strip_defaults(&mut j);
+                    j
+                })
+                .ok()
+                .and_then(|j| serde_json::from_value(j).ok());
+        }
+        v
+    });
     let mut versions: Vec<CustomResourceDefinitionVersion> = older
         .iter()
         .map(|o| CustomResourceDefinitionVersion {
@@ -101,12 +116,24 @@ fn with_older_versions(
                     crd.spec.names.kind
                 )
             }),
+            schema: older_schema.clone(),
             ..newest.clone()
         })
         .collect();
     versions.push(newest);
     crd.spec.versions = versions;
     crd
+}
+
+fn strip_defaults(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("default");
+            m.values_mut().for_each(strip_defaults);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_defaults),
+        _ => {}
+    }
 }
 
 /// Every CRD kinject's policy server reads, in a stable order.
@@ -171,6 +198,14 @@ mod tests {
                 served,
                 "{name}"
             );
+            for v in crd.spec.versions.iter().filter(|v| !v.storage) {
+                let schema = serde_json::to_string(&v.schema).expect("json");
+                assert!(
+                    !schema.contains("\"default\""),
+                    "{name} {}: no defaults",
+                    v.name
+                );
+            }
         }
     }
 
