@@ -365,19 +365,47 @@ fn policy_resources_from_the_cluster() {
         k.apply(&server("nothing", json!("grpc"), json!({})));
         quiet(&mut watch).await;
 
-        // Deleting the Server: back to the default.
+        // A second Server on the same port, by number and with
+        // matchExpressions: the older one keeps it (Linkerd's rule), so
+        // nothing changes yet. A ServerAuthorization names it.
+        k.apply(&server(
+            "web-num",
+            json!(8080),
+            json!({"podSelector": {"matchExpressions": [
+                {"key": "app", "operator": "In", "values": ["web", "api"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+            ]}}),
+        ));
+        k.apply(
+            &json!({"apiVersion": "policy.linkerd.io/v1beta1", "kind": "ServerAuthorization",
+                    "metadata": {"name": "by-name", "namespace": "apps"},
+                    "spec": {"server": {"name": "web-num"},
+                             "client": {"unauthenticated": true, "networks": [{"cidr": "192.0.2.0/24"}]}}})
+            .to_string(),
+        );
+        quiet(&mut watch).await;
+
+        // Deleting the older Server hands the port to the other one.
         let t = Instant::now();
         k.ok(&["delete", "server.policy.linkerd.io", "-n", "apps", "web-http"]);
         let (got, took) = next(&mut watch).await;
-        assert_eq!(got, default);
-        wait_for_conditions(
-            &k,
-            "httproute.policy.linkerd.io/api",
-            &["Accepted=False NoMatchingParent"],
+        assert_eq!(
+            got,
+            "server:web-num detect authz=[authorizationpolicy:lan unauthenticated 10.0.0.0/8-1; \
+             serverauthorization:by-name unauthenticated 192.0.2.0/24] \
+             routes=[default:default, default:probe[default:probe unauthenticated 0.0.0.0/0,::/0]]"
         );
         eprintln!(
             "a deleted Server reached the open stream {took:?} after kubectl returned ({:?} in all)",
             t.elapsed()
+        );
+        // And deleting that one: back to the default.
+        k.ok(&["delete", "server.policy.linkerd.io", "-n", "apps", "web-num"]);
+        assert_eq!(next(&mut watch).await.0, default);
+        wait_for_conditions(
+            &k,
+            "httproute.policy.linkerd.io/api",
+            &["Accepted=False NoMatchingParent"],
         );
 
         // `kinject check` names what now refers to nothing, and the
