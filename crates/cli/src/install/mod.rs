@@ -38,6 +38,9 @@ const DST_GRPC_PORT: i32 = names::DESTINATION_HEADLESS.port as i32;
 const POLICY_GRPC_PORT: i32 = names::POLICY.port as i32;
 const DESTINATION_ADMIN_PORT: i32 = 9996;
 
+mod rbac;
+pub use rbac::cluster_role_names;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tls {
     /// The seed's `--tls=optional`: the mesh CA runs and proxies get identity.
@@ -697,42 +700,6 @@ fn destination_deployment(p: &Plan) -> Value {
     deployment(p, DESTINATION, "destination", container, cert_volume())
 }
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
-    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
-}
-
-fn named_rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Value {
-    json!({"apiGroups": groups, "resources": resources, "resourceNames": names, "verbs": verbs})
-}
-
-fn binding(kind: &str, name: &str, ns: &str, sa: &str, namespaced: bool) -> Value {
-    let role_kind = kind.trim_end_matches("Binding");
-    let mut meta = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "kinject"}});
-    if namespaced {
-        meta["namespace"] = json!(ns);
-    }
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": kind,
-        "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-    })
-}
-
-fn role(kind: &str, name: &str, ns: &str, rules: Vec<Value>) -> Value {
-    let mut meta = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "kinject"}});
-    if kind == "Role" {
-        meta["namespace"] = json!(ns);
-    }
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta, "rules": rules})
-}
-
-fn service_account(name: &str, ns: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "ServiceAccount",
-           "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/part-of": "kinject"}}})
-}
-
 fn pdb(p: &Plan, name: &str, component: &str) -> Value {
     json!({
         "apiVersion": "policy/v1",
@@ -742,19 +709,9 @@ fn pdb(p: &Plan, name: &str, component: &str) -> Value {
     })
 }
 
-/// The cluster-scoped ClusterRole names, shared with `uninstall`.
-pub fn cluster_role_names(ns: &str) -> [String; 3] {
-    [
-        format!("linkerd-{ns}-proxy-injector"),
-        format!("linkerd-{ns}-identity"),
-        format!("linkerd-{ns}-destination"),
-    ]
-}
-
 /// Every object of the control plane, in apply order.
 pub fn render(p: &Plan) -> Vec<Value> {
     let ns = p.namespace.as_str();
-    let [injector_role, identity_role, destination_role] = cluster_role_names(ns);
     let mut out = vec![json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -765,201 +722,7 @@ pub fn render(p: &Plan) -> Vec<Value> {
             "app.kubernetes.io/part-of": "kinject",
         }},
     })];
-    out.push(service_account(IDENTITY, ns));
-    out.push(service_account(DESTINATION, ns));
-    if p.injector {
-        out.push(service_account(INJECTOR, ns));
-    }
-    // identity: workload Secrets and trust bundles across namespaces, the
-    // injector's serving certificate, owners' UIDs.
-    out.push(role(
-        "ClusterRole",
-        &identity_role,
-        ns,
-        vec![
-            rule(&[""], &["pods"], &["get", "list", "watch"]),
-            rule(
-                &[""],
-                &["secrets"],
-                &["get", "list", "watch", "create", "patch"],
-            ),
-            rule(&[""], &["configmaps"], &["get", "create", "patch"]),
-            rule(
-                &["apps"],
-                &["deployments", "statefulsets", "daemonsets", "replicasets"],
-                &["get"],
-            ),
-            rule(&["batch"], &["jobs", "cronjobs"], &["get"]),
-            rule(&[""], &["replicationcontrollers"], &["get"]),
-            // Certify: who a proxy's token belongs to.
-            rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        ],
-    ));
-    out.push(binding(
-        "ClusterRoleBinding",
-        &identity_role,
-        ns,
-        IDENTITY,
-        false,
-    ));
-    out.push(role(
-        "Role",
-        "linkerd-identity-lease",
-        ns,
-        vec![
-            rule(
-                &["coordination.k8s.io"],
-                &["leases"],
-                &["get", "create", "update"],
-            ),
-            // The trust-roots ConfigMap, watched for rotations.
-            rule(&[""], &["configmaps"], &["get", "list", "watch"]),
-        ],
-    ));
-    out.push(binding(
-        "RoleBinding",
-        "linkerd-identity-lease",
-        ns,
-        IDENTITY,
-        true,
-    ));
-    if p.injector {
-        // The injector: its own webhook configuration (server-side apply and
-        // a watch), the namespaces and owners it decides with (metadata
-        // watches), and Events on owners.
-        out.push(role(
-            "ClusterRole",
-            &injector_role,
-            ns,
-            vec![
-                rule(
-                    &["admissionregistration.k8s.io"],
-                    &["mutatingwebhookconfigurations"],
-                    &["get", "list", "watch", "create", "patch"],
-                ),
-                rule(&[""], &["namespaces"], &["get", "list", "watch"]),
-                rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
-                rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
-                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-                // Pods that slipped through (a watch on unmeshed pods).
-                rule(&[""], &["pods"], &["get", "list", "watch"]),
-            ]
-            .into_iter()
-            .chain(
-                p.repair_missed
-                    .then(|| rule(&[""], &["pods/eviction"], &["create"])),
-            )
-            .collect(),
-        ));
-        out.push(binding(
-            "ClusterRoleBinding",
-            &injector_role,
-            ns,
-            INJECTOR,
-            false,
-        ));
-        // In its namespace only: its values (`linkerd-config`, watched) and
-        // the Lease that picks the one replica writing the webhook configuration.
-        out.push(role(
-            "Role",
-            INJECTOR,
-            ns,
-            vec![
-                rule(&[""], &["configmaps"], &["get", "list", "watch"]),
-                rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["get", "create", "update"],
-                ),
-                // Its serving certificate, and no other Secret.
-                named_rule(
-                    &[""],
-                    &["secrets"],
-                    &[&format!("{INJECTOR}-k8s-tls")],
-                    &["get", "list", "watch"],
-                ),
-            ],
-        ));
-        out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
-    }
-    // destination: read-only watches of what it answers from (pods, Services,
-    // EndpointSlices, namespaces, Linkerd's policy resources), and its values
-    // in its own namespace.
-    out.push(role(
-        "ClusterRole",
-        &destination_role,
-        ns,
-        vec![
-            rule(
-                &[""],
-                &["pods", "services", "namespaces"],
-                &["list", "watch"],
-            ),
-            rule(
-                &["discovery.k8s.io"],
-                &["endpointslices"],
-                &["list", "watch"],
-            ),
-            rule(
-                &["policy.linkerd.io"],
-                &[
-                    "servers",
-                    "serverauthorizations",
-                    "authorizationpolicies",
-                    "meshtlsauthentications",
-                    "networkauthentications",
-                    "httproutes",
-                ],
-                &["list", "watch"],
-            ),
-            rule(
-                &["gateway.networking.k8s.io"],
-                &["httproutes"],
-                &["list", "watch"],
-            ),
-            // To start reading a policy kind as soon as its CRD is applied.
-            rule(
-                &["apiextensions.k8s.io"],
-                &["customresourcedefinitions"],
-                &["list", "watch"],
-            ),
-            // HTTPRoute status (Accepted, ResolvedRefs), from the leader.
-            rule(
-                &["policy.linkerd.io", "gateway.networking.k8s.io"],
-                &["httproutes/status"],
-                &["patch"],
-            ),
-        ],
-    ));
-    out.push(binding(
-        "ClusterRoleBinding",
-        &destination_role,
-        ns,
-        DESTINATION,
-        false,
-    ));
-    out.push(role(
-        "Role",
-        DESTINATION,
-        ns,
-        vec![
-            rule(&[""], &["configmaps"], &["get"]),
-            // The Lease of the replica that writes route status.
-            rule(
-                &["coordination.k8s.io"],
-                &["leases"],
-                &["get", "create", "update"],
-            ),
-            // Its serving certificate, and no other Secret.
-            named_rule(
-                &[""],
-                &["secrets"],
-                &[&format!("{DESTINATION}-k8s-tls")],
-                &["get", "list", "watch"],
-            ),
-        ],
-    ));
-    out.push(binding("RoleBinding", DESTINATION, ns, DESTINATION, true));
+    out.extend(rbac::objects(p));
     out.push(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
