@@ -441,3 +441,46 @@ pub async fn policy_snapshot(
     }
     Ok(set)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds and versions read here are the CRDs kinject installs:
+    /// each kind names a CRD, with its group and kind, and the versions
+    /// tried are ones it serves, newest (the storage version) first.
+    #[test]
+    fn policy_kinds_are_the_installed_crds() {
+        let crds = kinject_k8s::policy::crds();
+        for kind in PolicyKind::ALL {
+            let crd = crds
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(kind.resource()))
+                .unwrap_or_else(|| panic!("no CRD {}", kind.resource()));
+            let (group, kind_name, versions) = policy_versions(kind);
+            assert_eq!(
+                (crd.spec.group.as_str(), crd.spec.names.kind.as_str()),
+                (group, kind_name)
+            );
+            let served: Vec<&str> = crd
+                .spec
+                .versions
+                .iter()
+                .rev()
+                .map(|v| v.name.as_str())
+                .collect();
+            assert_eq!(
+                served[0],
+                versions[0],
+                "{}: the storage version first",
+                kind.resource()
+            );
+            assert!(
+                versions.iter().all(|v| served.contains(v)),
+                "{}: {versions:?} within {served:?}",
+                kind.resource()
+            );
+            assert!(crd.spec.versions.last().is_some_and(|v| v.storage));
+        }
+    }
+}

@@ -241,19 +241,19 @@ impl Index {
         key: &ObjKey,
         facts: Result<PolicyObject, Refused>,
     ) {
-        let mut s = self.lock();
-        let mut set = PolicySet::clone(&s.policy);
-        if set.apply(kind, key, facts) {
-            s.policy = PolicySnapshot(Arc::new(set));
-            s.policy_changed();
-            self.routes_changed.send_modify(|g| *g += 1);
-        }
+        self.change_policy(|set| set.apply(kind, key, facts));
     }
 
     pub fn delete_policy(&self, kind: PolicyKind, key: &ObjKey) {
+        self.change_policy(|set| set.delete(kind, key));
+    }
+
+    /// Applies `change` to a copy of the policy set; when it says something
+    /// changed, the copy becomes the snapshot every view carries.
+    fn change_policy(&self, change: impl FnOnce(&mut PolicySet) -> bool) {
         let mut s = self.lock();
         let mut set = PolicySet::clone(&s.policy);
-        if set.delete(kind, key) {
+        if change(&mut set) {
             s.policy = PolicySnapshot(Arc::new(set));
             s.policy_changed();
             self.routes_changed.send_modify(|g| *g += 1);

@@ -836,6 +836,86 @@ mod tests {
     }
 
     #[test]
+    fn every_other_bad_object_is_refused_with_why() {
+        let srv = |v: serde_json::Value| {
+            server(
+                &serde_json::from_value(v).expect("spec"),
+                BTreeMap::new(),
+                String::new(),
+            )
+        };
+        let why = |r: Result<ServerFacts, Refused>| r.err().map(|e| e.0).unwrap_or_default();
+        assert!(why(srv(json!({"podSelector": {}, "port": 0}))).contains("not a port number"));
+        assert!(why(srv(json!({"podSelector": {}, "port": 70000}))).contains("not a port number"));
+        assert!(why(srv(json!({"podSelector": {}, "port": ""}))).contains("empty port name"));
+        assert!(why(srv(json!({"port": 80}))).contains("neither podSelector"));
+        assert!(
+            srv(json!({"externalWorkloadSelector": {}, "port": 80}))
+                .is_ok_and(|s| s.pods.is_none()),
+            "an ExternalWorkload Server selects no pod"
+        );
+
+        let saz = |v: serde_json::Value| {
+            server_authorization(&serde_json::from_value(v).expect("spec"), "apps")
+        };
+        let any = json!({"unauthenticated": true});
+        assert!(saz(json!({"server": {}, "client": any})).is_err());
+        assert!(
+            saz(json!({"server": {"name": "a", "selector": {}}, "client": any})).is_err(),
+            "name and selector"
+        );
+        assert!(saz(json!({"server": {"name": "a"}, "client": {}})).is_err());
+        assert!(saz(json!({"server": {"name": "a"}, "client": {"meshTLS": {}}})).is_err());
+        assert!(
+            saz(json!({"server": {"name": "a"},
+                       "client": {"unauthenticated": true, "networks": [{"cidr": "nope"}]}}))
+            .is_err()
+        );
+
+        let mtls = |v: serde_json::Value| {
+            mesh_tls_authentication(&serde_json::from_value(v).expect("spec"), "apps")
+        };
+        assert!(mtls(json!({})).is_err(), "no identities at all");
+        assert!(mtls(json!({"identityRefs": [{"kind": "Deployment", "name": "web"}]})).is_err());
+        assert!(
+            network_authentication(&serde_json::from_value(json!({"networks": []})).expect("spec"))
+                .is_err()
+        );
+        assert!(
+            authorization_policy(
+                &serde_json::from_value(json!({
+                    "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": "web"},
+                    "requiredAuthenticationRefs": [],
+                }))
+                .expect("spec"),
+                "apps"
+            )
+            .is_err(),
+            "no authentication"
+        );
+
+        let route = |rule: serde_json::Value| {
+            http_route(
+                &serde_json::from_value(json!({"rules": [rule]})).expect("spec"),
+                "apps",
+                String::new(),
+            )
+        };
+        for bad in [
+            json!({"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 200}}]}),
+            json!({"filters": [{"type": "RequestRedirect",
+                                "requestRedirect": {"path": {"type": "ReplaceFullPath"}}}]}),
+            json!({"filters": [{"type": "RequestHeaderModifier"}]}),
+            json!({"matches": [{"path": {"type": "Glob", "value": "/a"}}]}),
+            json!({"matches": [{"headers": [{"type": "Prefix", "name": "a", "value": "b"}]}]}),
+            json!({"backendRefs": [{"group": "apps", "kind": "Deployment", "name": "web"}]}),
+            json!({"timeouts": {"backendRequest": "fast"}}),
+        ] {
+            assert!(route(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_malformed_cidr_is_refused() {
         let spec: authn::NetworkAuthenticationSpec = serde_json::from_value(json!({
             "networks": [{"cidr": "10.0.0.0/33"}],
