@@ -453,8 +453,10 @@ pub async fn keep_registered(
                 Some(Ok(watcher::Event::Delete(_))) => drifted = Some(("deleted".into(), None)),
                 Some(Ok(watcher::Event::Init)) => seen = false,
                 Some(Ok(watcher::Event::InitDone)) => {
+                    // The list may predate our own first apply (they race
+                    // at start): ask again before calling it missing.
                     if !seen {
-                        drifted = Some(("missing".into(), None));
+                        drifted = recheck(&api, &desired).await;
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "webhook configuration watch error"),

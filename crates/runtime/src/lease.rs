@@ -211,7 +211,10 @@ pub async fn campaign(client: kube::Client, cfg: LeaseConfig, leader: watch::Sen
                 false
             }
         };
-        if leader.send_replace(held) != held {
+        // Wake the receivers only on a change: a renewal is not news (and
+        // each wake-up re-applies what the leader owns).
+        let changed = leader.send_if_modified(|was| std::mem::replace(was, held) != held);
+        if changed {
             info!(holder = %cfg.holder, leader = held, "leadership changed");
         }
         if leader.is_closed() {
