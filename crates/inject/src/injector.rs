@@ -13,12 +13,13 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::annotations::{
-    self, AnnotationSettings, CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, EffectiveAnnotations,
-    INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
-    OPAQUE_PORTS_ANNOTATION, PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION,
-    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, scalar_str,
+    self, CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, EffectiveAnnotations, INJECT_ANNOTATION,
+    NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION,
+    PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION, TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL,
+    scalar_str,
 };
 use crate::decide::{self, InjectDecision, NamespaceMeta, Policy};
+use crate::overrides::{self, AnnotationSettings};
 use crate::patch::{PatchBuilder, PodPatch};
 use crate::ports;
 use crate::proxy::{self, PodFacts};
@@ -242,7 +243,7 @@ impl Injector {
         // Most pods carry no overrides: borrow the shared values then.
         let (values, settings) = if eff.has_overrides() {
             let mut values = self.cfg.values.clone();
-            let settings = annotations::apply_overrides(&mut values, &eff, warnings);
+            let settings = overrides::apply_overrides(&mut values, &eff, warnings);
             (Cow::Owned(values), settings)
         } else {
             (

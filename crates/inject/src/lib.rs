@@ -15,6 +15,7 @@ pub mod annotations;
 pub mod decide;
 pub mod helm;
 pub mod injector;
+pub mod overrides;
 pub mod parse;
 pub mod patch;
 pub mod ports;
