@@ -190,31 +190,20 @@ pub async fn run(
         refused,
     ));
     // One replica writes HTTPRoute status: the Lease's holder.
-    let lease = kinject_runtime::lease::LeaseConfig {
-        namespace: server.config.names.control_namespace.clone(),
-        name: status::LEASE.into(),
-        holder: std::env::var("HOSTNAME")
-            .unwrap_or_else(|_| format!("kinject-destination-{}", std::process::id())),
-        duration: Duration::from_secs(15),
-        renew_every: Duration::from_secs(2),
-        settings: None,
-    };
+    let lease = kinject_runtime::lease::LeaseConfig::new(
+        &server.config.names.control_namespace,
+        status::LEASE,
+        kinject_runtime::lease::holder_name("kinject-destination"),
+    );
     let (leader_tx, leader) = tokio::sync::watch::channel(false);
-    let campaign = tokio::spawn(kinject_runtime::lease::campaign(
+    // A stopping replica hands the Lease over at once.
+    tokio::spawn(kinject_runtime::lease::hold_until_draining(
         client.clone(),
-        lease.clone(),
+        lease,
         leader_tx,
+        stopping.clone(),
     ));
     tokio::spawn(status::run(client.clone(), index.clone(), leader));
-    {
-        // A stopping replica hands the Lease over at once.
-        let (stopping, client) = (stopping.clone(), client.clone());
-        tokio::spawn(async move {
-            stopping.draining().await;
-            campaign.abort();
-            kinject_runtime::lease::release(&client, &lease).await;
-        });
-    }
     let metrics = grpc::StreamMetrics::register(&mut registry);
     let cert_expiry = Gauge::<i64>::default();
     registry.register(

@@ -8,20 +8,17 @@
 //! resolves owners exactly as the injector did. Workload Secrets are owned by
 //! the workload: the garbage collector deletes them with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams,
-    PostParams,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PartialObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::metrics::counter::Counter;
@@ -31,22 +28,18 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use kinject_inject::annotations::owner_label_kind;
-
 use crate::ca::{self, Ca, CertAndKey};
 use crate::issuer::{CurrentCa, IssuerScheme, TRUST_ROOTS_CONFIG_MAP};
-use crate::names;
+use crate::workloads::{MANAGED_LABEL, reconcile};
 
 pub use crate::issuer::ISSUER_SECRET;
+const DAY: Duration = Duration::from_secs(86_400);
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
 pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
 /// The destination controller's serving certificate (Destination and
 /// policy APIs), for destination's mesh identity (`kinject_mesh::names::DESTINATION`).
 pub const DESTINATION_SECRET: &str = "linkerd-destination-k8s-tls";
-const MANAGED_LABEL: &str = "kinject.io/workload-identity";
-const FIELD_MANAGER: &str = "kinject-identity";
-const DAY: Duration = Duration::from_secs(86_400);
 
 /// How the controller is configured.
 #[derive(Clone, Debug)]
@@ -107,8 +100,7 @@ impl Default for IdentityConfig {
             destination_cert_dir: None,
             provided: None,
             admin_addr: None,
-            holder: std::env::var("HOSTNAME")
-                .unwrap_or_else(|_| format!("kinject-identity-{}", std::process::id())),
+            holder: kinject_runtime::lease::holder_name("kinject-identity"),
             grpc_addr: None,
             grpc_plaintext: false,
             trust_domain: "cluster.local".into(),
@@ -118,7 +110,7 @@ impl Default for IdentityConfig {
     }
 }
 
-fn text(s: &Secret, key: &str) -> Option<String> {
+pub(crate) fn text(s: &Secret, key: &str) -> Option<String> {
     s.data
         .as_ref()?
         .get(key)
@@ -260,109 +252,6 @@ fn is_transient(e: &anyhow::Error) -> bool {
     e.downcast_ref::<kube::Error>().is_some()
 }
 
-/// A workload that needs an identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Workload {
-    pub namespace: String,
-    /// Lowercase kind (`deployment`, …, `pod` for bare pods).
-    pub kind: String,
-    pub name: String,
-}
-
-/// The owner of a meshed pod, from the labels the injector wrote.
-pub fn workload_of(pod: &PartialObjectMeta<Pod>) -> Option<Workload> {
-    let md = &pod.metadata;
-    let ns = md.namespace.clone()?;
-    let labels = md.labels.as_ref()?;
-    let owned = labels
-        .iter()
-        .find_map(|(k, v)| owner_label_kind(k).map(|kind| (kind.to_string(), v.clone())));
-    let (kind, name) = match owned {
-        Some(x) => x,
-        None => ("pod".to_string(), md.name.clone()?),
-    };
-    Some(Workload {
-        namespace: ns,
-        kind,
-        name,
-    })
-}
-
-fn resource(
-    kind: &str,
-) -> Option<(
-    &'static str,
-    &'static [&'static str],
-    &'static str,
-    &'static str,
-)> {
-    // (group, versions to try, Kind, plural)
-    Some(match kind {
-        "deployment" => ("apps", &["v1"], "Deployment", "deployments"),
-        "statefulset" => ("apps", &["v1"], "StatefulSet", "statefulsets"),
-        "daemonset" => ("apps", &["v1"], "DaemonSet", "daemonsets"),
-        "replicaset" => ("apps", &["v1"], "ReplicaSet", "replicasets"),
-        "job" => ("batch", &["v1"], "Job", "jobs"),
-        "cronjob" => ("batch", &["v1", "v1beta1"], "CronJob", "cronjobs"),
-        "replicationcontroller" => (
-            "",
-            &["v1"],
-            "ReplicationController",
-            "replicationcontrollers",
-        ),
-        "pod" => ("", &["v1"], "Pod", "pods"),
-        _ => return None,
-    })
-}
-
-/// The workload's owner reference (its UID), or `None` if it no longer exists.
-async fn owner_ref(client: &kube::Client, w: &Workload) -> Result<Option<OwnerReference>> {
-    let Some((group, versions, kind, plural)) = resource(&w.kind) else {
-        return Ok(None);
-    };
-    for version in versions {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &w.namespace, &ar);
-        match api.get_opt(&w.name).await {
-            Ok(Some(obj)) => {
-                return Ok(obj.metadata.uid.map(|uid| OwnerReference {
-                    api_version: ar.api_version.clone(),
-                    kind: kind.into(),
-                    name: w.name.clone(),
-                    uid,
-                    ..OwnerReference::default()
-                }));
-            }
-            Ok(None) => return Ok(None),
-            // Version not served (CronJob v1 on old servers): try the next.
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(None)
-}
-
-/// Whether a workload Secret is still good: issued by this CA, for this
-/// identity, not due for renewal, complete.
-fn secret_ok(ca: &Ca, s: &Secret, dns: &[String], ca_pem: &str, now: OffsetDateTime) -> bool {
-    let (Some(chain), Some(_key), Some(root)) =
-        (text(s, "tls.crt"), text(s, "tls.key"), text(s, "ca.crt"))
-    else {
-        return false;
-    };
-    if root != ca_pem || !ca.verifies(&chain) {
-        return false;
-    }
-    let Ok(der) = ca::parse_pem_cert("workload", &chain) else {
-        return false;
-    };
-    let Some((nb, na)) = ca::validity(&der) else {
-        return false;
-    };
-    ca::dns_names(&der) == dns && !ca::needs_renewal(nb, na, now)
-}
-
 /// Runs until the process ends.
 /// The controller's metrics.
 #[derive(Clone, Default)]
@@ -473,21 +362,17 @@ pub async fn run(
         .grpc_addr
         .map(|_| crate::grpc::CertifyMetrics::register(&mut registry));
     let synced = Arc::new(AtomicBool::new(false));
-    let mut admin_task = None;
-    if let Some(addr) = cfg.admin_addr {
-        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
-        let ready = Ready {
-            synced: synced.clone(),
-            ca: ca_rx.clone(),
-            stopping: stopping.clone(),
-        };
-        let app = kinject_runtime::admin::admin_router(registry, ready);
-        admin_task = Some(tokio::spawn(kinject_runtime::admin::serve_admin(
-            listener,
-            app,
-            stopping.stopped_watch(),
-        )));
-    }
+    let admin_task = match cfg.admin_addr {
+        Some(addr) => {
+            let ready = Ready {
+                synced: synced.clone(),
+                ca: ca_rx.clone(),
+                stopping: stopping.clone(),
+            };
+            Some(serve_admin(addr, registry, ready, &stopping).await?)
+        }
+        None => None,
+    };
     // Nothing is issued before the first good CA. The source ending first
     // (a broken Secret at start) is the error to report.
     let source_ended = |r: Result<Result<()>, tokio::task::JoinError>| match r {
@@ -507,46 +392,131 @@ pub async fn run(
     set_expiry_gauges(&metrics, &first);
     let current: CurrentCa = Arc::new(arc_swap::ArcSwap::new(first));
     let changed = Arc::new(Notify::new());
-    {
-        // Every later good CA: swapped in whole, and a reconcile pass
-        // re-issues what the old issuer signed.
-        let (current, changed, metrics) = (current.clone(), changed.clone(), metrics.clone());
-        let mut ca_rx = ca_rx.clone();
-        tokio::spawn(async move {
-            while ca_rx.changed().await.is_ok() {
-                let Some(ca) = ca_rx.borrow_and_update().clone() else {
-                    continue;
-                };
-                set_expiry_gauges(&metrics, &ca);
-                current.store(ca);
-                changed.notify_one();
-            }
-        });
-    }
-    let mut certify_task = None;
-    if let (Some(addr), Some(certify_metrics)) = (cfg.grpc_addr, certify_metrics) {
-        let service = crate::grpc::CertifyService::new(
-            client.clone(),
-            current.clone(),
-            crate::grpc::CertifyConfig {
-                control_namespace: cfg.namespace.clone(),
-                trust_domain: cfg.trust_domain.clone(),
-                lifetime: cfg.proxy_lifetime,
-            },
-            certify_metrics,
-        );
-        let plaintext = cfg.grpc_plaintext;
-        let stopping = stopping.clone();
-        certify_task = Some(tokio::spawn(async move {
-            if let Err(e) = crate::grpc::serve(addr, service, plaintext, stopping).await {
-                tracing::error!(error = %format!("{e:#}"), "the Certify server stopped");
-            }
-        }));
-    }
+    tokio::spawn(follow_ca(
+        ca_rx.clone(),
+        current.clone(),
+        changed.clone(),
+        metrics.clone(),
+    ));
+    let certify_task = match (cfg.grpc_addr, certify_metrics) {
+        (Some(addr), Some(m)) => Some(serve_certify(addr, &client, &cfg, &current, m, &stopping)),
+        _ => None,
+    };
 
+    let (pods, secrets) = watch_meshed(&client, &cfg.namespace, &changed);
+    tokio::select! {
+        r = async { pods.wait_until_ready().await?; secrets.wait_until_ready().await } => r?,
+        _ = stopping.stopped() => return Ok(()),
+    }
+    synced.store(true, Ordering::Release);
+    info!("caches synced");
+    let lease = kinject_runtime::lease::LeaseConfig::new(
+        &cfg.namespace,
+        "kinject-identity",
+        cfg.holder.clone(),
+    );
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    // Draining: no new writes, and the Lease goes to a successor at once;
+    // Certify keeps answering until the stop.
+    let holding = tokio::spawn(kinject_runtime::lease::hold_until_draining(
+        client.clone(),
+        lease,
+        leader_tx,
+        stopping.clone(),
+    ));
+    let issuing = Issuing {
+        client: &client,
+        cfg: &cfg,
+        metrics: &metrics,
+        pods: &pods,
+        secrets: &secrets,
+    };
+    tokio::select! {
+        () = issuing.reconcile_while_leading(&current, &changed, &leader) => {}
+        _ = stopping.draining() => {}
+    }
+    let _ = holding.await;
+    stopping.stopped().await;
+    if let Some(t) = certify_task {
+        let _ = t.await;
+    }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn serve_admin(
+    addr: std::net::SocketAddr,
+    registry: Registry,
+    ready: Ready,
+    stopping: &kinject_runtime::shutdown::Stopping,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = kinject_runtime::admin::bind(addr, "admin").await?;
+    let app = kinject_runtime::admin::admin_router(registry, ready);
+    Ok(tokio::spawn(kinject_runtime::admin::serve_admin(
+        listener,
+        app,
+        stopping.stopped_watch(),
+    )))
+}
+
+/// Every later good CA is swapped in whole, and a reconcile pass re-issues
+/// what the old issuer signed.
+async fn follow_ca(
+    mut ca_rx: tokio::sync::watch::Receiver<Option<Arc<Ca>>>,
+    current: CurrentCa,
+    changed: Arc<Notify>,
+    metrics: IdentityMetrics,
+) {
+    while ca_rx.changed().await.is_ok() {
+        let Some(ca) = ca_rx.borrow_and_update().clone() else {
+            continue;
+        };
+        set_expiry_gauges(&metrics, &ca);
+        current.store(ca);
+        changed.notify_one();
+    }
+}
+
+fn serve_certify(
+    addr: std::net::SocketAddr,
+    client: &kube::Client,
+    cfg: &IdentityConfig,
+    current: &CurrentCa,
+    metrics: crate::grpc::CertifyMetrics,
+    stopping: &kinject_runtime::shutdown::Stopping,
+) -> tokio::task::JoinHandle<()> {
+    let service = crate::grpc::CertifyService::new(
+        client.clone(),
+        current.clone(),
+        crate::grpc::CertifyConfig {
+            control_namespace: cfg.namespace.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+            lifetime: cfg.proxy_lifetime,
+        },
+        metrics,
+    );
+    let plaintext = cfg.grpc_plaintext;
+    let stopping = stopping.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::grpc::serve(addr, service, plaintext, stopping).await {
+            tracing::error!(error = %format!("{e:#}"), "the Certify server stopped");
+        }
+    })
+}
+
+/// Caches of the meshed pods (names and labels only) and of the Secrets
+/// this controller wrote; any change to either wakes `changed`.
+fn watch_meshed(
+    client: &kube::Client,
+    control_ns: &str,
+    changed: &Arc<Notify>,
+) -> (Store<PartialObjectMeta<Pod>>, Store<Secret>) {
     let (pods, pod_writer) = reflector::store::<PartialObjectMeta<Pod>>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
-    let selector = format!("linkerd.io/control-plane-ns={}", cfg.namespace);
+    let selector = format!("linkerd.io/control-plane-ns={}", control_ns);
     let pod_stream = watcher(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
         watcher::Config::default().labels(&selector),
@@ -583,27 +553,34 @@ pub async fn run(
             }
         });
     }
-    tokio::select! {
-        r = async { pods.wait_until_ready().await?; secrets.wait_until_ready().await } => r?,
-        _ = stopping.stopped() => return Ok(()),
-    }
-    synced.store(true, Ordering::Release);
-    info!("caches synced");
-    let lease = kinject_runtime::lease::LeaseConfig {
-        namespace: cfg.namespace.clone(),
-        name: "kinject-identity".into(),
-        holder: cfg.holder.clone(),
-        duration: Duration::from_secs(15),
-        renew_every: Duration::from_secs(2),
-        settings: None,
-    };
-    let (leader_tx, leader) = tokio::sync::watch::channel(false);
-    let campaign = tokio::spawn(kinject_runtime::lease::campaign(
-        client.clone(),
-        lease.clone(),
-        leader_tx,
-    ));
-    let reconciling = async {
+    (pods, secrets)
+}
+
+/// What a reconcile pass reads and writes with.
+struct Issuing<'a> {
+    client: &'a kube::Client,
+    cfg: &'a IdentityConfig,
+    metrics: &'a IdentityMetrics,
+    pods: &'a Store<PartialObjectMeta<Pod>>,
+    secrets: &'a Store<Secret>,
+}
+
+impl Issuing<'_> {
+    /// Reconciles on every change (and every resync) while this replica
+    /// holds the Lease; never returns.
+    async fn reconcile_while_leading(
+        &self,
+        current: &CurrentCa,
+        changed: &Notify,
+        leader: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Issuing {
+            client,
+            cfg,
+            metrics,
+            pods,
+            secrets,
+        } = *self;
         loop {
             let ca = current.load_full();
             if !*leader.borrow() {
@@ -613,7 +590,7 @@ pub async fn run(
                 // peer accepts: refuse, loudly, until a new issuer is provided.
                 tracing::error!(expired_at = %ca.issuer_not_after, "the issuer has expired; not issuing (update Secret linkerd-identity-issuer)");
                 metrics.failures.inc();
-            } else if let Err(e) = reconcile(&client, &cfg, &ca, &metrics, &pods, &secrets).await {
+            } else if let Err(e) = reconcile(client, cfg, &ca, metrics, pods, secrets).await {
                 metrics.failures.inc();
                 warn!(error = %format!("{e:#}"), "reconcile failed (retrying)");
             }
@@ -625,252 +602,5 @@ pub async fn run(
                 _ = tokio::time::sleep(if *leader.borrow() { cfg.resync } else { Duration::from_secs(1) }) => {}
             }
         }
-    };
-    tokio::select! {
-        () = reconciling => {}
-        _ = stopping.draining() => {}
     }
-    // Draining: no new writes; Certify keeps answering until the stop.
-    campaign.abort();
-    kinject_runtime::lease::release(&client, &lease).await;
-    stopping.stopped().await;
-    if let Some(t) = certify_task {
-        let _ = t.await;
-    }
-    if let Some(t) = admin_task {
-        let _ = t.await;
-    }
-    info!("stopped");
-    Ok(())
-}
-
-async fn reconcile(
-    client: &kube::Client,
-    cfg: &IdentityConfig,
-    ca: &Ca,
-    metrics: &IdentityMetrics,
-    pods: &Store<PartialObjectMeta<Pod>>,
-    secrets: &Store<Secret>,
-) -> Result<()> {
-    let now = OffsetDateTime::now_utc();
-    let bundle = ca.trust_anchors_pem.as_str();
-    let workloads: BTreeSet<Workload> =
-        pods.state().iter().filter_map(|p| workload_of(p)).collect();
-    let mut namespaces: BTreeSet<String> = workloads.iter().map(|w| w.namespace.clone()).collect();
-    namespaces.insert(cfg.namespace.clone());
-    for ns in &namespaces {
-        apply_bundle(client, ns, bundle).await?;
-    }
-    let ns = &cfg.namespace;
-    let svc = &cfg.webhook_service;
-    serving_certificate(
-        client,
-        cfg,
-        ca,
-        bundle,
-        now,
-        &ServingCert {
-            what: "the injector's serving certificate",
-            secret: WEBHOOK_SECRET,
-            dns: vec![
-                format!("{svc}.{ns}.svc"),
-                format!("{svc}.{ns}.svc.cluster.local"),
-            ],
-            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
-            lifetime: cfg.webhook_lifetime,
-            dir: cfg.webhook_cert_dir.as_deref(),
-        },
-    )
-    .await?;
-    serving_certificate(
-        client,
-        cfg,
-        ca,
-        bundle,
-        now,
-        &ServingCert {
-            what: "the destination controller's serving certificate",
-            secret: DESTINATION_SECRET,
-            dns: vec![destination_service_name(ns, &cfg.trust_domain)],
-            ips: Vec::new(),
-            lifetime: cfg.destination_lifetime,
-            dir: cfg.destination_cert_dir.as_deref(),
-        },
-    )
-    .await?;
-    // Workloads are independent: up to 16 are handled at once (the API
-    // server round trips dominate), and one failure does not stop the others.
-    let results: Vec<Result<()>> = futures::stream::iter(&workloads)
-        .map(|w| ensure_workload(client, cfg, ca, bundle, metrics, secrets, w, now))
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let failures: Vec<String> = results
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    if !failures.is_empty() {
-        bail!(
-            "{} workload(s) failed; first: {}",
-            failures.len(),
-            failures[0]
-        );
-    }
-    Ok(())
-}
-
-async fn apply_bundle(client: &kube::Client, ns: &str, root_pem: &str) -> Result<()> {
-    let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
-    let cm = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": TRUST_BUNDLE, "namespace": ns},
-        "data": {TRUST_BUNDLE_KEY: root_pem},
-    });
-    api.patch(
-        TRUST_BUNDLE,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .with_context(|| format!("writing ConfigMap {ns}/{TRUST_BUNDLE}"))?;
-    Ok(())
-}
-
-fn tls_secret_data(chain: &str, key: &str, trust: &str) -> BTreeMap<String, ByteString> {
-    [("tls.crt", chain), ("tls.key", key), ("ca.crt", trust)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-        .collect()
-}
-
-/// The name the destination and policy services' certificate carries (the
-/// injected `LINKERD2_PROXY_DESTINATION_SVC_NAME`/`_POLICY_SVC_NAME`).
-pub fn destination_service_name(control_ns: &str, trust_domain: &str) -> String {
-    kinject_mesh::names::DESTINATION.identity(control_ns, trust_domain)
-}
-
-/// A serving certificate the controller keeps for a control-plane server.
-struct ServingCert<'a> {
-    what: &'static str,
-    secret: &'static str,
-    dns: Vec<String>,
-    ips: Vec<std::net::IpAddr>,
-    lifetime: Duration,
-    dir: Option<&'a std::path::Path>,
-}
-
-/// A server's certificate: a Secret in the control-plane namespace (mounted
-/// and hot-reloaded in cluster) and, optionally, files. Its `ca.crt` is the
-/// trust bundle (the injector registers it as caBundle), so a root
-/// rotation's overlap covers admission too.
-async fn serving_certificate(
-    client: &kube::Client,
-    cfg: &IdentityConfig,
-    ca: &Ca,
-    bundle: &str,
-    now: OffsetDateTime,
-    want: &ServingCert<'_>,
-) -> Result<()> {
-    let ns = &cfg.namespace;
-    let dns = &want.dns;
-    let api = Api::<Secret>::namespaced(client.clone(), ns);
-    let mut current = api.get_opt(want.secret).await?;
-    if !current
-        .as_ref()
-        .is_some_and(|s| secret_ok(ca, s, dns, bundle, now))
-    {
-        let leaf = ca.issue(dns, &want.ips, now, want.lifetime)?;
-        let secret = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {"name": want.secret, "namespace": ns,
-                         "annotations": {"kinject.io/not-after": leaf.not_after.to_string()}},
-            "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, bundle),
-        });
-        current = Some(
-            api.patch(
-                want.secret,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .with_context(|| format!("writing {}", want.what))?,
-        );
-        info!(not_after = %leaf.not_after, secret = want.secret, "issued {}", want.what);
-    }
-    if let (Some(dir), Some(s)) = (want.dir, &current) {
-        for (file, key) in [
-            ("ca.crt", "ca.crt"),
-            ("tls.key", "tls.key"),
-            ("tls.crt", "tls.crt"),
-        ] {
-            let want = text(s, key).unwrap_or_default();
-            let path = dir.join(file);
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
-                // Write then rename, so a reader never sees half a file.
-                let tmp = dir.join(format!(".{file}.tmp"));
-                std::fs::write(&tmp, &want)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                std::fs::rename(&tmp, &path)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ensure_workload(
-    client: &kube::Client,
-    cfg: &IdentityConfig,
-    ca: &Ca,
-    bundle: &str,
-    metrics: &IdentityMetrics,
-    secrets: &Store<Secret>,
-    w: &Workload,
-    now: OffsetDateTime,
-) -> Result<()> {
-    let name = names::secret_name(&w.name, &w.kind);
-    let dns = names::workload_dns_name(&w.name, &w.kind, &w.namespace, &cfg.namespace);
-    let current = secrets.get(&reflector::ObjectRef::new(&name).within(&w.namespace));
-    if current
-        .as_deref()
-        .is_some_and(|s| secret_ok(ca, s, std::slice::from_ref(&dns), bundle, now))
-    {
-        return Ok(());
-    }
-    let Some(owner) = owner_ref(client, w).await? else {
-        return Ok(()); // The workload is gone; its pods will follow.
-    };
-    let leaf = ca.issue(std::slice::from_ref(&dns), &[], now, cfg.workload_lifetime)?;
-    let secret = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/tls",
-        "metadata": {
-            "name": name,
-            "namespace": w.namespace,
-            "labels": {MANAGED_LABEL: "true"},
-            "annotations": {"kinject.io/identity": dns, "kinject.io/not-after": leaf.not_after.to_string()},
-            "ownerReferences": [owner],
-        },
-        "data": tls_secret_data(&leaf.chain_pem, &leaf.key_pem, bundle),
-    });
-    Api::<Secret>::namespaced(client.clone(), &w.namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .with_context(|| format!("writing Secret {}/{name}", w.namespace))?;
-    if current.is_some() {
-        metrics.renewed.inc();
-    } else {
-        metrics.issued.inc();
-    }
-    info!(namespace = %w.namespace, secret = %name, renewed = current.is_some(), "issued workload certificate");
-    Ok(())
 }

@@ -7,6 +7,8 @@
 //!   the operator's, cert-manager's), reloaded on change without a restart;
 //! - [`names`]: workload identity names and secret names;
 //! - [`pki`]: operators' keys (SEC1, PKCS#8) and certificates, checked (P-256 only);
+//! - [`workloads`]: each meshed workload's Secret, the trust bundles, the
+//!   control plane's serving certificates;
 //! - [`controller`]: the Kubernetes controller (`kinject identity`), leader
 //!   elected with `kinject_runtime::lease`, so several replicas are safe.
 #![forbid(unsafe_code)]
@@ -18,3 +20,4 @@ pub mod grpc;
 pub mod issuer;
 pub mod names;
 pub mod pki;
+pub mod workloads;
