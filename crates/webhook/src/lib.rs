@@ -457,32 +457,8 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
 
-    // Fail fast, before binding anything, on bad files. Values from the
-    // cluster are checked once they are read.
-    cfg.values.check_syntax()?;
-    if cfg.wait_for_cert && !cfg.values_from_cluster {
-        // The trust anchors may not exist yet; the values must be good now.
-        cfg.values.load(None)?;
-    } else if !cfg.values_from_cluster {
-        build_engine(&cfg, false, None)?;
-    }
-    let (resolver, cert_now) = match tls::ReloadingResolver::new(
-        cfg.tls_cert.clone(),
-        cfg.tls_key.clone(),
-    ) {
-        Ok((resolver, expiry)) => {
-            metrics.serving_cert_expiry.set(expiry);
-            (resolver, true)
-        }
-        Err(e) if cfg.wait_for_cert => {
-            warn!(error = %format!("{e:#}"), "no serving certificate yet; not ready until it appears");
-            (
-                tls::ReloadingResolver::waiting(cfg.tls_cert.clone(), cfg.tls_key.clone()),
-                false,
-            )
-        }
-        Err(e) => return Err(e),
-    };
+    check_inputs(&cfg)?;
+    let (resolver, cert_now) = serving_certificate(&cfg, &metrics)?;
     let (cert_tx, cert_rx) = watch::channel(cert_now);
     let (bundle, bundle_applied) = match ca_bundle(&cfg) {
         Ok(b) => (b, true),
@@ -494,17 +470,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         "cannot build a Kubernetes client (KUBECONFIG, --kubeconfig or in-cluster config)",
     )?;
     if let Some(secret) = &cfg.cert_secret {
-        let dir = cfg
-            .tls_cert
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        tokio::spawn(kinject_k8s::secret_files::sync(
-            client.clone(),
-            cfg.linkerd_namespace.clone(),
-            secret.clone(),
-            dir,
-        ));
+        spawn_certificate_sync(&cfg, &client, secret);
     }
     let version = kinject_k8s::ServerVersion::detect(&client)
         .await
@@ -513,35 +479,9 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         cfg.native_sidecars == NativeSidecars::Auto && version.supports_native_sidecars();
     info!(%version, native_sidecars = native_supported, "connected to the API server");
 
-    // Until values from the cluster load, the engine holds the defaults but
-    // the injector is neither ready nor registered.
-    let engine = Arc::new(ArcSwap::from_pointee(Injector::new(
-        InjectorConfig::default(),
-    )?));
-    let (loaded_tx, loaded_rx) = watch::channel(false);
-    let reloader = EngineReloader {
-        cfg: Arc::new(cfg.clone()),
-        native_supported,
-        cluster: cfg
-            .values_from_cluster
-            .then(|| linkerd_config::watch(client.clone(), cfg.linkerd_namespace.clone())),
-        engine: engine.clone(),
-        metrics: metrics.clone(),
-        loaded: Arc::new(loaded_tx),
-    };
-    let mut engine_applied = true;
-    if cfg.values_from_cluster {
-        info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
-        reloader.clone().spawn_cluster_watch();
-    } else if let Err(e) = reloader.reload() {
-        // With --wait-for-cert the trust anchors may be the certificate's
-        // bundle, which has not been written yet: the file reloader retries.
-        if !cfg.wait_for_cert {
-            return Err(e);
-        }
-        engine_applied = false;
-        warn!(error = %format!("{e:#}"), "engine inputs not loaded yet; not ready until they are");
-    }
+    let (reloader, loaded_rx, engine_applied) =
+        EngineReloader::start(&cfg, &client, &metrics, native_supported)?;
+    let engine = reloader.engine.clone();
 
     let cluster = ClusterView::spawn(client.clone());
     let events = if cfg.events {
@@ -564,133 +504,26 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     };
     let (spec_tx, spec_rx) = watch::channel(spec);
     if cfg.register {
-        // One replica at a time writes the webhook configuration; newer,
-        // different settings take over at once (a rolling upgrade).
-        let (leader_tx, leader_rx) = watch::channel(false);
-        // The leader also reports (and optionally repairs) the pods that
-        // slipped through.
-        tokio::spawn(missed::watch_pods(
-            client.clone(),
-            engine.clone(),
-            cluster.clone(),
-            leader_rx.clone(),
-            cfg.missed.clone(),
-            MissedReporter::new(client.clone(), metrics.clone()),
-        ));
-        let started_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let holder = std::env::var("HOSTNAME")
-            .unwrap_or_else(|_| format!("kinject-proxy-injector-{}", std::process::id()));
-        let lease_cfg = kinject_runtime::lease::LeaseConfig {
-            namespace: cfg.linkerd_namespace.clone(),
-            name: WEBHOOK_LEASE.into(),
-            holder,
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(2),
-            settings: Some(kinject_runtime::lease::Settings {
-                hash: spec_rx.borrow().settings_hash(),
-                epoch: started_ms,
-            }),
-        };
-        let client = client.clone();
-        let registered = registered.clone();
-        let stopping_lease = stopping.clone();
-        let mut loaded = loaded_rx.clone();
-        let mut cert = cert_rx.clone();
-        let reporter = RegistrationReporter::new(
-            client.clone(),
-            metrics.clone(),
-            cfg.linkerd_namespace.clone(),
+        spawn_registration(
+            &cfg,
+            &client,
+            &metrics,
+            Registration {
+                engine: engine.clone(),
+                cluster: cluster.clone(),
+                spec: spec_rx,
+                values_loaded: loaded_rx.clone(),
+                cert_ok: cert_rx.clone(),
+                registered: registered.clone(),
+                stopping: stopping.clone(),
+            },
         );
-        tokio::spawn(async move {
-            // Never register an injector that would inject with the wrong
-            // values, or that the API server could not verify.
-            if loaded.wait_for(|ok| *ok).await.is_err() || cert.wait_for(|ok| *ok).await.is_err() {
-                return;
-            }
-            // Only a replica able to serve campaigns: a new replica that
-            // never gets its values or certificate (a bad upgrade) must not
-            // take the Lease from a working one.
-            // A stopping replica gives the Lease up at once: its successor
-            // registers and reports without waiting for the Lease to expire.
-            let (lease_client, lease_cfg2) = (client.clone(), lease_cfg.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = kinject_runtime::lease::campaign(lease_client.clone(), lease_cfg2.clone(), leader_tx) => {}
-                    () = stopping_lease.draining() => {
-                        kinject_runtime::lease::release(&lease_client, &lease_cfg2).await;
-                    }
-                }
-            });
-            webhook_config::keep_registered(
-                client,
-                spec_rx,
-                leader_rx,
-                Some(lease_cfg),
-                registered,
-                webhook_config::RepairBudget::default(),
-                reporter,
-            )
-            .await
-        });
     }
 
     // Hot reloads: engine inputs, serving certificate, CA bundle.
-    let engine_paths: Vec<PathBuf> = cfg
-        .values
-        .watched_files()
-        .into_iter()
-        .chain(cfg.trust_anchors.iter().cloned())
-        .collect();
-    if !engine_paths.is_empty() {
-        let reloader = reloader.clone();
-        spawn_reloader(
-            "engine",
-            engine_paths,
-            cfg.reload_interval,
-            metrics.clone(),
-            engine_applied,
-            move |_| reloader.reload(),
-        );
-    }
-    {
-        let resolver = resolver.clone();
-        let m = metrics.clone();
-        spawn_reloader(
-            "serving_cert",
-            vec![cfg.tls_cert.clone(), cfg.tls_key.clone()],
-            cfg.reload_interval,
-            metrics.clone(),
-            cert_now,
-            move |_| {
-                let expiry = resolver.reload()?;
-                m.serving_cert_expiry.set(expiry);
-                cert_tx.send_replace(true);
-                Ok(())
-            },
-        );
-    }
-    {
-        let cfg2 = cfg.clone();
-        let path = cfg
-            .ca_bundle
-            .clone()
-            .unwrap_or_else(|| cfg.tls_cert.clone());
-        spawn_reloader(
-            "ca_bundle",
-            vec![path],
-            cfg.reload_interval,
-            metrics.clone(),
-            bundle_applied,
-            move |_| {
-                let bundle = ca_bundle(&cfg2)?;
-                spec_tx.send_modify(|s| s.ca_bundle = bundle);
-                Ok(())
-            },
-        );
-    }
+    spawn_engine_reloader(&cfg, &metrics, reloader.clone(), engine_applied);
+    spawn_cert_reloader(&cfg, &metrics, resolver.clone(), cert_now, cert_tx);
+    spawn_bundle_reloader(&cfg, &metrics, bundle_applied, spec_tx);
 
     let tls_config = Arc::new(tls::server_config(resolver)?);
     let connections = metrics.connections.clone();
@@ -737,6 +570,264 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
     }
     let _ = admin_task.await;
     Ok(())
+}
+
+impl EngineReloader {
+    /// The engine, loaded now from files or (from the cluster) as soon as the
+    /// values arrive; whether it loaded is the receiver, and the flag says
+    /// whether the files loaded already.
+    fn start(
+        cfg: &ProxyInjectorConfig,
+        client: &kube::Client,
+        metrics: &Metrics,
+        native_supported: bool,
+    ) -> Result<(Self, watch::Receiver<bool>, bool)> {
+        // Until values from the cluster load, the engine holds the defaults but
+        // the injector is neither ready nor registered.
+        let (loaded_tx, loaded_rx) = watch::channel(false);
+        let reloader = EngineReloader {
+            cfg: Arc::new(cfg.clone()),
+            native_supported,
+            cluster: cfg
+                .values_from_cluster
+                .then(|| linkerd_config::watch(client.clone(), cfg.linkerd_namespace.clone())),
+            engine: Arc::new(ArcSwap::from_pointee(Injector::new(
+                InjectorConfig::default(),
+            )?)),
+            metrics: metrics.clone(),
+            loaded: Arc::new(loaded_tx),
+        };
+        let mut engine_applied = true;
+        if cfg.values_from_cluster {
+            info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
+            reloader.clone().spawn_cluster_watch();
+        } else if let Err(e) = reloader.reload() {
+            // With --wait-for-cert the trust anchors may be the certificate's
+            // bundle, which has not been written yet: the file reloader retries.
+            if !cfg.wait_for_cert {
+                return Err(e);
+            }
+            engine_applied = false;
+            info!(reason = %format!("{e:#}"), "waiting for the engine's inputs (not ready until they load)");
+        }
+        Ok((reloader, loaded_rx, engine_applied))
+    }
+}
+
+/// Fails fast, before binding anything, on bad files. Values from the
+/// cluster are checked once they are read.
+fn check_inputs(cfg: &ProxyInjectorConfig) -> Result<()> {
+    cfg.values.check_syntax()?;
+    if cfg.wait_for_cert && !cfg.values_from_cluster {
+        // The trust anchors may not exist yet; the values must be good now.
+        cfg.values.load(None)?;
+    } else if !cfg.values_from_cluster {
+        build_engine(cfg, false, None)?;
+    }
+    Ok(())
+}
+
+/// Writes the serving certificate's Secret into the files the server reads,
+/// as soon as identity changes it (no wait for the kubelet's refresh).
+fn spawn_certificate_sync(cfg: &ProxyInjectorConfig, client: &kube::Client, secret: &str) {
+    let dir = cfg
+        .tls_cert
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    tokio::spawn(kinject_k8s::secret_files::sync(
+        client.clone(),
+        cfg.linkerd_namespace.clone(),
+        secret.to_string(),
+        dir,
+    ));
+}
+
+/// The serving certificate now, or (with `--wait-for-cert`) a resolver that
+/// answers once identity has written it.
+fn serving_certificate(
+    cfg: &ProxyInjectorConfig,
+    metrics: &Metrics,
+) -> Result<(Arc<tls::ReloadingResolver>, bool)> {
+    match tls::ReloadingResolver::new(cfg.tls_cert.clone(), cfg.tls_key.clone()) {
+        Ok((resolver, expiry)) => {
+            metrics.serving_cert_expiry.set(expiry);
+            Ok((resolver, true))
+        }
+        Err(e) if cfg.wait_for_cert => {
+            info!(reason = %format!("{e:#}"), "waiting for the serving certificate (not ready until it appears)");
+            Ok((
+                tls::ReloadingResolver::waiting(cfg.tls_cert.clone(), cfg.tls_key.clone()),
+                false,
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the registration task needs besides the configuration.
+struct Registration {
+    engine: Arc<ArcSwap<Injector>>,
+    cluster: ClusterView,
+    spec: watch::Receiver<WebhookConfigSpec>,
+    values_loaded: watch::Receiver<bool>,
+    cert_ok: watch::Receiver<bool>,
+    registered: Arc<AtomicBool>,
+    stopping: kinject_runtime::shutdown::Stopping,
+}
+
+/// One replica at a time writes the webhook configuration; newer, different
+/// settings take over at once (a rolling upgrade). The Lease's holder also
+/// reports (and optionally repairs) the pods that slipped through.
+fn spawn_registration(
+    cfg: &ProxyInjectorConfig,
+    client: &kube::Client,
+    metrics: &Metrics,
+    r: Registration,
+) {
+    let (leader_tx, leader_rx) = watch::channel(false);
+    tokio::spawn(missed::watch_pods(
+        client.clone(),
+        r.engine,
+        r.cluster,
+        leader_rx.clone(),
+        cfg.missed.clone(),
+        MissedReporter::new(client.clone(), metrics.clone()),
+    ));
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let lease_cfg = kinject_runtime::lease::LeaseConfig::new(
+        &cfg.linkerd_namespace,
+        WEBHOOK_LEASE,
+        kinject_runtime::lease::holder_name("kinject-proxy-injector"),
+    )
+    .with_settings(kinject_runtime::lease::Settings {
+        hash: r.spec.borrow().settings_hash(),
+        epoch: started_ms,
+    });
+    let client = client.clone();
+    let reporter = RegistrationReporter::new(
+        client.clone(),
+        metrics.clone(),
+        cfg.linkerd_namespace.clone(),
+    );
+    let Registration {
+        spec,
+        mut values_loaded,
+        mut cert_ok,
+        registered,
+        stopping,
+        ..
+    } = r;
+    tokio::spawn(async move {
+        // Never register an injector that would inject with the wrong
+        // values, or that the API server could not verify.
+        if values_loaded.wait_for(|ok| *ok).await.is_err()
+            || cert_ok.wait_for(|ok| *ok).await.is_err()
+        {
+            return;
+        }
+        // Only a replica able to serve campaigns: a new replica that never
+        // gets its values or certificate (a bad upgrade) must not take the
+        // Lease from a working one. A stopping replica gives the Lease up at
+        // once: its successor registers and reports without waiting for the
+        // Lease to expire.
+        tokio::spawn(kinject_runtime::lease::hold_until_draining(
+            client.clone(),
+            lease_cfg.clone(),
+            leader_tx,
+            stopping,
+        ));
+        webhook_config::keep_registered(
+            client,
+            spec,
+            leader_rx,
+            Some(lease_cfg),
+            registered,
+            webhook_config::RepairBudget::default(),
+            reporter,
+        )
+        .await
+    });
+}
+
+/// Values files and trust anchors: a new engine when they change.
+fn spawn_engine_reloader(
+    cfg: &ProxyInjectorConfig,
+    metrics: &Metrics,
+    reloader: EngineReloader,
+    applied: bool,
+) {
+    let paths: Vec<PathBuf> = cfg
+        .values
+        .watched_files()
+        .into_iter()
+        .chain(cfg.trust_anchors.iter().cloned())
+        .collect();
+    if paths.is_empty() {
+        return;
+    }
+    spawn_reloader(
+        "engine",
+        paths,
+        cfg.reload_interval,
+        metrics.clone(),
+        applied,
+        move |_| reloader.reload(),
+    );
+}
+
+/// The serving certificate and key: swapped in without dropping connections.
+fn spawn_cert_reloader(
+    cfg: &ProxyInjectorConfig,
+    metrics: &Metrics,
+    resolver: Arc<tls::ReloadingResolver>,
+    applied: bool,
+    cert_ok: watch::Sender<bool>,
+) {
+    let m = metrics.clone();
+    spawn_reloader(
+        "serving_cert",
+        vec![cfg.tls_cert.clone(), cfg.tls_key.clone()],
+        cfg.reload_interval,
+        metrics.clone(),
+        applied,
+        move |_| {
+            let expiry = resolver.reload()?;
+            m.serving_cert_expiry.set(expiry);
+            cert_ok.send_replace(true);
+            Ok(())
+        },
+    );
+}
+
+/// The CA bundle the API server verifies us with: into the webhook
+/// configuration's spec (the registration task writes it).
+fn spawn_bundle_reloader(
+    cfg: &ProxyInjectorConfig,
+    metrics: &Metrics,
+    applied: bool,
+    spec: watch::Sender<WebhookConfigSpec>,
+) {
+    let cfg2 = cfg.clone();
+    let path = cfg
+        .ca_bundle
+        .clone()
+        .unwrap_or_else(|| cfg.tls_cert.clone());
+    spawn_reloader(
+        "ca_bundle",
+        vec![path],
+        cfg.reload_interval,
+        metrics.clone(),
+        applied,
+        move |_| {
+            let bundle = ca_bundle(&cfg2)?;
+            spec.send_modify(|s| s.ca_bundle = bundle);
+            Ok(())
+        },
+    );
 }
 
 #[cfg(test)]
