@@ -285,6 +285,9 @@ impl Injector {
                     report.status = ObjectStatus::Skipped { reasons: vec![] };
                     return (None, report);
                 }
+                if let Some(pod) = out.pointer_mut(pointer) {
+                    omit_empty_fields(pod);
+                }
                 report.status = ObjectStatus::Injected;
                 (Some(out), report)
             }
@@ -292,6 +295,41 @@ impl Injector {
                 report.status = ObjectStatus::Skipped { reasons };
                 // A skipped object is emitted exactly as it was read.
                 (None, report)
+            }
+        }
+    }
+}
+
+/// Linkerd's CLI prints an injected object as Kubernetes' types serialise
+/// it: the `resources: null` and zero `initialDelaySeconds` that the
+/// webhook's patch carries (as Linkerd's webhook patch does) are not there.
+/// Only the containers kinject adds are touched.
+fn omit_empty_fields(pod: &mut Value) {
+    const ADDED: [&str; 3] = [
+        crate::proxy::PROXY_CONTAINER,
+        crate::proxy::INIT_CONTAINER,
+        crate::proxy::VALIDATOR_CONTAINER,
+    ];
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = pod
+            .pointer_mut(&format!("/spec/{list}"))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            if !ADDED.contains(&c.get("name").and_then(Value::as_str).unwrap_or("")) {
+                continue;
+            }
+            if c.get("resources").is_some_and(Value::is_null) {
+                c.remove("resources");
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut)
+                    && p.get("initialDelaySeconds").and_then(Value::as_i64) == Some(0)
+                {
+                    p.remove("initialDelaySeconds");
+                }
             }
         }
     }
@@ -431,4 +469,62 @@ pub fn uninject_at(obj: &mut Value, pointer: &str) -> bool {
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InjectorConfig;
+    use serde_json::json;
+
+    fn proxy_of(pod: &Value) -> &Value {
+        let all = pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .chain(pod["spec"]["containers"].as_array())
+            .flatten();
+        all.into_iter()
+            .find(|c| c["name"] == crate::proxy::PROXY_CONTAINER)
+            .expect("a proxy container")
+    }
+
+    /// The CLI's output has no `resources: null` and no zero delays (as
+    /// Linkerd's CLI prints it); the webhook's patch keeps both (as
+    /// Linkerd's webhook patch has them).
+    #[test]
+    fn cli_output_omits_what_kubernetes_types_omit() {
+        let mut cfg = InjectorConfig::default();
+        cfg.values.proxy.native_sidecar = true;
+        cfg.native_sidecars_supported = true;
+        let injector = Injector::new(cfg).expect("injector");
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "annotations": {"linkerd.io/inject": "enabled"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx",
+                "resources": null}]},
+        });
+        let out = injector.inject_document(&pod);
+        let injected = out.changed.expect("injected");
+        let proxy = proxy_of(&injected);
+        assert!(proxy.get("resources").is_none(), "{proxy}");
+        assert!(proxy["startupProbe"].get("initialDelaySeconds").is_none());
+        assert_eq!(proxy["livenessProbe"]["initialDelaySeconds"], 10);
+        let init = &injected["spec"]["initContainers"][0];
+        assert_eq!(init["name"], crate::proxy::INIT_CONTAINER);
+        assert!(init.get("resources").is_none(), "{init}");
+        // The app's own fields are the user's: left as they were.
+        assert!(injected["spec"]["containers"][0]["resources"].is_null());
+        assert!(
+            injected["spec"]["containers"][0]
+                .as_object()
+                .is_some_and(|c| c.contains_key("resources"))
+        );
+
+        let mut patched = pod.clone();
+        let outcome = injector.inject_pod(&PodRequest::pod(&pod));
+        outcome.patch.apply(&mut patched).expect("patch applies");
+        let proxy = proxy_of(&patched);
+        assert!(proxy.get("resources").is_some_and(Value::is_null));
+        assert_eq!(proxy["startupProbe"]["initialDelaySeconds"], 0);
+    }
 }
