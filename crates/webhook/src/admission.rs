@@ -2,37 +2,12 @@
 //! caches ([`ClusterLookup`]), asks the engine, and answers; Events are queued,
 //! never awaited, and a dry-run request gets the same patch with no side effects.
 //!
-//! Answers are cached: a ReplicaSet scaling up sends the API server's webhook
-//! call for N identical pods, and the answer depends only on the object's
-//! bytes, the namespace's labels and annotations, the resolved owner and the
-//! engine (configuration) in force. Two levels, both bounded:
-//!
-//! - **Reviews** (the fast path): the whole request body except `request.uid`
-//!   and the timestamps of the pod's `metadata.managedFields` entries, for
-//!   bodies in the API server's own layout (`"request":{"uid":"…"` first).
-//!   Those are the only bytes that differ between a ReplicaSet's pods (the
-//!   timestamps carry the second the controller created each one), and the
-//!   engine reads neither. A hit parses nothing: the rest of the body is
-//!   byte-for-byte, offset for offset, one that was fully parsed and
-//!   validated before, and what was left out is a plain string's contents
-//!   (a uid, timestamp characters) that cannot change how the rest parses.
-//!   Only the cluster context is re-checked (namespace labels, owner,
-//!   configuration).
-//! - **Objects**: the request's `object` bytes, timestamps left out, for any
-//!   layout. A hit skips parsing the object and running the engine.
-//!
-//! A span is left out of a key only if, when the entry was made, it was
-//! proven to be the request's uid / a timestamp of the pod's own
-//! managedFields (pointer equality with the parsed, borrowed values): a body
-//! with a look-alike elsewhere is never learnt.
-//!
-//! Keys are 128-bit xxh3 hashes with a per-process random seed, so colliding
-//! bodies cannot be prepared offline.
+//! Answers are cached ([`crate::answer_cache`]): a ReplicaSet scaling up
+//! sends one webhook call per identical pod.
 
 use std::borrow::Cow;
 use std::cell::LazyCell;
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -43,33 +18,18 @@ use kinject_k8s::NamespaceInfo;
 use kinject_k8s::cache::{ClusterLookup, owner_ref_from_json};
 use kinject_k8s::events::{EventSink, InjectionEvent, kind_name};
 use prometheus_client::metrics::counter::Counter;
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
+use crate::answer_cache::{
+    Bounded, context_key, genuine_times, keyed_hash, object_key, time_spans, time_spans_in_parts,
+    uid_span,
+};
 use crate::metrics::{CacheLabels, ErrorLabels, Metrics, RequestLabels, ResponseLabels};
 use crate::review::{self, GzipTail, Reply, Review};
 
 /// Prefix of every admission warning, so users can tell who said it.
 const WARNING_PREFIX: &str = "kinject: ";
-/// Cached answers kept per level (bounded; an arbitrary entry is evicted when
-/// full). An answer is ~12 KB (mostly the patch), so the cache stays under
-/// ~1.5 MiB; a rollout needs one entry per pod template, not per pod.
-const CACHE_ENTRIES: usize = 64;
-/// How the API server serialises a review: `request.uid` is the request's
-/// first field (Go marshals struct fields in declaration order, compactly).
-/// Built once: a `memmem::find` per request spent more time preparing its
-/// searcher than searching the first ~100 bytes.
-static UID_MARKER: LazyLock<memchr::memmem::Finder<'static>> =
-    LazyLock::new(|| memchr::memmem::Finder::new(br#""request":{"uid":""#));
-/// The key of a managedFields entry's timestamp, as the API server writes it.
-static TIME_KEY: LazyLock<memchr::memmem::Finder<'static>> =
-    LazyLock::new(|| memchr::memmem::Finder::new(br#""time":""#));
-/// The longest timestamp left out of a key (RFC 3339 with nanoseconds and an
-/// offset is 35 bytes).
-const MAX_TIME_LEN: usize = 40;
-
 /// What the handler decided for one object, reusable for identical requests.
 struct Answer {
     /// Keeps the engine alive, so pointer equality identifies it.
@@ -145,188 +105,8 @@ pub struct Admission<L> {
     seed: u64,
     /// Whether reused answers may be gzip-encoded for clients that accept it.
     gzip: bool,
-    objects: Mutex<HashMap<u128, Arc<Answer>>>,
-    reviews: Mutex<HashMap<u128, Arc<Reviewed>>>,
-}
-
-/// Inserts, evicting one arbitrary entry when full: clearing hundreds of
-/// answers at once would stall the request that does it.
-fn insert_bounded<V>(map: &Mutex<HashMap<u128, V>>, key: u128, value: V) {
-    if let Ok(mut m) = map.lock() {
-        if m.len() >= CACHE_ENTRIES
-            && !m.contains_key(&key)
-            && let Some(k) = m.keys().next().copied()
-        {
-            m.remove(&k);
-        }
-        m.insert(key, value);
-    }
-}
-
-fn lookup<V: Clone>(map: &Mutex<HashMap<u128, V>>, key: u128) -> Option<V> {
-    map.lock().ok().and_then(|m| m.get(&key).cloned())
-}
-
-/// Where the uid's characters are in a body laid out as the API server lays
-/// it out, if they need no unescaping (a uid is a UUID).
-fn uid_span(body: &[u8]) -> Option<(usize, usize)> {
-    let start = UID_MARKER.find(body)? + UID_MARKER.needle().len();
-    let len = memchr::memchr(b'"', &body[start..])?;
-    let uid = &body[start..start + len];
-    (!uid.is_empty() && uid.iter().all(|b| b.is_ascii_graphic() && *b != b'\\'))
-        .then_some((start, start + len))
-}
-
-/// The values of every `"time":"…"` member in `part` after `from`, as
-/// (start, end) of the characters between the quotes: the timestamps of the
-/// pod's managedFields entries, which differ (to the second the controller
-/// created each pod) between a ReplicaSet's otherwise identical pods. Only
-/// values of timestamp characters count, so leaving one out can never change
-/// how the rest of the body parses; a value cut by the end of `part` is not
-/// left out. Callers learn a body only if these are exactly its pod's
-/// managedFields timestamps ([`genuine_times`]).
-fn time_spans(part: &[u8], from: usize, offset: usize, out: &mut Vec<(usize, usize)>) {
-    let Some(rest) = part.get(from..) else { return };
-    for at in TIME_KEY.find_iter(rest) {
-        let start = from + at + TIME_KEY.needle().len();
-        let value = &part[start..part.len().min(start + MAX_TIME_LEN + 1)];
-        let Some(len) = memchr::memchr(b'"', value) else {
-            continue;
-        };
-        if value[..len]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'+' | b'-'))
-        {
-            out.push((offset + start, offset + start + len));
-        }
-    }
-}
-
-/// [`time_spans`] over a body in parts, after offset `from` of the whole
-/// body; offsets are into the whole body.
-fn time_spans_in_parts(parts: &[&[u8]], from: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for part in parts {
-        let end = offset + part.len();
-        if end > from {
-            time_spans(part, from.saturating_sub(offset), offset, &mut out);
-        }
-        offset = end;
-    }
-    out
-}
-
-/// Where the timestamps of `object.metadata.managedFields` lie in the
-/// object's bytes, in order; `None` if that cannot be told (duplicate keys,
-/// escapes in a timestamp, …).
-fn genuine_times(object: &RawValue) -> Option<Vec<(usize, usize)>> {
-    #[derive(Deserialize)]
-    struct Object<'a> {
-        #[serde(borrow)]
-        metadata: Option<Metadata<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Metadata<'a> {
-        #[serde(borrow, rename = "managedFields", default)]
-        managed_fields: Vec<Entry<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Entry<'a> {
-        time: Option<&'a str>,
-    }
-    let text = object.get();
-    let parsed: Object<'_> = serde_json::from_str(text).ok()?;
-    let base = text.as_ptr() as usize;
-    Some(
-        parsed
-            .metadata
-            .map(|m| m.managed_fields)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| e.time)
-            .map(|t| {
-                (
-                    t.as_ptr() as usize - base,
-                    t.as_ptr() as usize - base + t.len(),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// Hashes a body given in parts, leaving out `excised` (sorted, disjoint,
-/// offsets into the whole body) but hashing their offsets: two bodies with
-/// one key are byte-for-byte the same outside those ranges, at the same
-/// offsets, whatever the parts.
-fn keyed_hash(seed: u64, parts: &[&[u8]], excised: &[(usize, usize)]) -> u128 {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::with_seed(seed);
-    h.update(&(excised.len() as u64).to_le_bytes());
-    for (s, e) in excised {
-        h.update(&(*s as u64).to_le_bytes());
-        h.update(&(*e as u64).to_le_bytes());
-    }
-    let mut offset = 0;
-    for part in parts {
-        let end = offset + part.len();
-        let mut pos = offset;
-        for &(s, e) in excised {
-            if e <= pos || s >= end {
-                continue;
-            }
-            if s > pos {
-                h.update(&part[pos - offset..s - offset]);
-            }
-            pos = e.min(end);
-        }
-        if pos < end {
-            h.update(&part[pos - offset..]);
-        }
-        offset = end;
-    }
-    h.digest128()
-}
-
-/// Identifies an object: its kind and bytes, the `times` left out.
-fn object_key(seed: u64, kind: &str, object: &str, times: &[(usize, usize)]) -> u128 {
-    let kind_len = (kind.len() as u64).to_le_bytes();
-    let at = kind_len.len() + kind.len();
-    let spans: Vec<_> = times.iter().map(|(s, e)| (at + s, at + e)).collect();
-    keyed_hash(
-        seed,
-        &[&kind_len, kind.as_bytes(), object.as_bytes()],
-        &spans,
-    )
-}
-
-/// Identifies what an answer depends on besides the object.
-fn context_key(engine: &Arc<Injector>, ns: &NamespaceInfo, owner: Option<&Owner>) -> u128 {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::new();
-    // Length prefixes keep field boundaries unambiguous.
-    let mut field = |b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(&(Arc::as_ptr(engine) as usize).to_le_bytes());
-    field(ns.name.as_bytes());
-    field(&[u8::from(ns.known)]);
-    for map in [&ns.labels, &ns.annotations] {
-        field(&(map.len() as u64).to_le_bytes());
-        for (k, v) in map {
-            field(k.as_bytes());
-            field(v.as_str().unwrap_or("").as_bytes());
-        }
-    }
-    match owner {
-        Some(o) => {
-            field(o.kind.as_bytes());
-            field(o.name.as_bytes());
-        }
-        None => field(b"-"),
-    }
-    h.digest128()
+    objects: Bounded<Arc<Answer>>,
+    reviews: Bounded<Arc<Reviewed>>,
 }
 
 impl<L: ClusterLookup> Admission<L> {
@@ -346,8 +126,8 @@ impl<L: ClusterLookup> Admission<L> {
                 std::collections::hash_map::RandomState::new().hash_one(0u8)
             },
             gzip: true,
-            objects: Mutex::new(HashMap::new()),
-            reviews: Mutex::new(HashMap::new()),
+            objects: Bounded::new(),
+            reviews: Bounded::new(),
         }
     }
 
@@ -418,7 +198,7 @@ impl<L: ClusterLookup> Admission<L> {
         let mut spans = vec![span];
         spans.extend(time_spans_in_parts(parts, span.1));
         let key = keyed_hash(self.seed, parts, &spans);
-        let seen = lookup(&self.reviews, key)?;
+        let seen = self.reviews.get(key)?;
         // `uid_span` admits ASCII only.
         let uid = std::str::from_utf8(&parts.first()?[span.0..span.1]).ok()?;
         let answer = &seen.answer;
@@ -551,7 +331,7 @@ impl<L: ClusterLookup> Admission<L> {
         let mut times = Vec::new();
         time_spans(raw.get().as_bytes(), 0, 0, &mut times);
         let object_key = object_key(self.seed, &kind, raw.get(), &times);
-        let entry = lookup(&self.objects, object_key);
+        let entry = self.objects.get(object_key);
         // Twins may differ in the spans left out only if those are exactly
         // the pod's managedFields timestamps (not a look-alike elsewhere).
         // (Looked at only when an entry is made: it parses the whole object.)
@@ -610,7 +390,7 @@ impl<L: ClusterLookup> Admission<L> {
                         owner,
                     ));
                     if *keyable {
-                        insert_bounded(&self.objects, object_key, answer.clone());
+                        self.objects.insert(object_key, answer.clone());
                     }
                     (answer, false)
                 }
@@ -644,11 +424,8 @@ impl<L: ClusterLookup> Admission<L> {
             };
             let mut spans = vec![span];
             spans.extend(times_in_body);
-            insert_bounded(
-                &self.reviews,
-                keyed_hash(self.seed, &[body], &spans),
-                Arc::new(seen),
-            );
+            self.reviews
+                .insert(keyed_hash(self.seed, &[body], &spans), Arc::new(seen));
         }
         self.answer(
             api_version,
@@ -1045,62 +822,10 @@ mod tests {
             1,
         );
         let object = &dup[dup.find("\"object\":").unwrap() + 9..dup.len() - 2];
-        assert!(genuine_times(serde_json::from_str::<&RawValue>(object).unwrap()).is_none());
-    }
-
-    #[test]
-    fn only_timestamp_characters_are_left_out() {
-        let spans = |body: &str| {
-            let mut out = Vec::new();
-            time_spans(body.as_bytes(), 0, 100, &mut out);
-            out
-        };
-        assert_eq!(spans(r#"{"time":"2026-11-25T03:15:10Z"}"#), [(109, 129)]);
-        assert_eq!(
-            spans(r#"{"time":"2026-11-25T03:15:10.123+01:00"}"#).len(),
-            1
+        assert!(
+            genuine_times(serde_json::from_str::<&serde_json::value::RawValue>(object).unwrap())
+                .is_none()
         );
-        // An escape, a quote-less end, anything too long or not a timestamp:
-        // kept in the key.
-        for kept in [
-            r#"{"time":"a\"b"}"#,
-            r#"{"time":"2026"#,
-            r#"{"time":"a b"}"#,
-        ] {
-            assert!(spans(kept).is_empty(), "{kept}");
-        }
-        assert!(spans(&format!(r#"{{"time":"{}"}}"#, "1".repeat(MAX_TIME_LEN + 1))).is_empty());
-        // Parts: a value cut by a part's end is kept.
-        let body = br#"{"a":{"time":"2026-11-25T03:15:10Z"},"b":{"time":"2026-11-25T03:15:11Z"}}"#;
-        assert_eq!(time_spans_in_parts(&[body], 0).len(), 2);
-        assert_eq!(time_spans_in_parts(&[&body[..20], &body[20..]], 0).len(), 1);
-        assert_eq!(
-            time_spans_in_parts(&[&body[..40], &body[40..]], 0),
-            time_spans_in_parts(&[body], 0)
-        );
-        assert_eq!(time_spans_in_parts(&[body], 40).len(), 1);
-    }
-
-    #[test]
-    fn a_key_is_the_same_however_the_body_is_cut() {
-        let body = b"0123456789abcdefghij";
-        let spans = [(2, 4), (10, 15)];
-        let whole = keyed_hash(7, &[body], &spans);
-        for cuts in [vec![3], vec![4, 10], vec![1, 12, 19], vec![2, 3, 4, 15]] {
-            let mut parts = Vec::new();
-            let mut at = 0;
-            for c in cuts.iter().copied().chain([body.len()]) {
-                parts.push(&body[at..c]);
-                at = c;
-            }
-            assert_eq!(keyed_hash(7, &parts, &spans), whole, "{cuts:?}");
-        }
-        // Bytes inside the spans do not count; outside, and the offsets, do.
-        assert_eq!(keyed_hash(7, &[b"01XX456789YYYYYfghij"], &spans), whole);
-        assert_ne!(keyed_hash(7, &[b"0123456789abcdefghiZ"], &spans), whole);
-        assert_ne!(keyed_hash(7, &[body], &[(2, 4), (10, 14)]), whole);
-        assert_ne!(keyed_hash(7, &[body], &[(2, 4)]), whole);
-        assert_ne!(keyed_hash(8, &[body], &spans), whole);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+mod answer_cache;
 pub mod keepalive;
 pub mod metrics;
 pub mod missed;
