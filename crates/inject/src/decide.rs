@@ -227,6 +227,31 @@ pub fn has_existing_sidecar(metadata: Option<&Map<String, Value>>, spec: &Value)
         || containers(spec, "initContainers").any(|c| matches(c, INIT_NAMES, INIT_IMAGES))
 }
 
+/// Where an inject setting was read, its key, its value, and the values
+/// that key takes.
+type InjectSetting<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str]);
+
+/// Warns of each setting whose value its key does not take (naming the key,
+/// the value and the choices); true if there was one.
+fn warn_invalid_values(settings: [InjectSetting<'_>; 4], warnings: &mut Vec<Warning>) -> bool {
+    let mut any = false;
+    for (place, key, value, allowed) in settings {
+        if let Some(v) = value
+            && !allowed.contains(&v)
+        {
+            warnings.push(Warning::new(
+                WarningCode::InvalidInjectValue,
+                format!(
+                    "{place} {key}={v:?} is not one of {}; the pod is not injected",
+                    allowed.join(", ")
+                ),
+            ));
+            any = true;
+        }
+    }
+    any
+}
+
 /// Decides whether to inject `pod` (a Pod or pod template: `{metadata, spec}`).
 ///
 /// `namespace` is `None` for offline use (the CLI), where only the object's own
@@ -280,52 +305,35 @@ pub fn decide(
     }
     // 6. Invalid values: refuse to guess, and say which key and value.
     let ns_ann = get_str(ns_annotations, INJECT_ANNOTATION);
-    let mut invalid = |place: &str, key: &str, value: &str, allowed: &str| {
-        warnings.push(Warning::new(
-            WarningCode::InvalidInjectValue,
-            format!("{place} {key}={value:?} is not one of {allowed}; the pod is not injected"),
-        ));
-    };
-    let mut any_invalid = false;
-    if let Some(v) = pod_label.as_deref()
-        && !matches!(v, "enabled" | "disabled" | "completed")
-    {
-        invalid(
-            "pod label",
-            AUTO_INJECT_LABEL,
-            v,
-            "enabled, disabled, completed",
-        );
-        any_invalid = true;
-    }
-    if let Some(v) = pod_ann.as_deref()
-        && !matches!(v, "enabled" | "disabled" | "ingress")
-    {
-        invalid(
-            "pod annotation",
-            INJECT_ANNOTATION,
-            v,
-            "enabled, disabled, ingress",
-        );
-        any_invalid = true;
-    }
-    if let Some(v) = ns_label.as_deref()
-        && !matches!(v, "enabled" | "disabled")
-    {
-        invalid("namespace label", AUTO_INJECT_LABEL, v, "enabled, disabled");
-        any_invalid = true;
-    }
-    if let Some(v) = ns_ann.as_deref()
-        && !matches!(v, "enabled" | "disabled" | "ingress")
-    {
-        invalid(
-            "namespace annotation",
-            INJECT_ANNOTATION,
-            v,
-            "enabled, disabled, ingress",
-        );
-        any_invalid = true;
-    }
+    let any_invalid = warn_invalid_values(
+        [
+            (
+                "pod label",
+                AUTO_INJECT_LABEL,
+                pod_label.as_deref(),
+                &["enabled", "disabled", "completed"],
+            ),
+            (
+                "pod annotation",
+                INJECT_ANNOTATION,
+                pod_ann.as_deref(),
+                &["enabled", "disabled", "ingress"],
+            ),
+            (
+                "namespace label",
+                AUTO_INJECT_LABEL,
+                ns_label.as_deref(),
+                &["enabled", "disabled"],
+            ),
+            (
+                "namespace annotation",
+                INJECT_ANNOTATION,
+                ns_ann.as_deref(),
+                &["enabled", "disabled", "ingress"],
+            ),
+        ],
+        warnings,
+    );
     if any_invalid {
         reasons.push(SkipReason::InvalidInjectValue);
     }

@@ -277,16 +277,7 @@ impl Injector {
         }
         self.check_annotation_size(own, &new_annotations, warnings);
 
-        let mut labels: BTreeMap<String, &str> = BTreeMap::new();
-        labels.insert(CONTROL_PLANE_NS_LABEL.into(), &self.cfg.linkerd_namespace);
-        if let Some(ns) = workload_ns.filter(|ns| !ns.is_empty()) {
-            labels.insert(WORKLOAD_NS_LABEL.into(), ns);
-        }
-        if let Some(o) =
-            owner.filter(|o| annotations::LABELLED_OWNER_KINDS.contains(&o.kind.as_str()))
-        {
-            labels.insert(format!("{PROXY_LABEL_PREFIX}{}", o.kind), &o.name);
-        }
+        let labels = self.pod_labels(owner, workload_ns);
 
         let mut b = PatchBuilder::new(prefix);
         if metadata.is_none() {
@@ -353,6 +344,26 @@ impl Injector {
             &proxy::proxy_container(values, &self.cfg.linkerd_namespace, &facts),
         );
         finish(b, warnings)
+    }
+
+    /// The labels kinject adds: its control plane, the workload's namespace
+    /// and the owner (which identity reads to name the workload's Secret).
+    fn pod_labels<'a>(
+        &'a self,
+        owner: Option<&'a Owner>,
+        workload_ns: Option<&'a str>,
+    ) -> BTreeMap<String, &'a str> {
+        let mut labels: BTreeMap<String, &str> = BTreeMap::new();
+        labels.insert(CONTROL_PLANE_NS_LABEL.into(), &self.cfg.linkerd_namespace);
+        if let Some(ns) = workload_ns.filter(|ns| !ns.is_empty()) {
+            labels.insert(WORKLOAD_NS_LABEL.into(), ns);
+        }
+        if let Some(o) =
+            owner.filter(|o| annotations::LABELLED_OWNER_KINDS.contains(&o.kind.as_str()))
+        {
+            labels.insert(format!("{PROXY_LABEL_PREFIX}{}", o.kind), &o.name);
+        }
+        labels
     }
 
     fn native_mode(
