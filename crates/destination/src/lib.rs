@@ -241,63 +241,24 @@ pub async fn run(
         ));
     }
     if let Some(tls) = &tls {
-        // The certificate comes from a mounted Secret: re-read it, so a
-        // renewal is served on the next handshake.
-        let reloader = tls.clone();
-        let every = server.reload_interval;
-        tokio::spawn(async move {
-            let mut last_err = String::new();
-            loop {
-                match reloader.reload() {
-                    Ok(expiry) => {
-                        cert_expiry.set(expiry);
-                        last_err.clear();
-                    }
-                    Err(e) => {
-                        let e = format!("{e:#}");
-                        if e != last_err {
-                            if reloader.has_certificate() {
-                                warn!(error = %e, "cannot use the updated serving certificate; serving the last good one");
-                            } else {
-                                info!(reason = %e, "waiting for the serving certificate kinject identity writes (not ready until then)");
-                            }
-                            last_err = e;
-                        }
-                    }
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
+        tokio::spawn(reload_certificate(
+            tls.clone(),
+            server.reload_interval,
+            cert_expiry,
+        ));
     }
-    let mut servers = Vec::new();
-    for addr in server.grpc_addrs.iter().copied() {
-        let router = grpc::router(shared.clone());
-        let tls = tls.clone();
-        let stopped = {
-            let stopping = stopping.clone();
-            async move { stopping.stopped().await }
-        };
-        servers.push(tokio::spawn(async move {
-            match tls {
-                None => {
-                    info!(%addr, "serving Destination and policy APIs in plaintext");
-                    router
-                        .serve_with_shutdown(addr, stopped)
-                        .await
-                        .with_context(|| format!("the destination gRPC server on {addr}"))
-                }
-                Some(tls) => {
-                    let incoming =
-                        kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
-                    info!(%addr, "serving Destination and policy APIs over TLS 1.3");
-                    router
-                        .serve_with_incoming_shutdown(incoming, stopped)
-                        .await
-                        .with_context(|| format!("the destination gRPC server on {addr}"))
-                }
-            }
-        }));
-    }
+    let servers = server
+        .grpc_addrs
+        .iter()
+        .map(|&addr| {
+            tokio::spawn(serve_grpc(
+                addr,
+                shared.clone(),
+                tls.clone(),
+                stopping.clone(),
+            ))
+        })
+        .collect::<Vec<_>>();
     // The first server to stop (a port in use, say) stops the process;
     // after the stop, streams that never end are cut after a grace period.
     let (first, _, _) = futures::future::select_all(servers).await;
@@ -306,6 +267,66 @@ pub async fn run(
         return outcome;
     }
     Ok(())
+}
+
+/// The certificate comes from a mounted Secret: re-read it, so a renewal is
+/// served on the next handshake.
+async fn reload_certificate(
+    tls: Arc<kinject_runtime::tls::ReloadingResolver>,
+    every: Duration,
+    cert_expiry: Gauge<i64>,
+) {
+    let mut last_err = String::new();
+    loop {
+        match tls.reload() {
+            Ok(expiry) => {
+                cert_expiry.set(expiry);
+                last_err.clear();
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if e != last_err {
+                    if tls.has_certificate() {
+                        warn!(error = %e, "cannot use the updated serving certificate; serving the last good one");
+                    } else {
+                        info!(reason = %e, "waiting for the serving certificate kinject identity writes (not ready until then)");
+                    }
+                    last_err = e;
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One gRPC listener with every API, in plaintext (loopback, tests) or over
+/// TLS 1.3 as proxies dial it, until the stop.
+async fn serve_grpc(
+    addr: SocketAddr,
+    shared: grpc::Shared,
+    tls: Option<Arc<kinject_runtime::tls::ReloadingResolver>>,
+    stopping: kinject_runtime::shutdown::Stopping,
+) -> Result<()> {
+    let router = grpc::router(shared);
+    let stopped = async move { stopping.stopped().await };
+    match tls {
+        None => {
+            info!(%addr, "serving Destination and policy APIs in plaintext");
+            router
+                .serve_with_shutdown(addr, stopped)
+                .await
+                .with_context(|| format!("the destination gRPC server on {addr}"))
+        }
+        Some(tls) => {
+            let incoming =
+                kinject_runtime::grpc_tls::incoming(addr, tls, "destination gRPC").await?;
+            info!(%addr, "serving Destination and policy APIs over TLS 1.3");
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+                .with_context(|| format!("the destination gRPC server on {addr}"))
+        }
+    }
 }
 
 /// How long unary calls in flight get after the stop before the process ends.
