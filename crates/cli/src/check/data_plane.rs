@@ -225,71 +225,7 @@ pub(super) async fn checks(client: &kube::Client, args: &CheckArgs, c: &mut Chec
         })
         .await;
     if let Some(pods) = pods {
-        let scraped: Vec<(String, Result<ProxyFacts, String>)> = futures::stream::iter(pods.iter())
-            .map(|p| async move {
-                let name = format!("{}/{}", p.namespace, p.name);
-                let text =
-                    crate::stat::source::proxy_metrics(client, &p.namespace, &p.name, p.admin_port)
-                        .await;
-                (name, text.map(|t| ProxyFacts::parse(&t)))
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        let silent: Vec<String> = scraped
-            .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n} ({e})")))
-            .collect();
-        c.run(
-            CATEGORY,
-            "data plane proxies answer with their metrics",
-            Kind::Normal,
-            || async {
-                if silent.is_empty() {
-                    Status::Ok
-                } else {
-                    fail(format!("{} did not: {}", silent.len(), listed(&silent)))
-                }
-            },
-        )
-        .await;
-        let facts: Vec<(String, ProxyFacts)> = scraped
-            .into_iter()
-            .filter_map(|(n, r)| r.ok().map(|f| (n, f)))
-            .collect();
-        let expected = crate::explain::cluster_values(client, linkerd_ns)
-            .await
-            .map(|v| kinject_inject::proxy::proxy_version(&v).to_string());
-        c.run(
-            CATEGORY,
-            "data plane is up-to-date",
-            Kind::Normal,
-            || async {
-                match &expected {
-                    Ok(v) => version_status(&facts, v),
-                    Err(e) => Status::Warning(format!("cannot read the values: {e:#}")),
-                }
-            },
-        )
-        .await;
-        let issuer_since = super::identity_material(client, linkerd_ns)
-            .await
-            .ok()
-            .and_then(|m| {
-                let der = kinject_identity::ca::pem_certificates(&m.issuer.cert_pem)
-                    .into_iter()
-                    .next()?;
-                let (not_before, _) = kinject_identity::ca::validity(&der)?;
-                Some(not_before.unix_timestamp() as f64)
-            });
-        let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-        c.run(
-            CATEGORY,
-            "proxies' certificates are from the current issuer",
-            Kind::Normal,
-            || async { certificate_status(&facts, issuer_since, now) },
-        )
-        .await;
+        proxy_checks(client, linkerd_ns, &pods, c).await;
     }
     c.run(CATEGORY, "no pod that should be meshed lacks the proxy", Kind::Normal, || async {
         match crate::explain::pods_missing_the_proxy(client, linkerd_ns, scope).await {
@@ -306,6 +242,76 @@ pub(super) async fn checks(client: &kube::Client, args: &CheckArgs, c: &mut Chec
             Err(e) => Status::Warning(format!("cannot tell: {e:#}")),
         }
     })
+    .await;
+}
+
+/// What the ready proxies say of themselves (their metrics): that they
+/// answer, their version, and their certificate's issuer.
+async fn proxy_checks(client: &kube::Client, linkerd_ns: &str, pods: &[PodInfo], c: &mut Checker) {
+    let scraped: Vec<(String, Result<ProxyFacts, String>)> = futures::stream::iter(pods.iter())
+        .map(|p| async move {
+            let name = format!("{}/{}", p.namespace, p.name);
+            let text =
+                crate::stat::source::proxy_metrics(client, &p.namespace, &p.name, p.admin_port)
+                    .await;
+            (name, text.map(|t| ProxyFacts::parse(&t)))
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let silent: Vec<String> = scraped
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n} ({e})")))
+        .collect();
+    c.run(
+        CATEGORY,
+        "data plane proxies answer with their metrics",
+        Kind::Normal,
+        || async {
+            if silent.is_empty() {
+                Status::Ok
+            } else {
+                fail(format!("{} did not: {}", silent.len(), listed(&silent)))
+            }
+        },
+    )
+    .await;
+    let facts: Vec<(String, ProxyFacts)> = scraped
+        .into_iter()
+        .filter_map(|(n, r)| r.ok().map(|f| (n, f)))
+        .collect();
+    let expected = crate::explain::cluster_values(client, linkerd_ns)
+        .await
+        .map(|v| kinject_inject::proxy::proxy_version(&v).to_string());
+    c.run(
+        CATEGORY,
+        "data plane is up-to-date",
+        Kind::Normal,
+        || async {
+            match &expected {
+                Ok(v) => version_status(&facts, v),
+                Err(e) => Status::Warning(format!("cannot read the values: {e:#}")),
+            }
+        },
+    )
+    .await;
+    let issuer_since = super::identity_material(client, linkerd_ns)
+        .await
+        .ok()
+        .and_then(|m| {
+            let der = kinject_identity::ca::pem_certificates(&m.issuer.cert_pem)
+                .into_iter()
+                .next()?;
+            let (not_before, _) = kinject_identity::ca::validity(&der)?;
+            Some(not_before.unix_timestamp() as f64)
+        });
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    c.run(
+        CATEGORY,
+        "proxies' certificates are from the current issuer",
+        Kind::Normal,
+        || async { certificate_status(&facts, issuer_since, now) },
+    )
     .await;
 }
 

@@ -143,3 +143,51 @@ pub(super) fn pki_lines(
     ));
     out
 }
+
+/// Identity's Lease, then the issuer and the trust anchors as identity reads
+/// them, and Linkerd's lines about them. The anchors, if they are good
+/// (destination's certificate must chain to them).
+pub(super) async fn identity_checks(
+    client: &kube::Client,
+    ns: &str,
+    c: &mut Checker,
+) -> Option<String> {
+    c.run("kinject-identity", "identity holds its leader lease", Kind::Retryable, || async {
+        let leases = Api::<Lease>::namespaced(client.clone(), ns);
+        match timed("GET lease", leases.get_opt("kinject-identity")).await {
+            Ok(Some(l)) => lease_fresh(&l),
+            Ok(None) => fail(format!(
+                "no Lease {ns}/kinject-identity: is `kinject identity` running? kubectl -n {ns} logs deploy/{IDENTITY}"
+            )),
+            Err(e) => fail(e),
+        }
+    })
+    .await;
+    // The issuer and the trust anchors, as identity reads them; then
+    // Linkerd's lines about them. Destination's certificate must chain to
+    // the anchors.
+    let material = c
+        .value(
+            "kinject-identity",
+            "certificate config is valid",
+            Kind::Retryable,
+            || async { identity_material(client, ns).await },
+        )
+        .await;
+    match material {
+        Some(m) => {
+            let now = time::OffsetDateTime::now_utc();
+            let mut good = true;
+            for (label, status) in pki_lines(&m.anchors_pem, &m.issuer.cert_pem, now) {
+                good &= !matches!(status, Status::Fail(_));
+                c.run("kinject-identity", label, Kind::Normal, || {
+                    let status = status.clone();
+                    async move { status }
+                })
+                .await;
+            }
+            good.then_some(m.anchors_pem)
+        }
+        None => None,
+    }
+}

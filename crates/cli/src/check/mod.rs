@@ -509,44 +509,7 @@ async fn control_plane_checks(
         )
         .await;
     }
-    c.run("kinject-identity", "identity holds its leader lease", Kind::Retryable, || async {
-        let leases = Api::<Lease>::namespaced(client.clone(), ns);
-        match timed("GET lease", leases.get_opt("kinject-identity")).await {
-            Ok(Some(l)) => lease_fresh(&l),
-            Ok(None) => fail(format!(
-                "no Lease {ns}/kinject-identity: is `kinject identity` running? kubectl -n {ns} logs deploy/{IDENTITY}"
-            )),
-            Err(e) => fail(e),
-        }
-    })
-    .await;
-    // The issuer and the trust anchors, as identity reads them; then
-    // Linkerd's lines about them. Destination's certificate must chain to
-    // the anchors.
-    let material = c
-        .value(
-            "kinject-identity",
-            "certificate config is valid",
-            Kind::Retryable,
-            || async { identity_material(client, ns).await },
-        )
-        .await;
-    let anchors = match material {
-        Some(m) => {
-            let now = time::OffsetDateTime::now_utc();
-            let mut good = true;
-            for (label, status) in pki_lines(&m.anchors_pem, &m.issuer.cert_pem, now) {
-                good &= !matches!(status, Status::Fail(_));
-                c.run("kinject-identity", label, Kind::Normal, || {
-                    let status = status.clone();
-                    async move { status }
-                })
-                .await;
-            }
-            good.then_some(m.anchors_pem)
-        }
-        None => None,
-    };
+    let anchors = identity_checks(client, ns, c).await;
 
     if !installed.is_empty() {
         let modern_slices = server.is_none_or(|v| v.serves_endpoint_slices_v1());
@@ -554,80 +517,7 @@ async fn control_plane_checks(
         policy_checks(client, &args.namespace.name, c).await;
     }
 
-    let cat = "kinject-webhook";
-    let mwc = c
-        .value(cat, "webhook configuration exists", Kind::Retryable, || async {
-            let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
-            match timed("GET webhook configuration", api.get_opt(kinject_k8s::webhook_config::CONFIG_NAME)).await {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => Err(fail(format!(
-                    "{} not found: the injector registers it once it is ready; kubectl -n {ns} logs deploy/{INJECTOR}",
-                    kinject_k8s::webhook_config::CONFIG_NAME
-                ))),
-                Err(e) => Err(fail(e)),
-            }
-        })
-        .await;
-    let Some(mwc) = mwc else {
-        return;
-    };
-    c.run(
-        cat,
-        "webhook configuration has the expected rules",
-        Kind::Normal,
-        || async { expected_rules(&mwc, ns, match_conditions) },
-    )
-    .await;
-    c.run(
-        cat,
-        "webhook configuration is not contested by another writer",
-        Kind::Normal,
-        || async { contest_status(client, &mwc, ns).await },
-    )
-    .await;
-    let expiry = c
-        .value(cat, "caBundle verifies the injector's serving certificate", Kind::Retryable, || async {
-            let (chain, bundle, name) = serving_chain(client, &mwc).await.map_err(fail)?;
-            verify_chain(&chain, &bundle, &name).map_err(|e| {
-                fail(format!(
-                    "{e}; the API server cannot call the injector: restart the injector so it re-registers its caBundle"
-                ))
-            })
-        })
-        .await;
-    if let Some(not_after) = expiry {
-        let days = args.cert_min_days;
-        c.run(cat, &format!("serving certificate is valid for at least {days} days"), Kind::Normal, || async {
-            let left = not_after - time::OffsetDateTime::now_utc();
-            if left <= time::Duration::ZERO {
-                fail(format!(
-                    "it expired at {not_after}; identity renews it (kubectl -n {ns} logs deploy/{IDENTITY})"
-                ))
-            } else if left < time::Duration::days(i64::from(days)) {
-                fail(format!(
-                    "it expires at {not_after}, in {} hours; identity renews it at two thirds of its life: is identity running?",
-                    left.whole_hours()
-                ))
-            } else {
-                Status::Ok
-            }
-        })
-        .await;
-    }
-    c.run(
-        cat,
-        "a pod created in an injected namespace gets the proxy",
-        Kind::Retryable,
-        || async { probe_injection(client, &args.probe_namespace).await },
-    )
-    .await;
-    c.run(
-        cat,
-        "no running pod that should be meshed lacks the proxy",
-        Kind::Normal,
-        || async { missing_proxies(client).await },
-    )
-    .await;
+    webhook_checks(client, args, c, match_conditions).await;
     if !installed.is_empty() {
         c.run("kinject-version", "control plane and cli versions match", Kind::Normal, || async {
             let cli = install::VERSION;

@@ -397,3 +397,89 @@ pub(super) async fn probe_injection(client: &kube::Client, probe_ns: &str) -> St
         )),
     }
 }
+
+/// The webhook configuration: there, with the expected rules, not contested,
+/// its caBundle verifying the served certificate (and for how long), a
+/// dry-run pod injected, and no running pod left without its proxy.
+pub(super) async fn webhook_checks(
+    client: &kube::Client,
+    args: &CheckArgs,
+    c: &mut Checker,
+    match_conditions: bool,
+) {
+    let ns = args.namespace.name.as_str();
+    let cat = "kinject-webhook";
+    let mwc = c
+        .value(cat, "webhook configuration exists", Kind::Retryable, || async {
+            let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+            match timed("GET webhook configuration", api.get_opt(kinject_k8s::webhook_config::CONFIG_NAME)).await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(fail(format!(
+                    "{} not found: the injector registers it once it is ready; kubectl -n {ns} logs deploy/{INJECTOR}",
+                    kinject_k8s::webhook_config::CONFIG_NAME
+                ))),
+                Err(e) => Err(fail(e)),
+            }
+        })
+        .await;
+    let Some(mwc) = mwc else {
+        return;
+    };
+    c.run(
+        cat,
+        "webhook configuration has the expected rules",
+        Kind::Normal,
+        || async { expected_rules(&mwc, ns, match_conditions) },
+    )
+    .await;
+    c.run(
+        cat,
+        "webhook configuration is not contested by another writer",
+        Kind::Normal,
+        || async { contest_status(client, &mwc, ns).await },
+    )
+    .await;
+    let expiry = c
+        .value(cat, "caBundle verifies the injector's serving certificate", Kind::Retryable, || async {
+            let (chain, bundle, name) = serving_chain(client, &mwc).await.map_err(fail)?;
+            verify_chain(&chain, &bundle, &name).map_err(|e| {
+                fail(format!(
+                    "{e}; the API server cannot call the injector: restart the injector so it re-registers its caBundle"
+                ))
+            })
+        })
+        .await;
+    if let Some(not_after) = expiry {
+        let days = args.cert_min_days;
+        c.run(cat, &format!("serving certificate is valid for at least {days} days"), Kind::Normal, || async {
+            let left = not_after - time::OffsetDateTime::now_utc();
+            if left <= time::Duration::ZERO {
+                fail(format!(
+                    "it expired at {not_after}; identity renews it (kubectl -n {ns} logs deploy/{IDENTITY})"
+                ))
+            } else if left < time::Duration::days(i64::from(days)) {
+                fail(format!(
+                    "it expires at {not_after}, in {} hours; identity renews it at two thirds of its life: is identity running?",
+                    left.whole_hours()
+                ))
+            } else {
+                Status::Ok
+            }
+        })
+        .await;
+    }
+    c.run(
+        cat,
+        "a pod created in an injected namespace gets the proxy",
+        Kind::Retryable,
+        || async { probe_injection(client, &args.probe_namespace).await },
+    )
+    .await;
+    c.run(
+        cat,
+        "no running pod that should be meshed lacks the proxy",
+        Kind::Normal,
+        || async { missing_proxies(client).await },
+    )
+    .await;
+}
