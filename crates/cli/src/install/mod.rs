@@ -286,6 +286,44 @@ impl InstallArgs {
         let mut loaded = values_cmd::load(&self.values, None, ns)?;
         values_cmd::warn_unknown(&loaded)?;
         let v = &mut loaded.values;
+        let sources = self.apply_flags(v)?;
+        v.webhook_failure_policy = self.failure_policy.as_str().into();
+        v.validate()?;
+        let pki = identity_pki(v, &sources)?;
+        // Unset settings (`null`) are left out, as Helm leaves them out of
+        // rendered values: both mean "the default".
+        let mut tree = serde_json::to_value(&loaded.values)?;
+        drop_nulls(&mut tree);
+        // linkerd-config is readable by every server: the issuer's key (and
+        // its certificate, which goes with it) live only in their Secret.
+        if let Some(issuer) = tree
+            .pointer_mut("/identity/issuer")
+            .and_then(Value::as_object_mut)
+        {
+            issuer.remove("tls");
+        }
+        let values_yaml = serde_saphyr::to_string(&tree)
+            .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
+        Ok(Plan {
+            namespace: ns.clone(),
+            trust_domain: loaded.values.trust_domain().to_string(),
+            image,
+            log_level: self.controller_log_level.clone(),
+            replicas,
+            ha: self.ha,
+            injector: self.proxy_auto_inject,
+            failure_policy: self.failure_policy,
+            default_inject: self.default_inject,
+            values_yaml,
+            pki,
+            repair_missed: loaded.values.proxy_injector.repair_missed,
+        })
+    }
+
+    /// The flags that set values (the PKI files, the issuer scheme, images),
+    /// applied after every values source; where the PKI came from, for
+    /// errors that name it.
+    fn apply_flags(&self, v: &mut kinject_inject::Values) -> Result<PkiSources> {
         // The PKI flags are the same values, set after every values source.
         let file_source = |flag: &str, f: &Option<std::path::PathBuf>, key: &str| match f {
             Some(p) => format!("{flag} {}", p.display()),
@@ -354,37 +392,7 @@ impl InstallArgs {
                 *slot = value.clone();
             }
         }
-        v.webhook_failure_policy = self.failure_policy.as_str().into();
-        v.validate()?;
-        let pki = identity_pki(v, &sources)?;
-        // Unset settings (`null`) are left out, as Helm leaves them out of
-        // rendered values: both mean "the default".
-        let mut tree = serde_json::to_value(&loaded.values)?;
-        drop_nulls(&mut tree);
-        // linkerd-config is readable by every server: the issuer's key (and
-        // its certificate, which goes with it) live only in their Secret.
-        if let Some(issuer) = tree
-            .pointer_mut("/identity/issuer")
-            .and_then(Value::as_object_mut)
-        {
-            issuer.remove("tls");
-        }
-        let values_yaml = serde_saphyr::to_string(&tree)
-            .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
-        Ok(Plan {
-            namespace: ns.clone(),
-            trust_domain: loaded.values.trust_domain().to_string(),
-            image,
-            log_level: self.controller_log_level.clone(),
-            replicas,
-            ha: self.ha,
-            injector: self.proxy_auto_inject,
-            failure_policy: self.failure_policy,
-            default_inject: self.default_inject,
-            values_yaml,
-            pki,
-            repair_missed: loaded.values.proxy_injector.repair_missed,
-        })
+        Ok(sources)
     }
 }
 

@@ -54,15 +54,24 @@ pub fn cluster_role_names(ns: &str) -> [String; 3] {
 /// The ServiceAccounts, then each server's roles and bindings.
 pub(super) fn objects(p: &Plan) -> Vec<Value> {
     let ns = p.namespace.as_str();
-    let [injector_role, identity_role, destination_role] = cluster_role_names(ns);
     let mut out = Vec::new();
     out.push(service_account(IDENTITY, ns));
     out.push(service_account(DESTINATION, ns));
     if p.injector {
         out.push(service_account(INJECTOR, ns));
     }
-    // identity: workload Secrets and trust bundles across namespaces, the
-    // injector's serving certificate, owners' UIDs.
+    out.extend(identity_rbac(ns));
+    if p.injector {
+        out.extend(injector_rbac(ns, p.repair_missed));
+    }
+    out.extend(destination_rbac(ns));
+    out
+}
+
+/// Identity: workload Secrets and trust bundles across namespaces, the control plane's serving certificates, owners' UIDs; its Lease and trust roots in its namespace.
+fn identity_rbac(ns: &str) -> Vec<Value> {
+    let [_, identity_role, _] = cluster_role_names(ns);
+    let mut out = Vec::new();
     out.push(role(
         "ClusterRole",
         &identity_role,
@@ -114,65 +123,74 @@ pub(super) fn objects(p: &Plan) -> Vec<Value> {
         IDENTITY,
         true,
     ));
-    if p.injector {
-        // The injector: its own webhook configuration (server-side apply and
-        // a watch), the namespaces and owners it decides with (metadata
-        // watches), and Events on owners.
-        out.push(role(
-            "ClusterRole",
-            &injector_role,
-            ns,
-            vec![
-                rule(
-                    &["admissionregistration.k8s.io"],
-                    &["mutatingwebhookconfigurations"],
-                    &["get", "list", "watch", "create", "patch"],
-                ),
-                rule(&[""], &["namespaces"], &["get", "list", "watch"]),
-                rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
-                rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
-                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-                // Pods that slipped through (a watch on unmeshed pods).
-                rule(&[""], &["pods"], &["get", "list", "watch"]),
-            ]
-            .into_iter()
-            .chain(
-                p.repair_missed
-                    .then(|| rule(&[""], &["pods/eviction"], &["create"])),
-            )
-            .collect(),
-        ));
-        out.push(binding(
-            "ClusterRoleBinding",
-            &injector_role,
-            ns,
-            INJECTOR,
-            false,
-        ));
-        // In its namespace only: its values (`linkerd-config`, watched) and
-        // the Lease that picks the one replica writing the webhook configuration.
-        out.push(role(
-            "Role",
-            INJECTOR,
-            ns,
-            vec![
-                rule(&[""], &["configmaps"], &["get", "list", "watch"]),
-                rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["get", "create", "update"],
-                ),
-                // Its serving certificate, and no other Secret.
-                named_rule(
-                    &[""],
-                    &["secrets"],
-                    &[&format!("{INJECTOR}-k8s-tls")],
-                    &["get", "list", "watch"],
-                ),
-            ],
-        ));
-        out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
-    }
+    out
+}
+
+/// The injector: its own webhook configuration, what it decides with, Events; its values, Lease and certificate in its namespace.
+fn injector_rbac(ns: &str, repair_missed: bool) -> Vec<Value> {
+    let [injector_role, _, _] = cluster_role_names(ns);
+    let mut out = Vec::new();
+    // The injector: its own webhook configuration (server-side apply and
+    // a watch), the namespaces and owners it decides with (metadata
+    // watches), and Events on owners.
+    out.push(role(
+        "ClusterRole",
+        &injector_role,
+        ns,
+        vec![
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["mutatingwebhookconfigurations"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+            rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
+            rule(&["batch"], &["jobs"], &["get", "list", "watch"]),
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            // Pods that slipped through (a watch on unmeshed pods).
+            rule(&[""], &["pods"], &["get", "list", "watch"]),
+        ]
+        .into_iter()
+        .chain(repair_missed.then(|| rule(&[""], &["pods/eviction"], &["create"])))
+        .collect(),
+    ));
+    out.push(binding(
+        "ClusterRoleBinding",
+        &injector_role,
+        ns,
+        INJECTOR,
+        false,
+    ));
+    // In its namespace only: its values (`linkerd-config`, watched) and
+    // the Lease that picks the one replica writing the webhook configuration.
+    out.push(role(
+        "Role",
+        INJECTOR,
+        ns,
+        vec![
+            rule(&[""], &["configmaps"], &["get", "list", "watch"]),
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "update"],
+            ),
+            // Its serving certificate, and no other Secret.
+            named_rule(
+                &[""],
+                &["secrets"],
+                &[&format!("{INJECTOR}-k8s-tls")],
+                &["get", "list", "watch"],
+            ),
+        ],
+    ));
+    out.push(binding("RoleBinding", INJECTOR, ns, INJECTOR, true));
+    out
+}
+
+/// Destination: read-only watches of what it answers from, route status, and its values, Lease and certificate in its namespace.
+fn destination_rbac(ns: &str) -> Vec<Value> {
+    let [_, _, destination_role] = cluster_role_names(ns);
+    let mut out = Vec::new();
     // destination: read-only watches of what it answers from (pods, Services,
     // EndpointSlices, namespaces, Linkerd's policy resources), and its values
     // in its own namespace.
