@@ -19,6 +19,7 @@ use kinject_k8s::cache::{ClusterLookup, owner_ref_from_json};
 use kinject_k8s::events::{EventSink, InjectionEvent, kind_name};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
 use crate::answer_cache::{
@@ -304,6 +305,35 @@ impl<L: ClusterLookup> Admission<L> {
             .clone()
     }
 
+    /// The review-cache key of `body`, if its twins may be answered from
+    /// it: the spans the key leaves out are exactly this request's uid and
+    /// the pod's managedFields timestamps (`times`, offsets in `object`).
+    fn review_key(
+        &self,
+        body: &[u8],
+        uid: &Cow<'_, str>,
+        object: &RawValue,
+        times: &[(usize, usize)],
+    ) -> Option<u128> {
+        let (span, Cow::Borrowed(uid)) = (uid_span(body)?, uid) else {
+            return None;
+        };
+        let object_at = object.get().as_ptr() as usize - body.as_ptr() as usize;
+        let times_in_body: Vec<_> = times
+            .iter()
+            .map(|(s, e)| (object_at + s, object_at + e))
+            .collect();
+        if uid.as_ptr() as usize != body.as_ptr() as usize + span.0
+            || uid.len() != span.1 - span.0
+            || time_spans_in_parts(&[body], span.1) != times_in_body
+        {
+            return None;
+        }
+        let mut spans = vec![span];
+        spans.extend(times_in_body);
+        Some(keyed_hash(self.seed, &[body], &spans))
+    }
+
     async fn review(&self, body: &[u8], review: Review<'_>, accepts_gzip: bool) -> Reply {
         let Review {
             api_version,
@@ -396,19 +426,10 @@ impl<L: ClusterLookup> Admission<L> {
                 }
             };
         let dry_run = req.dry_run == Some(true);
-        // The fast path may answer this body's twins only if the spans it
-        // leaves out are exactly this request's uid and the pod's
-        // managedFields.
-        let object_at = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-        let times_in_body: Vec<_> = times
-            .iter()
-            .map(|(s, e)| (object_at + s, object_at + e))
-            .collect();
-        if let (Some(span), Cow::Borrowed(uid)) = (uid_span(body), &req.uid)
-            && uid.as_ptr() as usize == body.as_ptr() as usize + span.0
-            && uid.len() == span.1 - span.0
+        // (`keyable` last: it parses the whole object, which a body in
+        // another layout never needs.)
+        if let Some(key) = self.review_key(body, &req.uid, raw, &times)
             && *keyable
-            && time_spans_in_parts(&[body], span.1) == times_in_body
         {
             let seen = Reviewed {
                 requests: self
@@ -422,10 +443,7 @@ impl<L: ClusterLookup> Admission<L> {
                 dry_run,
                 answer: answer.clone(),
             };
-            let mut spans = vec![span];
-            spans.extend(times_in_body);
-            self.reviews
-                .insert(keyed_hash(self.seed, &[body], &spans), Arc::new(seen));
+            self.reviews.insert(key, Arc::new(seen));
         }
         self.answer(
             api_version,
