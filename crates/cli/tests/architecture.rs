@@ -135,3 +135,98 @@ fn the_floors_hold() {
         assert!(siblings.is_empty(), "{s} depends on {siblings:?}");
     }
 }
+
+/// Every `.rs` file under `crates/*/src`, with its text up to its
+/// `#[cfg(test)]` module (tests are not held to the size bars).
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for c in std::fs::read_dir(repo().join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        walk(&c.path().join("src"), &mut files);
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("source");
+            let code: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .collect();
+            let name = p.strip_prefix(repo()).unwrap_or(&p).display().to_string();
+            (name, code.join("\n"))
+        })
+        .collect()
+}
+
+fn is_code(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && !t.starts_with("//")
+}
+
+/// The size bars of the house: no file over 800 lines of code and no
+/// function over 120 (blank and comment lines aside, tests aside). A
+/// function ends at the first `}` at its own indentation, which rustfmt
+/// guarantees.
+#[test]
+fn no_file_or_function_is_too_long() {
+    let mut over = Vec::new();
+    let sources = sources();
+    assert!(sources.len() > 50, "found {} sources", sources.len());
+    for (name, text) in &sources {
+        let lines: Vec<&str> = text.lines().collect();
+        let code = lines.iter().filter(|l| is_code(l)).count();
+        if code > 800 {
+            over.push(format!("{name}: {code} lines of code"));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let signature = trimmed
+                .trim_start_matches("pub ")
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub(super) ")
+                .trim_start_matches("const ")
+                .trim_start_matches("async ");
+            let Some(rest) = signature.strip_prefix("fn ") else {
+                continue;
+            };
+            let fn_name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            // A declaration without a body (a trait's) ends at its `;`.
+            let body_opens = lines[i..]
+                .iter()
+                .find(|l| l.contains('{') || l.trim_end().ends_with(';'))
+                .is_some_and(|l| l.contains('{'));
+            if !body_opens {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            let Some(end) = lines[i..].iter().position(|l| *l == close) else {
+                continue;
+            };
+            let length = lines[i..=i + end].iter().filter(|l| is_code(l)).count();
+            if length > 120 {
+                over.push(format!("{name}: fn {fn_name} is {length} lines of code"));
+            }
+        }
+    }
+    assert!(over.is_empty(), "over the bars:\n{}", over.join("\n"));
+}
