@@ -424,14 +424,21 @@ pub async fn run_policy(client: kube::Client, index: Index, synced: Synced, refu
     futures::future::join_all(tasks).await;
 }
 
-/// The cluster's policy objects now, read once (for `check` and `explain`):
-/// every served kind listed and judged as the watches judge them.
-pub async fn policy_snapshot(
-    client: &kube::Client,
-) -> kube::Result<crate::policy_index::PolicySet> {
+/// The cluster's policy objects, read once (for `check` and `explain`).
+pub struct PolicyObjects {
+    /// Every served kind listed and judged as the watches judge them.
+    pub set: crate::policy_index::PolicySet,
+    /// The kinds whose CRD the API server does not serve.
+    pub not_served: Vec<PolicyKind>,
+}
+
+/// Reads the cluster's policy objects now (one discovery per kind).
+pub async fn policy_snapshot(client: &kube::Client) -> kube::Result<PolicyObjects> {
     let mut set = crate::policy_index::PolicySet::default();
+    let mut not_served = Vec::new();
     for kind in PolicyKind::ALL {
         let Some(ar) = served(client, kind).await else {
+            not_served.push(kind);
             continue;
         };
         let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
@@ -439,7 +446,7 @@ pub async fn policy_snapshot(
             set.apply(kind, &key_of(&o), policy_facts(kind, &o));
         }
     }
-    Ok(set)
+    Ok(PolicyObjects { set, not_served })
 }
 
 #[cfg(test)]

@@ -5,19 +5,21 @@
 //! objects are judged by destination's own reading of them.
 
 use super::*;
-use kinject_destination::cluster::served;
-use kinject_destination::policy_index::PolicyKind;
 use kube::ResourceExt;
 
 pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Checker) {
     let cat = "kinject-policy";
+    // One read for both lines: which kinds are served, and their objects.
+    let read = timed(
+        "LIST policy resources",
+        kinject_destination::cluster::policy_snapshot(client),
+    )
+    .await;
     c.run(cat, "Linkerd's policy CRDs are installed", Kind::Normal, || async {
-        let mut missing = Vec::new();
-        for kind in PolicyKind::ALL {
-            if served(client, kind).await.is_none() {
-                missing.push(kind.resource());
-            }
-        }
+        let missing: Vec<&str> = match &read {
+            Ok(r) => r.not_served.iter().map(|k| k.resource()).collect(),
+            Err(e) => return fail(e),
+        };
         if missing.is_empty() {
             Status::Ok
         } else {
@@ -34,13 +36,8 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
         "policy resources refer to what exists",
         Kind::Normal,
         || async {
-            let set = match timed(
-                "LIST policy resources",
-                kinject_destination::cluster::policy_snapshot(client),
-            )
-            .await
-            {
-                Ok(set) => set,
+            let set = match &read {
+                Ok(r) => &r.set,
                 Err(e) => return fail(e),
             };
             let selector = format!(

@@ -611,7 +611,8 @@ async fn explain_all(args: &ExplainArgs) -> Result<Vec<Explanation>> {
     let policy_set = std::sync::Arc::new(
         kinject_destination::cluster::policy_snapshot(&client)
             .await
-            .context("cannot read the policy resources (Servers, AuthorizationPolicies, …)")?,
+            .context("cannot read the policy resources (Servers, AuthorizationPolicies, …)")?
+            .set,
     );
     let policy_cfg = kinject_destination::Config::from_values(&engine.config().values, linkerd_ns)
         .map(|c| c.policy)
