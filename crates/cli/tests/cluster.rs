@@ -2050,11 +2050,7 @@ fn destination_and_policy_from_the_cluster() {
         .expect("rt");
     rt.block_on(async {
         async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
-            tokio::time::timeout(Duration::from_secs(10), s.message())
-                .await
-                .expect("an update within 10 s")
-                .expect("no error")
-                .expect("open")
+            support::next_message(s, Duration::from_secs(10)).await
         }
         let describe = |u: &d::Update| -> String {
             let addr = |a: &linkerd2_proxy_api::net::TcpAddress| {

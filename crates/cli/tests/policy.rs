@@ -195,18 +195,11 @@ fn policy_resources_from_the_cluster() {
             .into_inner();
         async fn next(s: &mut tonic::Streaming<ib::Server>) -> (String, Duration) {
             let t = Instant::now();
-            let m = tokio::time::timeout(Duration::from_secs(10), s.message())
-                .await
-                .expect("an update within 10 s")
-                .expect("no error")
-                .expect("open");
+            let m = support::next_message(s, Duration::from_secs(10)).await;
             (describe(&m), t.elapsed())
         }
-        /// No message for a while: the change did not concern this port.
         async fn quiet(s: &mut tonic::Streaming<ib::Server>) {
-            if let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), s.message()).await {
-                panic!("no update expected, got {:?}", m.map(|m| m.map(|m| describe(&m))));
-            }
+            support::no_message_within(s, Duration::from_millis(1500)).await;
         }
         let default = "default:all-unauthenticated detect authz=[default:all-unauthenticated \
                        unauthenticated 0.0.0.0/0,::/0] routes=[default:default]";
@@ -460,11 +453,7 @@ fn policy_resources_from_the_cluster() {
             .expect("watch")
             .into_inner();
         async fn next_out(s: &mut tonic::Streaming<ob::OutboundPolicy>) -> Vec<ob::HttpRoute> {
-            let p = tokio::time::timeout(Duration::from_secs(10), s.message())
-                .await
-                .expect("an update within 10 s")
-                .expect("no error")
-                .expect("open");
+            let p = support::next_message(s, Duration::from_secs(10)).await;
             match p.protocol.and_then(|p| p.kind) {
                 Some(ob::proxy_protocol::Kind::Detect(d)) => d.http1.expect("http1").routes,
                 other => panic!("detect expected: {other:?}"),
