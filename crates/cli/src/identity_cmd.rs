@@ -1,6 +1,6 @@
 //! `kinject identity`: flags → `kinject_identity::controller::IdentityConfig`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use kinject_identity::controller::IdentityConfig;
 use kinject_identity::issuer::IssuerScheme;
@@ -67,9 +67,11 @@ pub struct IdentityArgs {
     /// control plane in plaintext).
     #[arg(long, requires = "grpc_addr")]
     pub grpc_plaintext: bool,
-    /// The identity trust domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
+    /// The identity trust domain. By default the values' (ConfigMap
+    /// linkerd-config: `identityTrustDomain`, else `clusterDomain`), as the
+    /// proxies are told by the injector; `cluster.local` without it.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
     /// Lifetime of proxy certificates issued by Certify (Go duration).
     #[arg(long, default_value = "24h")]
     pub proxy_lifetime: String,
@@ -111,6 +113,24 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
+/// The values' trust domain; Linkerd's default when the control plane has no
+/// ConfigMap linkerd-config (identity run on its own).
+async fn trust_domain_of_values(client: &kube::Client, ns: &str) -> Result<String> {
+    let cluster = kinject_k8s::linkerd_config::fetch(client, ns).await?;
+    let values = match cluster.values {
+        Some(_) => {
+            crate::values_cmd::load(
+                &crate::values_cmd::ValuesArgs::default(),
+                Some(&cluster),
+                ns,
+            )?
+            .values
+        }
+        None => kinject_inject::Values::default(),
+    };
+    Ok(values.trust_domain().to_string())
+}
+
 pub fn run(args: &IdentityArgs) -> Result<i32> {
     // Before anything else: this may re-execute the process.
     #[cfg(unix)]
@@ -131,7 +151,6 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         admin_addr: Some(args.admin_addr),
         grpc_addr: args.grpc_addr,
         grpc_plaintext: args.grpc_plaintext,
-        trust_domain: args.trust_domain.clone(),
         proxy_lifetime: positive_duration("--proxy-lifetime", &args.proxy_lifetime)?,
         issuer_scheme: args.issuer_scheme,
         ..IdentityConfig::default()
@@ -142,6 +161,16 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         // calls in flight, release the Lease, exit 0.
         let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
         let client = crate::server_args::cluster("kinject identity").await?;
+        let mut cfg = cfg;
+        cfg.trust_domain = match &args.trust_domain {
+            Some(td) => td.clone(),
+            None => trust_domain_of_values(&client, &cfg.namespace)
+                .await
+                .context(
+                    "cannot learn the trust domain from the values (or pass --trust-domain)",
+                )?,
+        };
+        tracing::info!(trust_domain = %cfg.trust_domain, "issuing for the trust domain");
         kinject_identity::controller::run(client, cfg, stopping).await
     })
 }

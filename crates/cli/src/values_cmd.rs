@@ -77,6 +77,13 @@ pub fn fetch_cluster_config(namespace: &str) -> Result<LinkerdConfig> {
     })
 }
 
+/// The values a running control plane uses: ConfigMap `linkerd-config` in
+/// `linkerd_ns` (Linkerd's defaults when it does not exist).
+pub async fn from_cluster(client: &kube::Client, linkerd_ns: &str) -> Result<Values> {
+    let cluster = linkerd_config::fetch(client, linkerd_ns).await?;
+    Ok(load(&ValuesArgs::default(), Some(&cluster), linkerd_ns)?.values)
+}
+
 /// Loads the values: the cluster's `linkerd-config` first (when given), then
 /// the files and sets.
 pub fn load(

@@ -609,6 +609,46 @@ fn values_from_a_running_linkerd() {
     assert_eq!(inj.get("/ready").0, 200);
 }
 
+/// Identity learns its trust domain from the values (ConfigMap
+/// linkerd-config), as the injector does, instead of a flag install computes:
+/// the certificate it issues destination names the values' trust domain.
+#[test]
+fn identity_takes_the_trust_domain_from_the_values() {
+    if !enabled("identity_takes_the_trust_domain_from_the_values") {
+        return;
+    }
+    use kinject_identity::ca;
+    let k = Cluster::start();
+    support::install_and_apply(&k, &["--set", "identityTrustDomain=mesh.example.org"]);
+    let certs = tempfile::tempdir().expect("tmp");
+    let identity = support::Identity::start_with(
+        &k,
+        &[
+            "--destination-cert-dir",
+            certs.path().to_str().expect("utf-8"),
+        ],
+    );
+    let chain = wait_for("destination's certificate", Duration::from_secs(30), || {
+        std::fs::read_to_string(certs.path().join("tls.crt")).ok()
+    });
+    let log = || std::fs::read_to_string(&identity.log).unwrap_or_default();
+    let leaf = ca::pem_certificates(&chain)
+        .into_iter()
+        .next()
+        .expect("a leaf");
+    assert_eq!(
+        ca::dns_names(&leaf),
+        [kinject_mesh::names::DESTINATION.identity("linkerd", "mesh.example.org")],
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("issuing for the trust domain trust_domain=mesh.example.org"),
+        "{}",
+        log()
+    );
+}
+
 #[test]
 fn identity_issues_workload_secrets() {
     if !enabled("identity_issues_workload_secrets") {

@@ -280,7 +280,7 @@ async fn proxy_checks(client: &kube::Client, linkerd_ns: &str, pods: &[PodInfo],
         .into_iter()
         .filter_map(|(n, r)| r.ok().map(|f| (n, f)))
         .collect();
-    let expected = crate::explain::cluster_values(client, linkerd_ns)
+    let expected = crate::values_cmd::from_cluster(client, linkerd_ns)
         .await
         .map(|v| kinject_inject::proxy::proxy_version(&v).to_string());
     c.run(

@@ -455,16 +455,6 @@ async fn engine(client: &kube::Client, linkerd_ns: &str) -> Result<Injector> {
 }
 
 /// The values the installed control plane injects with.
-pub async fn cluster_values(client: &kube::Client, linkerd_ns: &str) -> Result<Values> {
-    let cluster = kinject_k8s::linkerd_config::fetch(client, linkerd_ns).await?;
-    Ok(crate::values_cmd::load(
-        &crate::values_cmd::ValuesArgs::default(),
-        Some(&cluster),
-        linkerd_ns,
-    )?
-    .values)
-}
-
 async fn engine_for(
     client: &kube::Client,
     linkerd_ns: &str,

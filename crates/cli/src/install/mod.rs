@@ -236,8 +236,6 @@ pub struct PkiSources {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub namespace: String,
-    /// The identity trust domain (`identityTrustDomain`, else `clusterDomain`).
-    pub trust_domain: String,
     pub image: String,
     pub log_level: String,
     pub replicas: u32,
@@ -306,7 +304,6 @@ impl InstallArgs {
             .map_err(|e| anyhow::anyhow!("cannot write the values: {e}"))?;
         Ok(Plan {
             namespace: ns.clone(),
-            trust_domain: loaded.values.trust_domain().to_string(),
             image,
             log_level: self.controller_log_level.clone(),
             replicas,
@@ -656,7 +653,6 @@ fn identity_deployment(p: &Plan) -> Value {
             "--webhook-service", INJECTOR,
             "--admin-addr", format!("0.0.0.0:{IDENTITY_ADMIN_PORT}"),
             "--grpc-addr", format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
-            "--trust-domain", p.trust_domain,
             "--log-level", p.log_level,
             "--log-format", "json",
         ],
