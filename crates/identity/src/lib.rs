@@ -7,6 +7,7 @@
 //!   the operator's, cert-manager's), reloaded on change without a restart;
 //! - [`names`]: workload identity names and secret names;
 //! - [`pki`]: operators' keys (SEC1, PKCS#8) and certificates, checked (P-256 only);
+//! - [`config`]: the controller's configuration, metrics and object names;
 //! - [`workloads`]: each meshed workload's Secret, the trust bundles, the
 //!   control plane's serving certificates;
 //! - [`controller`]: the Kubernetes controller (`kinject identity`), leader
@@ -15,6 +16,7 @@
 
 pub mod ca;
 pub mod certify;
+pub mod config;
 pub mod controller;
 pub mod grpc;
 pub mod issuer;

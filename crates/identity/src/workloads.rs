@@ -21,11 +21,18 @@ use tracing::info;
 use kinject_inject::annotations::owner_label_kind;
 
 use crate::ca::{self, Ca};
-use crate::controller::{
+use crate::config::{
     DESTINATION_SECRET, IdentityConfig, IdentityMetrics, TRUST_BUNDLE, TRUST_BUNDLE_KEY,
-    WEBHOOK_SECRET, text,
+    WEBHOOK_SECRET,
 };
 use crate::names;
+
+fn text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
 
 /// The label on every Secret this controller writes for a workload.
 pub(crate) const MANAGED_LABEL: &str = "kinject.io/workload-identity";

@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::overrides;
-
 pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
 pub const AUTO_INJECT_LABEL: &str = "linkerd.io/auto-inject";
 pub const CREATED_BY_ANNOTATION: &str = "linkerd.io/created-by";
@@ -106,25 +104,6 @@ impl<'a> EffectiveAnnotations<'a> {
             .iter()
             .any(|(k, v)| *k != INJECT_ANNOTATION || v.as_ref() == "ingress")
     }
-}
-
-/// The namespace annotations a pod inherits: inheritable keys (and
-/// `linkerd.io/inject`) that the pod does not set itself.
-pub fn inherited_from_namespace(
-    pod: Option<&Map<String, Value>>,
-    ns: Option<&Map<String, Value>>,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in ns.into_iter().flatten() {
-        let inheritable = k == INJECT_ANNOTATION || overrides::is_inherited(k);
-        if inheritable
-            && !pod.is_some_and(|p| p.contains_key(k))
-            && let Some(s) = scalar_str(v)
-        {
-            out.insert(k.clone(), s.into_owned());
-        }
-    }
-    out
 }
 
 /// Merges env var lists by name: entries of `over` replace same-named entries of

@@ -183,7 +183,7 @@ impl Injector {
 
         let mut added = BTreeMap::new();
         if req.origin == Origin::Webhook {
-            added = annotations::inherited_from_namespace(own, ns_ann);
+            added = overrides::inherited_from_namespace(own, ns_ann);
             let has_opaque = own.is_some_and(|a| a.contains_key(OPAQUE_PORTS_ANNOTATION))
                 || added.contains_key(OPAQUE_PORTS_ANNOTATION);
             if !has_opaque {

@@ -6,11 +6,14 @@
 //! keys), which beats the values file. Every unknown key and every value that
 //! cannot be used becomes a [`Warning`]; the setting then keeps its value.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
 
 use crate::annotations::{
     EffectiveAnnotations, INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA,
     NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION, WAIT_BEFORE_EXIT, is_config_key, merge_env,
+    scalar_str,
 };
 use crate::parse;
 use crate::values::{DEFAULT_INBOUND_POLICIES, Values};
@@ -285,6 +288,25 @@ pub fn is_inherited(key: &str) -> bool {
     config_key(key).is_some_and(|k| k.inherited)
 }
 
+/// The namespace annotations a pod inherits: inheritable keys (and
+/// `linkerd.io/inject`) that the pod does not set itself.
+pub fn inherited_from_namespace(
+    pod: Option<&Map<String, Value>>,
+    ns: Option<&Map<String, Value>>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in ns.into_iter().flatten() {
+        let inheritable = k == INJECT_ANNOTATION || is_inherited(k);
+        if inheritable
+            && !pod.is_some_and(|p| p.contains_key(k))
+            && let Some(s) = scalar_str(v)
+        {
+            out.insert(k.clone(), s.into_owned());
+        }
+    }
+    out
+}
+
 /// Applies the effective annotations onto the pod's copy of the values.
 pub fn apply_overrides(
     values: &mut Values,
@@ -362,7 +384,7 @@ mod tests {
     use super::*;
     use crate::annotations::{
         EffectiveAnnotations, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
-        inherited_from_namespace, merge_env,
+        merge_env,
     };
     use serde_json::{Value, json};
 

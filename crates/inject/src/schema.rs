@@ -1,14 +1,11 @@
-//! Which values keys exist: kinject's own (derived from [`Values`]) and the
+//! Which values keys exist: kinject's own (derived from `Values`) and the
 //! ones Linkerd's chart has but the injector does not use (accepted without a
 //! warning, so a whole `linkerd-config` loads cleanly). Anything else is an
 //! unknown key: most likely a typo, reported with the nearest known key.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use serde_json::Value;
-
-use crate::values::Values;
 
 /// Free-form maps in kinject's own schema: any key below them is accepted.
 const OPEN_MAPS: &[&str] = &[
@@ -133,18 +130,34 @@ fn from_value(v: &Value) -> Node {
     }
 }
 
-static KNOWN: LazyLock<Node> = LazyLock::new(|| {
-    let defaults = serde_json::to_value(Values::default()).unwrap_or(Value::Null);
-    let mut root = from_value(&defaults);
-    for path in OPEN_MAPS.iter().chain(LINKERD_ONLY) {
-        let mut node = &mut root;
-        for seg in path.split('.') {
-            node = node.child_mut(seg);
+/// Which keys a values tree may have: those of the defaults, with the open
+/// maps and Linkerd-only settings open to any key.
+pub struct Schema {
+    root: Node,
+}
+
+impl Schema {
+    /// The schema of `defaults` (every field a values type writes).
+    pub fn from_defaults(defaults: &Value) -> Self {
+        let mut root = from_value(defaults);
+        for path in OPEN_MAPS.iter().chain(LINKERD_ONLY) {
+            let mut node = &mut root;
+            for seg in path.split('.') {
+                node = node.child_mut(seg);
+            }
+            *node = Node::Any;
         }
-        *node = Node::Any;
+        Self { root }
     }
-    root
-});
+
+    /// Every key in `tree` (a user values layer) that the schema does not
+    /// know, in document order.
+    pub fn unknown_keys(&self, tree: &Value) -> Vec<UnknownKey> {
+        let mut out = Vec::new();
+        walk(&self.root, tree, "", &mut out);
+        out
+    }
+}
 
 /// A key no schema knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,14 +176,6 @@ impl std::fmt::Display for UnknownKey {
         }
         Ok(())
     }
-}
-
-/// Every key in `tree` (a user values layer) that no schema knows, in
-/// document order.
-pub fn unknown_keys(tree: &Value) -> Vec<UnknownKey> {
-    let mut out = Vec::new();
-    walk(&KNOWN, tree, "", &mut out);
-    out
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -216,61 +221,4 @@ fn nearest<'a>(known: impl Iterator<Item = &'a String>, typo: &str) -> Option<&'
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, k)| (*d, *k))
         .map(|(_, k)| k)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn paths(v: Value) -> Vec<String> {
-        unknown_keys(&v)
-            .into_iter()
-            .map(|u| u.to_string())
-            .collect()
-    }
-
-    #[test]
-    fn typos_get_the_nearest_key() {
-        assert_eq!(
-            paths(json!({"proxy": {"logLevl": "debug"}, "proxyy": {}})),
-            [
-                "proxy.logLevl: unknown key, did you mean proxy.logLevel?",
-                "proxyy: unknown key, did you mean proxy?"
-            ]
-        );
-        assert_eq!(
-            paths(json!({"proxy": {"image": {"Version": "x"}}})),
-            ["proxy.image.Version: unknown key, did you mean proxy.image.version?"]
-        );
-        assert_eq!(paths(json!({"zzzzzzzzzz": 1})), ["zzzzzzzzzz: unknown key"]);
-    }
-
-    #[test]
-    fn known_keys_and_open_maps_pass() {
-        assert!(
-            paths(json!({
-                "proxy": {"logLevel": "x", "cores": 2, "securityContext": {"anything": {"a": 1}},
-                          "tracing": {"labels": {"k8s.pod.ip": "x"}},
-                          "runtime": {"workers": {"maximumCPURatio": 0.5}}},
-                "policyController": {"whatever": 1},
-                "identity": {"issuer": {"scheme": "x"}, "serviceAccountTokenProjection": true},
-                "nodeSelector": {"kubernetes.io/os": "linux"},
-            }))
-            .is_empty()
-        );
-    }
-
-    #[test]
-    fn dotted_keys_are_escaped_in_paths() {
-        assert_eq!(
-            paths(json!({"proxy": {"log.level": 1}})),
-            [r"proxy.log\.level: unknown key, did you mean proxy.logLevel?"]
-        );
-    }
-
-    #[test]
-    fn type_mismatches_are_left_to_the_reader() {
-        assert!(paths(json!({"proxy": "string"})).is_empty());
-    }
 }

@@ -15,10 +15,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::helm::{self, Assignment, PathStep, SetKind};
-use crate::schema::{self, UnknownKey};
+use crate::schema::{Schema, UnknownKey};
 use kinject_mesh::settings::InboundPolicy;
 
 /// The values `proxy.defaultInboundPolicy` (and its annotation) may take.
+/// kinject's values schema: the keys [`Values`] writes (and the open maps).
+static SCHEMA: std::sync::LazyLock<Schema> = std::sync::LazyLock::new(|| {
+    Schema::from_defaults(&serde_json::to_value(Values::default()).unwrap_or(Value::Null))
+});
+
+/// Every key in `tree` (a user values layer) that kinject's values do not
+/// have, in document order.
+pub fn unknown_keys(tree: &Value) -> Vec<UnknownKey> {
+    SCHEMA.unknown_keys(tree)
+}
+
 pub const DEFAULT_INBOUND_POLICIES: [&str; 6] = [
     InboundPolicy::AllUnauthenticated.name(),
     InboundPolicy::AllAuthenticated.name(),
@@ -766,7 +777,8 @@ impl ValuesLoader {
     fn add_tree(&mut self, source_name: &str, tree: Value) {
         self.unknown_keys
             .extend(
-                schema::unknown_keys(&tree)
+                SCHEMA
+                    .unknown_keys(&tree)
                     .into_iter()
                     .map(|key| UnknownValuesKey {
                         source_name: source_name.to_string(),
@@ -1039,5 +1051,61 @@ mod tests {
         assert_eq!(v.trust_domain(), "cluster.local");
         v.identity_trust_domain = "example.org".into();
         assert_eq!(v.trust_domain(), "example.org");
+    }
+
+    // The schema: which keys exist.
+
+    fn unknown_paths(v: Value) -> Vec<String> {
+        unknown_keys(&v)
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn typos_get_the_nearest_key() {
+        assert_eq!(
+            unknown_paths(serde_json::json!({"proxy": {"logLevl": "debug"}, "proxyy": {}})),
+            [
+                "proxy.logLevl: unknown key, did you mean proxy.logLevel?",
+                "proxyy: unknown key, did you mean proxy?"
+            ]
+        );
+        assert_eq!(
+            unknown_paths(serde_json::json!({"proxy": {"image": {"Version": "x"}}})),
+            ["proxy.image.Version: unknown key, did you mean proxy.image.version?"]
+        );
+        assert_eq!(
+            unknown_paths(serde_json::json!({"zzzzzzzzzz": 1})),
+            ["zzzzzzzzzz: unknown key"]
+        );
+    }
+
+    #[test]
+    fn known_keys_and_open_maps_pass() {
+        assert!(
+            unknown_paths(serde_json::json!({
+                "proxy": {"logLevel": "x", "cores": 2, "securityContext": {"anything": {"a": 1}},
+                          "tracing": {"labels": {"k8s.pod.ip": "x"}},
+                          "runtime": {"workers": {"maximumCPURatio": 0.5}}},
+                "policyController": {"whatever": 1},
+                "identity": {"issuer": {"scheme": "x"}, "serviceAccountTokenProjection": true},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+            }))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn dotted_keys_are_escaped_in_paths() {
+        assert_eq!(
+            unknown_paths(serde_json::json!({"proxy": {"log.level": 1}})),
+            [r"proxy.log\.level: unknown key, did you mean proxy.logLevel?"]
+        );
+    }
+
+    #[test]
+    fn type_mismatches_are_left_to_the_reader() {
+        assert!(unknown_paths(serde_json::json!({"proxy": "string"})).is_empty());
     }
 }

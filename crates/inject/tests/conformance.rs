@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kinject_inject::annotations::inherited_from_namespace;
+use kinject_inject::overrides::inherited_from_namespace;
 use kinject_inject::{
     DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Owner, Policy,
     SkipReason, Values,

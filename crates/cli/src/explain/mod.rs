@@ -322,7 +322,7 @@ pub fn explain_pod(
             });
         }
     }
-    for (k, v) in kinject_inject::annotations::inherited_from_namespace(
+    for (k, v) in kinject_inject::overrides::inherited_from_namespace(
         own,
         ns_obj["metadata"]["annotations"].as_object(),
     ) {
