@@ -946,14 +946,10 @@ fn identity_runs_with_least_privilege() {
     }
     use support::Identity;
     let k = Cluster::start();
+    // Exactly the ServiceAccount, roles and bindings `kinject install` writes.
+    support::install_and_apply(&k, &[]);
     let _inj = Injector::start(&k, &[]);
-    k.namespace("linkerd", &[]);
     k.namespace("apps", &[]);
-    let rbac = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/identity-rbac.yaml"),
-    )
-    .expect("deploy/identity-rbac.yaml");
-    k.apply(&rbac);
     k.apply(&deployment("apps", "web", None, "nginx"));
     k.pods("apps", "app=web", 1);
     let sa = k.service_account_kubeconfig("linkerd", "linkerd-identity");
