@@ -456,7 +456,10 @@ pub async fn keep_registered(
                     // The list may predate our own first apply (they race
                     // at start): ask again before calling it missing.
                     if !seen {
-                        drifted = recheck(&api, &desired).await;
+                        drifted = recheck(&api, &desired).await.map(|(why, actual)| match actual {
+                            None => ("missing".into(), None),
+                            Some(a) => (why, Some(a)),
+                        });
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "webhook configuration watch error"),
