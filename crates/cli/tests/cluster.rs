@@ -649,6 +649,31 @@ fn identity_takes_the_trust_domain_from_the_values() {
     );
 }
 
+/// Values identity cannot read stop it at start, saying what to do; it
+/// never issues for a guessed trust domain.
+#[test]
+fn identity_refuses_values_it_cannot_read() {
+    if !enabled("identity_refuses_values_it_cannot_read") {
+        return;
+    }
+    let k = Cluster::start();
+    k.namespace("linkerd", &[]);
+    k.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: linkerd-config\n  namespace: linkerd\ndata:\n  other: x\n",
+    );
+    let (code, _, err) = kinject_cli(
+        &k,
+        &["identity", "-l", "linkerd", "--admin-addr", "127.0.0.1:0"],
+        None,
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("cannot learn the trust domain from the values (or pass --trust-domain)")
+            && err.contains("has no \"values\" key"),
+        "{err}"
+    );
+}
+
 #[test]
 fn identity_issues_workload_secrets() {
     if !enabled("identity_issues_workload_secrets") {
