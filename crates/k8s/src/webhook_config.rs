@@ -420,8 +420,7 @@ pub async fn keep_registered(
     // Whether the (re)list that the watcher is doing saw the object.
     let mut seen = true;
     loop {
-        // What needs doing after this event: None, or (reason, observed object).
-        let mut drifted: Option<(String, Option<MutatingWebhookConfiguration>)> = None;
+        let mut drifted: Option<Repair> = None;
         tokio::select! {
             changed = spec_rx.changed() => {
                 if changed.is_err() {
@@ -441,26 +440,9 @@ pub async fn keep_registered(
                 }
             }
             ev = stream.next() => match ev {
-                Some(Ok(watcher::Event::Apply(actual) | watcher::Event::InitApply(actual))) => {
-                    seen = true;
-                    if !is_leader(&leader) {
-                        registered.store(true, Ordering::Release);
-                    }
-                    if let Some(why) = drift(&desired, &actual) {
-                        drifted = Some((why.to_string(), Some(actual)));
-                    }
-                }
-                Some(Ok(watcher::Event::Delete(_))) => drifted = Some(("deleted".into(), None)),
-                Some(Ok(watcher::Event::Init)) => seen = false,
-                Some(Ok(watcher::Event::InitDone)) => {
-                    // The list may predate our own first apply (they race
-                    // at start): ask again before calling it missing.
-                    if !seen {
-                        drifted = recheck(&api, &desired).await.map(|(why, actual)| match actual {
-                            None => ("missing".into(), None),
-                            Some(a) => (why, Some(a)),
-                        });
-                    }
+                Some(Ok(ev)) => {
+                    let leading = is_leader(&leader);
+                    drifted = observe(ev, &mut seen, &api, &desired, leading, &registered).await;
                 }
                 Some(Err(e)) => warn!(error = %e, "webhook configuration watch error"),
                 None => return,
@@ -508,11 +490,51 @@ pub async fn keep_registered(
     }
 }
 
+/// What needs doing: a reason to repair and the object observed (if any).
+type Repair = (String, Option<MutatingWebhookConfiguration>);
+
+/// What one watch event says needs repairing; `seen` tracks whether the
+/// (re)list in progress has shown the object.
+async fn observe(
+    event: watcher::Event<MutatingWebhookConfiguration>,
+    seen: &mut bool,
+    api: &Api<MutatingWebhookConfiguration>,
+    desired: &MutatingWebhookConfiguration,
+    leading: bool,
+    registered: &AtomicBool,
+) -> Option<Repair> {
+    match event {
+        watcher::Event::Apply(actual) | watcher::Event::InitApply(actual) => {
+            *seen = true;
+            if !leading {
+                registered.store(true, Ordering::Release);
+            }
+            drift(desired, &actual).map(|why| (why.to_string(), Some(actual)))
+        }
+        watcher::Event::Delete(_) => Some(("deleted".into(), None)),
+        watcher::Event::Init => {
+            *seen = false;
+            None
+        }
+        // The list may predate our own first apply (they race at start):
+        // ask again before calling it missing.
+        watcher::Event::InitDone if !*seen => {
+            recheck(api, desired)
+                .await
+                .map(|(why, actual)| match actual {
+                    None => ("missing".into(), None),
+                    Some(a) => (why, Some(a)),
+                })
+        }
+        watcher::Event::InitDone => None,
+    }
+}
+
 /// A GET-based check (resync, end of a back-off).
 async fn recheck(
     api: &Api<MutatingWebhookConfiguration>,
     desired: &MutatingWebhookConfiguration,
-) -> Option<(String, Option<MutatingWebhookConfiguration>)> {
+) -> Option<Repair> {
     match api.get_opt(CONFIG_NAME).await {
         Ok(Some(actual)) => drift(desired, &actual).map(|why| (why.to_string(), Some(actual))),
         Ok(None) => Some(("deleted".into(), None)),
