@@ -13,7 +13,7 @@ use kinject_destination::grpc::{DestinationService, InboundService, OutboundServ
 use kinject_destination::index::Index;
 use kinject_destination::model::{ObjKey, PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo};
 use kinject_destination::{Config, Names, PolicyConfig};
-use kinject_inject::parse::PortRange;
+use kinject_mesh::parse::PortRange;
 use libfuzzer_sys::fuzz_target;
 use linkerd2_proxy_api::destination::destination_server::Destination;
 use linkerd2_proxy_api::destination::GetDestination;

@@ -126,7 +126,7 @@ async fn trust_domain_of_values(client: &kube::Client, ns: &str) -> Result<Strin
             )?
             .values
         }
-        None => kinject_inject::Values::default(),
+        None => kinject_mesh::values::Values::default(),
     };
     Ok(values.trust_domain().to_string())
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kinject_inject::{DocumentOutcome, Injector, InjectorConfig, parse};
+use kinject_inject::{DocumentOutcome, Injector, InjectorConfig};
+use kinject_mesh::parse;
 use rayon::prelude::*;
 use serde_json::Value;
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kinject_inject::{LoadedValues, Values};
 use kinject_k8s::ValuesSources;
 use kinject_k8s::linkerd_config::{self, LinkerdConfig};
+use kinject_mesh::values::{LoadedValues, Values};
 
 /// `-o yaml|json` of the commands that print Kubernetes objects or values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

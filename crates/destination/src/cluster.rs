@@ -149,7 +149,7 @@ pub async fn run(
         let ns = control_ns.clone();
         let selector = format!(
             "{}={control_ns}",
-            kinject_inject::annotations::CONTROL_PLANE_NS_LABEL
+            kinject_mesh::labels::CONTROL_PLANE_NS_LABEL
         );
         follow(
             "pods",

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use kinject_inject::parse::PortRange;
+use kinject_mesh::parse::PortRange;
 use linkerd2_proxy_api::destination as d;
 use linkerd2_proxy_api::net::TcpAddress;
 

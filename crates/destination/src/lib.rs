@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kinject_inject::parse::PortRange;
+use kinject_mesh::parse::PortRange;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
@@ -57,7 +57,7 @@ pub struct BadValue {
 impl Config {
     /// The answers' configuration from the values the injector renders with.
     pub fn from_values(
-        v: &kinject_inject::Values,
+        v: &kinject_mesh::values::Values,
         control_namespace: &str,
     ) -> Result<Config, BadValue> {
         let default_policy: InboundPolicy =
@@ -80,7 +80,7 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let default_opaque_ports = kinject_inject::parse::port_ranges(&v.proxy.opaque_ports)
+        let default_opaque_ports = kinject_mesh::parse::port_ranges(&v.proxy.opaque_ports)
             .map_err(|why| BadValue {
                 key: "proxy.opaquePorts",
                 why: why.to_string(),
@@ -335,7 +335,7 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinject_inject::Values;
+    use kinject_mesh::values::Values;
 
     #[test]
     fn values_become_the_policy_defaults() {

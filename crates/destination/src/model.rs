@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, Probe, Service};
-use kinject_inject::annotations::{CONTROL_PLANE_NS_LABEL, OPAQUE_PORTS_ANNOTATION};
-use kinject_inject::parse::{self, PortRange};
+use kinject_mesh::labels::{CONTROL_PLANE_NS_LABEL, OPAQUE_PORTS_ANNOTATION};
+use kinject_mesh::parse::{self, PortRange};
 use serde::Deserialize;
 
 /// The pod (or namespace) annotation that picks the default inbound policy.

@@ -14,7 +14,7 @@ use kinject_destination::model::{
     NamespaceInfo, ObjKey, PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use kinject_destination::{Config, Names, PolicyConfig};
-use kinject_inject::parse::PortRange;
+use kinject_mesh::parse::PortRange;
 use linkerd2_proxy_api::destination as d;
 use linkerd2_proxy_api::inbound as ib;
 use linkerd2_proxy_api::net::TcpAddress;

@@ -18,7 +18,7 @@ use kube::runtime::reflector::{self, Store};
 use time::OffsetDateTime;
 use tracing::info;
 
-use kinject_inject::annotations::owner_label_kind;
+use kinject_mesh::labels::owner_label_kind;
 
 use crate::ca::{self, Ca};
 use crate::config::{

@@ -6,10 +6,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::annotations::{
-    AUTO_INJECT_LABEL, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION, scalar_str,
-};
+use crate::annotations::scalar_str;
 use crate::warning::{Warning, WarningCode};
+use kinject_mesh::labels::{AUTO_INJECT_LABEL, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION};
 
 /// Namespaces the engine never injects, whatever the webhook selectors say:
 /// API servers before 1.21 do not set the `kubernetes.io/metadata.name` label

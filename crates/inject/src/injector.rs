@@ -12,19 +12,19 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::annotations::{
-    self, CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, EffectiveAnnotations, INJECT_ANNOTATION,
-    NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION,
-    PROXY_LABEL_PREFIX, PROXY_VERSION_ANNOTATION, TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL,
-    scalar_str,
-};
+use crate::annotations::{EffectiveAnnotations, scalar_str};
 use crate::decide::{self, InjectDecision, NamespaceMeta, Policy};
 use crate::overrides::{self, AnnotationSettings};
 use crate::patch::{PatchBuilder, PodPatch};
 use crate::ports;
 use crate::proxy::{self, PodFacts};
-use crate::values::{Values, ValuesError};
 use crate::warning::{Warning, WarningCode};
+use kinject_mesh::labels::{
+    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA,
+    NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION, PROXY_LABEL_PREFIX,
+    PROXY_VERSION_ANNOTATION, TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL,
+};
+use kinject_mesh::values::{Values, ValuesError};
 
 /// Kubernetes' limit on the total size of an object's annotations.
 pub const ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
@@ -359,7 +359,7 @@ impl Injector {
             labels.insert(WORKLOAD_NS_LABEL.into(), ns);
         }
         if let Some(o) =
-            owner.filter(|o| annotations::LABELLED_OWNER_KINDS.contains(&o.kind.as_str()))
+            owner.filter(|o| kinject_mesh::labels::LABELLED_OWNER_KINDS.contains(&o.kind.as_str()))
         {
             labels.insert(format!("{PROXY_LABEL_PREFIX}{}", o.kind), &o.name);
         }

@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::annotations::{
-    EffectiveAnnotations, INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA,
-    NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION, WAIT_BEFORE_EXIT, is_config_key, merge_env,
-    scalar_str,
-};
-use crate::parse;
-use crate::values::{DEFAULT_INBOUND_POLICIES, Values};
+use crate::annotations::{EffectiveAnnotations, merge_env, scalar_str};
 use crate::warning::{Warning, WarningCode};
+use kinject_mesh::labels::{
+    INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
+    OPAQUE_PORTS_ANNOTATION, WAIT_BEFORE_EXIT, is_config_key,
+};
+use kinject_mesh::parse;
+use kinject_mesh::values::{DEFAULT_INBOUND_POLICIES, Values};
 
 /// Extra settings carried by annotations that are not part of Linkerd's values.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -382,10 +382,8 @@ fn additional_env(v: &str) -> Result<Vec<Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotations::{
-        EffectiveAnnotations, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
-        merge_env,
-    };
+    use crate::annotations::{EffectiveAnnotations, merge_env};
+    use kinject_mesh::labels::{NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE};
     use serde_json::{Value, json};
 
     fn apply(pod: Value, ns: Value) -> (Values, AnnotationSettings, Vec<Warning>) {

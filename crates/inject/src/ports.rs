@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::parse::{self, PortRange};
 use crate::warning::{Warning, WarningCode};
+use kinject_mesh::parse::{self, PortRange};
 
 /// Every container port of `initContainers` then `containers`: (port, name, protocol).
 pub fn container_ports(spec: &Value) -> impl Iterator<Item = (u16, Option<&str>, Option<&str>)> {

@@ -7,14 +7,14 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::annotations::{
-    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION,
-    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, owner_label_kind,
-};
 use crate::decide::{InjectDecision, SkipReason, has_existing_sidecar};
 use crate::injector::{Injector, Origin, Owner, PodRequest};
 use crate::proxy;
 use crate::warning::{Warning, WarningCode};
+use kinject_mesh::labels::{
+    CONTROL_PLANE_NS_LABEL, CREATED_BY_ANNOTATION, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION,
+    TRUST_ROOT_SHA256_ANNOTATION, WORKLOAD_NS_LABEL, owner_label_kind,
+};
 
 /// The kinds whose pods kinject can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use kinject_inject::overrides::inherited_from_namespace;
 use kinject_inject::{
     DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Owner, Policy,
-    SkipReason, Values,
+    SkipReason,
 };
+use kinject_mesh::values::Values;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
@@ -343,7 +344,7 @@ fn linkerd_values_yaml_loads_with_zero_warnings() {
         return;
     };
     let text = std::fs::read_to_string(dir.join("values.yaml")).expect("values.yaml");
-    let mut loader = kinject_inject::ValuesLoader::new();
+    let mut loader = kinject_mesh::values::ValuesLoader::new();
     loader
         .add_document("values.yaml", &text)
         .expect("values.yaml parses");

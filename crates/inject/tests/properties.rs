@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 fn injector(native: bool) -> Injector {
-    let mut values = kinject_inject::Values::default();
+    let mut values = kinject_mesh::values::Values::default();
     values.proxy.native_sidecar = native;
     Injector::new(InjectorConfig {
         values,

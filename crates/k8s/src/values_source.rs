@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use crate::linkerd_config::{self, LinkerdConfig};
 use anyhow::{Context, Result, bail};
-use kinject_inject::helm::{self, SetKind};
-use kinject_inject::{LoadedValues, ValuesLoader};
+use kinject_mesh::helm::{self, SetKind};
+use kinject_mesh::values::{LoadedValues, ValuesLoader};
 
 /// The user's values sources, as given on the command line.
 #[derive(Clone, Debug, Default)]

@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
-use kinject_inject::{Injector, InjectorConfig, Policy, UnknownValuesKey};
+use kinject_inject::{Injector, InjectorConfig, Policy};
 use kinject_k8s::ClusterView;
 use kinject_k8s::events::EventSink;
 use kinject_k8s::linkerd_config::{self, LinkerdConfig};
 use kinject_k8s::webhook_config::{self, ClientTarget, WebhookConfigSpec};
+use kinject_mesh::values::UnknownValuesKey;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};

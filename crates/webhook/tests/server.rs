@@ -480,7 +480,7 @@ async fn cached_answers_follow_namespace_and_configuration_changes() {
     assert_eq!(ask().await, first);
 
     // New configuration: new answers.
-    let mut values = kinject_inject::Values::default();
+    let mut values = kinject_mesh::values::Values::default();
     values.proxy.log_level = "trace".into();
     engine.store(Arc::new(
         Injector::new(InjectorConfig {

@@ -8,8 +8,8 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kinject_inject::annotations::CONTROL_PLANE_NS_LABEL;
 use kinject_inject::proxy::PROXY_CONTAINER;
+use kinject_mesh::labels::CONTROL_PLANE_NS_LABEL;
 use kube::Api;
 use kube::api::ListParams;
 

@@ -40,10 +40,7 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
                 Ok(r) => &r.set,
                 Err(e) => return fail(e),
             };
-            let selector = format!(
-                "{}={ns}",
-                kinject_inject::annotations::CONTROL_PLANE_NS_LABEL
-            );
+            let selector = format!("{}={ns}", kinject_mesh::labels::CONTROL_PLANE_NS_LABEL);
             let pods = match timed(
                 "LIST meshed pods",
                 Api::<Pod>::all(client.clone()).list(&ListParams::default().labels(&selector)),

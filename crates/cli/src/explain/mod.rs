@@ -22,8 +22,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kinject_inject::{
     DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Origin, PodRequest,
-    Policy, Values, WorkloadKind,
+    Policy, WorkloadKind,
 };
+use kinject_mesh::values::Values;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde::Serialize;
@@ -307,7 +308,7 @@ pub fn explain_pod(
     let mut annotations = Vec::new();
     let own = template["metadata"]["annotations"].as_object();
     for (k, v) in own.into_iter().flatten() {
-        if (kinject_inject::annotations::is_config_key(k) || k == "linkerd.io/inject")
+        if (kinject_mesh::labels::is_config_key(k) || k == "linkerd.io/inject")
             && let Some(s) = v.as_str()
         {
             let from = if workload_annotations.is_some_and(|w| w.get(k).is_some()) {

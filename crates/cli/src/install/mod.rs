@@ -152,12 +152,9 @@ pub struct IdentityPki {
 /// Reads the operator's PKI from the values (the flags set them first),
 /// checked as identity will check it: an install that renders is an install
 /// whose identity starts.
-pub fn identity_pki(
-    v: &kinject_inject::values::Values,
-    sources: &PkiSources,
-) -> Result<IdentityPki> {
+pub fn identity_pki(v: &kinject_mesh::values::Values, sources: &PkiSources) -> Result<IdentityPki> {
     use kinject_identity::{ca, pki};
-    use kinject_inject::values::ISSUER_SCHEME_EXTERNAL;
+    use kinject_mesh::values::ISSUER_SCHEME_EXTERNAL;
     let some = |s: &str| (!s.trim().is_empty()).then(|| s.to_string());
     let anchors = some(&v.identity_trust_anchors_pem);
     let crt = some(&v.identity.issuer.tls.crt_pem);
@@ -219,7 +216,7 @@ pub fn identity_pki(
         scheme: Some(if external {
             ISSUER_SCHEME_EXTERNAL
         } else {
-            kinject_inject::values::ISSUER_SCHEME_LINKERD
+            kinject_mesh::values::ISSUER_SCHEME_LINKERD
         }),
     })
 }
@@ -320,7 +317,7 @@ impl InstallArgs {
     /// The flags that set values (the PKI files, the issuer scheme, images),
     /// applied after every values source; where the PKI came from, for
     /// errors that name it.
-    fn apply_flags(&self, v: &mut kinject_inject::Values) -> Result<PkiSources> {
+    fn apply_flags(&self, v: &mut kinject_mesh::values::Values) -> Result<PkiSources> {
         // The PKI flags are the same values, set after every values source.
         let file_source = |flag: &str, f: &Option<std::path::PathBuf>, key: &str| match f {
             Some(p) => format!("{flag} {}", p.display()),
@@ -363,7 +360,7 @@ impl InstallArgs {
             }
         }
         if self.identity_external_issuer {
-            v.identity.issuer.scheme = kinject_inject::values::ISSUER_SCHEME_EXTERNAL.into();
+            v.identity.issuer.scheme = kinject_mesh::values::ISSUER_SCHEME_EXTERNAL.into();
         }
         if self.identity_external_ca {
             v.identity.external_ca = true;

@@ -191,7 +191,7 @@ pub fn prometheus_config(discovery: Discovery<'_>) -> String {
 }
 
 /// The injector's workload labels on meshed pods (`linkerd.io/proxy-deployment`).
-const WORKLOAD_LABEL_PREFIX: &str = kinject_inject::annotations::PROXY_LABEL_PREFIX;
+const WORKLOAD_LABEL_PREFIX: &str = kinject_mesh::labels::PROXY_LABEL_PREFIX;
 
 /// One file_sd entry.
 #[derive(serde::Serialize)]

@@ -8,8 +8,8 @@ use std::fmt;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kinject_inject::annotations::CONTROL_PLANE_NS_LABEL;
 use kinject_inject::proxy::{ADMIN_PORT_NAME, PROXY_CONTAINER};
+use kinject_mesh::labels::CONTROL_PLANE_NS_LABEL;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 

@@ -396,7 +396,7 @@ pub fn outbound_policy(
 mod tests {
     use super::*;
     use crate::model::{HttpProbe, PodInfo, ServiceInfo, ServicePort};
-    use kinject_inject::parse::PortRange;
+    use kinject_mesh::parse::PortRange;
     use std::sync::Arc;
 
     fn pod(policy: Option<&str>) -> PodInfo {

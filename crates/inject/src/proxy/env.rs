@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{PROXY_CONTAINER, PodFacts, SA_TOKEN_PATH, listen, non_empty};
-use crate::values::Values;
+use kinject_mesh::values::Values;
 
 type Str<'a> = Cow<'a, str>;
 

@@ -10,7 +10,7 @@ use super::{
     RUNTIME_DEFAULT, SecurityContext, VALIDATOR_CONTAINER, init_image, non_empty, pull_policy,
     resources,
 };
-use crate::values::Values;
+use kinject_mesh::values::Values;
 
 type Str<'a> = Cow<'a, str>;
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::annotations::merge_env;
-use crate::values::{ResourcesValues, Values};
+use kinject_mesh::values::{ResourcesValues, Values};
 
 pub use env::EnvVar;
 pub use init::{init_container, network_validator};

@@ -2,8 +2,8 @@
 //! the defaults keeps every default that the partial does not name, and sets
 //! every scalar it does name.
 
-use kinject_inject::Values;
-use kinject_inject::helm::{coalesce, merge_layer};
+use kinject_mesh::helm::{coalesce, merge_layer};
+use kinject_mesh::values::Values;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -104,7 +104,7 @@ proptest! {
     /// applying what parses never panics, and the result loads or is an error.
     #[test]
     fn arbitrary_set_expressions_never_panic(expr in r"[a-zA-Z0-9.\[\]{}=,\\ -]{0,24}") {
-        use kinject_inject::helm::{SetKind, parse_set};
+        use kinject_mesh::helm::{SetKind, parse_set};
         for kind in [SetKind::Typed, SetKind::String] {
             match parse_set(&expr, kind) {
                 Ok(assignments) => {
@@ -112,7 +112,7 @@ proptest! {
                     for a in assignments {
                         a.apply(&mut tree);
                     }
-                    let mut loader = kinject_inject::ValuesLoader::new();
+                    let mut loader = kinject_mesh::values::ValuesLoader::new();
                     prop_assert!(loader.add_set(kind, &expr).is_ok());
                     let _ = loader.finish();
                 }
@@ -124,7 +124,7 @@ proptest! {
     /// Arbitrary YAML-ish documents never panic the loader.
     #[test]
     fn arbitrary_values_documents_never_panic(text in r"[a-zA-Z:\{\}\[\], \n-]{0,64}") {
-        let mut loader = kinject_inject::ValuesLoader::new();
+        let mut loader = kinject_mesh::values::ValuesLoader::new();
         if loader.add_document("f", &text).is_ok() {
             let _ = loader.finish();
         }

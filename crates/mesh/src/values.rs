@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::helm::{self, Assignment, PathStep, SetKind};
 use crate::schema::{Schema, UnknownKey};
-use kinject_mesh::settings::InboundPolicy;
+use crate::settings::InboundPolicy;
 
 /// The values `proxy.defaultInboundPolicy` (and its annotation) may take.
 /// kinject's values schema: the keys [`Values`] writes (and the open maps).
@@ -691,7 +691,7 @@ impl Values {
 
     /// The identity trust domain: `identityTrustDomain`, else `clusterDomain`.
     pub fn trust_domain(&self) -> &str {
-        kinject_mesh::names::trust_domain(&self.identity_trust_domain, &self.cluster_domain)
+        crate::names::trust_domain(&self.identity_trust_domain, &self.cluster_domain)
     }
 }
 
