@@ -82,17 +82,7 @@ pub fn run(args: &DestinationArgs) -> Result<i32> {
         cert_secret: args.cert_secret.clone(),
     };
     let drain = crate::server_args::duration("--drain", &args.drain)?;
-    crate::server_args::serve(&args.log, || async {
-        let client = crate::server_args::cluster("kinject destination").await?;
-        let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
-        tokio::select! {
-            r = kinject_destination::run(client, server, stopping.clone()) => r,
-            // Streams keep tonic's graceful stop waiting forever: cut them
-            // once unary calls had their grace.
-            () = async {
-                stopping.stopped().await;
-                tokio::time::sleep(kinject_destination::STOP_GRACE).await;
-            } => Ok(()),
-        }
-    })
+    crate::server_args::runtime("kinject destination", &args.log, drain)
+        .run(|rt| async move { kinject_destination::run(&rt, server).await })?;
+    Ok(0)
 }

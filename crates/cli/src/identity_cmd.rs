@@ -156,11 +156,10 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
         ..IdentityConfig::default()
     };
     let drain = crate::server_args::duration("--drain", &args.drain)?;
-    crate::server_args::serve(&args.log, || async {
-        // SIGTERM (the kubelet) or SIGINT: not ready, drain, finish the
-        // calls in flight, release the Lease, exit 0.
-        let stopping = kinject_runtime::shutdown::Stopping::on_signal(drain);
-        let client = crate::server_args::cluster("kinject identity").await?;
+    // SIGTERM (the kubelet) or SIGINT: not ready, drain, finish the calls in
+    // flight, release the Lease, exit 0.
+    crate::server_args::runtime("kinject identity", &args.log, drain).run(|rt| async move {
+        let client = rt.client().await?;
         let mut cfg = cfg;
         cfg.trust_domain = match &args.trust_domain {
             Some(td) => td.clone(),
@@ -171,6 +170,7 @@ pub fn run(args: &IdentityArgs) -> Result<i32> {
                 )?,
         };
         tracing::info!(trust_domain = %cfg.trust_domain, "issuing for the trust domain");
-        kinject_identity::controller::run(client, cfg, stopping).await
-    })
+        kinject_identity::controller::run(&rt, client, cfg).await
+    })?;
+    Ok(0)
 }

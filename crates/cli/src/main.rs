@@ -113,7 +113,7 @@ fn normalize_args() -> Vec<std::ffi::OsString> {
 
 fn main() {
     let cli = Cli::parse_from(normalize_args());
-    kinject_k8s::client::set_access(kinject_k8s::client::Access {
+    kinject_runtime::client::set_access(kinject_runtime::client::Access {
         kubeconfig: cli.kubeconfig.clone(),
         context: cli.context.clone(),
     });

@@ -187,7 +187,6 @@ impl ProxyInjectorArgs {
             reload_interval,
             wait_for_cert: self.wait_for_cert || self.cert_secret.is_some(),
             cert_secret: self.cert_secret.clone(),
-            drain: crate::server_args::duration("--drain", &self.drain)?,
             missed: kinject_webhook::missed::MissedConfig {
                 repair: self.repair_missed,
                 ..kinject_webhook::missed::MissedConfig::default()
@@ -200,5 +199,8 @@ pub fn run(args: &ProxyInjectorArgs) -> Result<i32> {
     let cfg = args.config()?;
     #[cfg(unix)]
     crate::allocator::ensure_server_allocator_options()?;
-    crate::server_args::serve(&args.log, || kinject_webhook::run(cfg))
+    let drain = crate::server_args::duration("--drain", &args.drain)?;
+    crate::server_args::runtime("kinject proxy-injector", &args.log, drain)
+        .run(|rt| async move { kinject_webhook::run(&rt, cfg).await })?;
+    Ok(0)
 }

@@ -58,7 +58,7 @@ pub fn fetch_cluster_config(namespace: &str) -> Result<LinkerdConfig> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = kinject_k8s::client::client()
+        let client = kinject_runtime::client::client()
             .await
             .map_err(|e| {
                 anyhow::anyhow!(

@@ -151,11 +151,26 @@ impl kinject_runtime::admin::Readiness for Ready {
 /// drains (still serving), then the servers send GOAWAY, stop accepting and
 /// give unary calls in flight [`STOP_GRACE`]; open streams are then cut, and
 /// their proxies resume on another replica.
-pub async fn run(
+pub async fn run(rt: &kinject_runtime::Runtime, server: ServerConfig) -> Result<()> {
+    let client = rt.client().await?;
+    let stopping = rt.stopping().clone();
+    tokio::select! {
+        r = serve(rt, client, server) => r,
+        // Streams keep tonic's graceful stop waiting forever: cut them once
+        // unary calls had their grace.
+        () = async {
+            stopping.stopped().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => Ok(()),
+    }
+}
+
+async fn serve(
+    rt: &kinject_runtime::Runtime,
     client: kube::Client,
     server: ServerConfig,
-    stopping: kinject_runtime::shutdown::Stopping,
 ) -> Result<()> {
+    let stopping = rt.stopping().clone();
     let version = kinject_k8s::version::ServerVersion::detect(&client).await?;
     let modern_slices = version.serves_endpoint_slices_v1();
     if let (Some(secret), false) = (&server.cert_secret, server.plaintext) {
@@ -195,14 +210,8 @@ pub async fn run(
         status::LEASE,
         kinject_runtime::lease::holder_name("kinject-destination"),
     );
-    let (leader_tx, leader) = tokio::sync::watch::channel(false);
     // A stopping replica hands the Lease over at once.
-    tokio::spawn(kinject_runtime::lease::hold_until_draining(
-        client.clone(),
-        lease,
-        leader_tx,
-        stopping.clone(),
-    ));
+    let (leader, _holding) = rt.lease(&client, lease);
     tokio::spawn(status::run(client.clone(), index.clone(), leader));
     let metrics = grpc::StreamMetrics::register(&mut registry);
     let cert_expiry = Gauge::<i64>::default();
@@ -225,20 +234,12 @@ pub async fn run(
         ))
     };
     if let Some(addr) = server.admin_addr {
-        let listener = kinject_runtime::admin::bind(addr, "admin").await?;
-        let app = kinject_runtime::admin::admin_router(
-            registry,
-            Ready {
-                stopping: stopping.clone(),
-                synced: synced.clone(),
-                tls: tls.clone(),
-            },
-        );
-        tokio::spawn(kinject_runtime::admin::serve_admin(
-            listener,
-            app,
-            stopping.stopped_watch(),
-        ));
+        let ready = Ready {
+            stopping: stopping.clone(),
+            synced: synced.clone(),
+            tls: tls.clone(),
+        };
+        rt.serve_admin(addr, registry, ready).await?;
     }
     if let Some(tls) = &tls {
         tokio::spawn(reload_certificate(

@@ -214,13 +214,14 @@ fn set_expiry_gauges(metrics: &IdentityMetrics, ca: &Ca) {
     }
 }
 
-/// Runs until `stopping` says stop: then the Certify server finishes its
+/// Runs until the runtime says stop: then the Certify server finishes its
 /// in-flight calls and the Lease is released.
 pub async fn run(
+    rt: &kinject_runtime::Runtime,
     client: kube::Client,
     cfg: IdentityConfig,
-    stopping: kinject_runtime::shutdown::Stopping,
 ) -> Result<()> {
+    let stopping = rt.stopping().clone();
     let mut registry = Registry::with_prefix("kinject_identity");
     let metrics = IdentityMetrics::register(&mut registry);
     let (ca_tx, mut ca_rx) = tokio::sync::watch::channel(None);
@@ -241,7 +242,7 @@ pub async fn run(
                 ca: ca_rx.clone(),
                 stopping: stopping.clone(),
             };
-            Some(serve_admin(addr, registry, ready, &stopping).await?)
+            Some(rt.serve_admin(addr, registry, ready).await?)
         }
         None => None,
     };
@@ -287,15 +288,9 @@ pub async fn run(
         "kinject-identity",
         cfg.holder.clone(),
     );
-    let (leader_tx, leader) = tokio::sync::watch::channel(false);
     // Draining: no new writes, and the Lease goes to a successor at once;
     // Certify keeps answering until the stop.
-    let holding = tokio::spawn(kinject_runtime::lease::hold_until_draining(
-        client.clone(),
-        lease,
-        leader_tx,
-        stopping.clone(),
-    ));
+    let (leader, holding) = rt.lease(&client, lease);
     let issuing = Issuing {
         client: &client,
         cfg: &cfg,
@@ -317,21 +312,6 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
-}
-
-async fn serve_admin(
-    addr: std::net::SocketAddr,
-    registry: Registry,
-    ready: Ready,
-    stopping: &kinject_runtime::shutdown::Stopping,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = kinject_runtime::admin::bind(addr, "admin").await?;
-    let app = kinject_runtime::admin::admin_router(registry, ready);
-    Ok(tokio::spawn(kinject_runtime::admin::serve_admin(
-        listener,
-        app,
-        stopping.stopped_watch(),
-    )))
 }
 
 /// Every later good CA is swapped in whole, and a reconcile pass re-issues

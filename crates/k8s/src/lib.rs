@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
-pub mod client;
 pub mod events;
 pub mod linkerd_config;
 pub mod policy;

@@ -84,10 +84,6 @@ pub struct ProxyInjectorConfig {
     /// directory of `tls_cert`, from a watch: no wait for the kubelet's
     /// volume refresh.
     pub cert_secret: Option<String>,
-    /// On SIGTERM: not ready at once, still answering (with `Connection:
-    /// close`) this long, so that the endpoint's removal reaches kube-proxy
-    /// and the API server before the listener closes.
-    pub drain: Duration,
     /// Pods that slipped through: reported always, evicted for repair when
     /// `repair` is set (see [`missed`]).
     pub missed: missed::MissedConfig,
@@ -452,10 +448,10 @@ fn ca_bundle(cfg: &ProxyInjectorConfig) -> Result<Vec<u8>> {
     }
 }
 
-/// Runs the webhook until SIGINT/SIGTERM.
-pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
-    let stopping = kinject_runtime::shutdown::Stopping::on_signal(cfg.drain);
-    tls::install_crypto_provider();
+/// Runs the webhook until the runtime says stop (SIGINT/SIGTERM, after
+/// its drain).
+pub async fn run(rt: &kinject_runtime::Runtime, cfg: ProxyInjectorConfig) -> Result<()> {
+    let stopping = rt.stopping().clone();
     let mut registry = Registry::with_prefix("kinject_proxy_injector");
     let metrics = Metrics::register(&mut registry);
 
@@ -468,9 +464,7 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         Err(e) => return Err(e),
     };
 
-    let client = kinject_k8s::client::client().await.context(
-        "cannot build a Kubernetes client (KUBECONFIG, --kubeconfig or in-cluster config)",
-    )?;
+    let client = rt.client().await?;
     if let Some(secret) = &cfg.cert_secret {
         spawn_certificate_sync(&cfg, &client, secret);
     }
@@ -535,10 +529,6 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         admission::Admission::new(engine, cluster.clone(), metrics, events).with_gzip(cfg.gzip),
     );
     let https = kinject_runtime::admin::bind(cfg.addr, "webhook").await?;
-    let admin = kinject_runtime::admin::bind(cfg.admin_addr, "admin").await?;
-    info!(addr = %cfg.addr, admin = %cfg.admin_addr, "serving");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Ready {
         stopping: stopping.clone(),
         cluster,
@@ -546,11 +536,10 @@ pub async fn run(cfg: ProxyInjectorConfig) -> Result<()> {
         cert_ok: cert_rx,
         values_loaded: loaded_rx,
     };
-    let admin_task = tokio::spawn(kinject_runtime::admin::serve_admin(
-        admin,
-        kinject_runtime::admin::admin_router(registry, ready),
-        stop_rx.clone(),
-    ));
+    let admin_task = rt.serve_admin(cfg.admin_addr, registry, ready).await?;
+    info!(addr = %cfg.addr, admin = %cfg.admin_addr, "serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
     let https_task = tokio::spawn(server::serve_tls(
         https,
         tls_config,

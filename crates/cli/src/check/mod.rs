@@ -281,7 +281,7 @@ async fn checks(args: &CheckArgs, c: &mut Checker) {
             "can initialize the client",
             Kind::Final,
             || async {
-                timed("kubeconfig", kinject_k8s::client::client())
+                timed("kubeconfig", kinject_runtime::client::client())
                     .await
                     .map_err(|e| {
                         fail(format!(

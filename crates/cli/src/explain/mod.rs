@@ -547,7 +547,7 @@ pub fn run(args: &ExplainArgs) -> Result<i32> {
 }
 
 async fn explain_all(args: &ExplainArgs) -> Result<Vec<Explanation>> {
-    let client = kinject_k8s::client::client()
+    let client = kinject_runtime::client::client()
         .await
         .context("explain reads the live cluster: set KUBECONFIG (or --kubeconfig)")?;
     let linkerd_ns = &args.linkerd.name;

@@ -94,7 +94,7 @@ pub struct StatArgs {
 
 pub fn run(args: &StatArgs) -> Result<i32> {
     if args.prometheus_config {
-        let kubeconfig = kinject_k8s::client::access()
+        let kubeconfig = kinject_runtime::client::access()
             .kubeconfig
             .or_else(|| std::env::var_os("KUBECONFIG").map(Into::into));
         let discovery = match &args.file_sd {
@@ -216,7 +216,7 @@ fn target_labels(p: &PodInfo) -> std::collections::BTreeMap<String, String> {
 }
 
 async fn prometheus_targets(args: &StatArgs) -> Result<Vec<Target>> {
-    let client = kinject_k8s::client::client()
+    let client = kinject_runtime::client::client()
         .await
         .context("stat reads the live cluster: set KUBECONFIG (or --kubeconfig)")?;
     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
@@ -284,7 +284,7 @@ fn outbound_to(row: &Resource, pods: &[PodInfo]) -> Selection {
 async fn stat(args: &StatArgs) -> Result<(Vec<Row>, Vec<(String, String)>)> {
     let (kind, names) = kind_and_names(args)?;
     let window = parse_window(&args.time_window)?;
-    let client = kinject_k8s::client::client()
+    let client = kinject_runtime::client::client()
         .await
         .context("stat reads the live cluster: set KUBECONFIG (or --kubeconfig)")?;
     let linkerd_ns = &args.linkerd.name;
