@@ -1274,6 +1274,21 @@ fn injector_waits_for_its_certificate() {
     k.namespace("apps", &[]);
     k.apply(&deployment("apps", "web", None, "nginx"));
     assert!(injected(&k.pods("apps", "app=web", 1)[0]));
+    // Waiting for a dependency is not a fault: INFO, saying what for.
+    let log = inj.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a healthy start that waited logged:\n{}",
+        loud.join("\n")
+    );
+    assert!(
+        log.contains("waiting for"),
+        "says what it waits for:\n{log}"
+    );
 }
 
 /// The status of `label`'s line in `kinject check` output.
@@ -2111,7 +2126,7 @@ fn destination_and_policy_from_the_cluster() {
         .expect("rt");
     rt.block_on(async {
         async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
-            support::next_message(s, Duration::from_secs(10)).await
+            kinject_test_support::next_message(s, Duration::from_secs(10)).await
         }
         let describe = |u: &d::Update| -> String {
             let addr = |a: &linkerd2_proxy_api::net::TcpAddress| {
