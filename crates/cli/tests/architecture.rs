@@ -134,6 +134,18 @@ fn the_floors_hold() {
             .collect();
         assert!(siblings.is_empty(), "{s} depends on {siblings:?}");
     }
+    for s in ["kinject-identity", "kinject-destination"] {
+        assert!(
+            !deps_of(s).contains("kinject-inject"),
+            "{s} reads the contract from kinject-mesh, not from the engine"
+        );
+    }
+    for (name, deps) in crates.values() {
+        assert!(
+            !deps.contains("kinject-test-support"),
+            "{name} ships test helpers: kinject-test-support is a dev-dependency only"
+        );
+    }
 }
 
 /// Every `.rs` file under `crates/*/src`, with its text up to its

@@ -195,11 +195,11 @@ fn policy_resources_from_the_cluster() {
             .into_inner();
         async fn next(s: &mut tonic::Streaming<ib::Server>) -> (String, Duration) {
             let t = Instant::now();
-            let m = support::next_message(s, Duration::from_secs(10)).await;
+            let m = kinject_test_support::next_message(s, Duration::from_secs(10)).await;
             (describe(&m), t.elapsed())
         }
         async fn quiet(s: &mut tonic::Streaming<ib::Server>) {
-            support::no_message_within(s, Duration::from_millis(1500)).await;
+            kinject_test_support::no_message_within(s, Duration::from_millis(1500)).await;
         }
         let default = "default:all-unauthenticated detect authz=[default:all-unauthenticated \
                        unauthenticated 0.0.0.0/0,::/0] routes=[default:default]";
@@ -453,7 +453,7 @@ fn policy_resources_from_the_cluster() {
             .expect("watch")
             .into_inner();
         async fn next_out(s: &mut tonic::Streaming<ob::OutboundPolicy>) -> Vec<ob::HttpRoute> {
-            let p = support::next_message(s, Duration::from_secs(10)).await;
+            let p = kinject_test_support::next_message(s, Duration::from_secs(10)).await;
             match p.protocol.and_then(|p| p.kind) {
                 Some(ob::proxy_protocol::Kind::Detect(d)) => d.http1.expect("http1").routes,
                 other => panic!("detect expected: {other:?}"),

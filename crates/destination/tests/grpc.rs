@@ -15,6 +15,7 @@ use kinject_destination::model::{
 };
 use kinject_destination::{Config, Names, PolicyConfig};
 use kinject_mesh::parse::PortRange;
+use kinject_test_support::{next_message, no_message_within};
 use linkerd2_proxy_api::destination as d;
 use linkerd2_proxy_api::inbound as ib;
 use linkerd2_proxy_api::net::TcpAddress;
@@ -90,17 +91,11 @@ fn slice(pods: &[(&str, &str)]) -> SliceInfo {
 }
 
 async fn next<T>(s: &mut Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), s.message())
-        .await
-        .expect("an update within 5 s")
-        .expect("no error")
-        .expect("the stream stays open")
+    next_message(s, Duration::from_secs(5)).await
 }
 
 async fn nothing_within<T: std::fmt::Debug>(s: &mut Streaming<T>, ms: u64) {
-    if let Ok(m) = tokio::time::timeout(Duration::from_millis(ms), s.message()).await {
-        panic!("expected no message, got {m:?}");
-    }
+    no_message_within(s, Duration::from_millis(ms)).await
 }
 
 fn describe(u: &d::Update) -> String {

@@ -822,20 +822,3 @@ pub fn meshed_pod(k: &Cluster, ns: &str, name: &str, ip: &str, annotations: Valu
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
-/// The next message of a gRPC stream (a Destination or policy watch), which
-/// must come within `within`, without an error, on a stream still open.
-pub async fn next_message<T>(s: &mut tonic::Streaming<T>, within: Duration) -> T {
-    tokio::time::timeout(within, s.message())
-        .await
-        .unwrap_or_else(|_| panic!("an update within {within:?}"))
-        .expect("no error")
-        .expect("the stream stays open")
-}
-
-/// No message for `within`: the change did not concern this stream.
-pub async fn no_message_within<T: std::fmt::Debug>(s: &mut tonic::Streaming<T>, within: Duration) {
-    if let Ok(m) = tokio::time::timeout(within, s.message()).await {
-        panic!("no update expected, got {m:?}");
-    }
-}
