@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use kinject_inject::{DefaultPolicy, Policy};
+use kinject_inject::Policy;
 use kinject_k8s::webhook_config::ClientTarget;
+use kinject_mesh::settings::DefaultPolicy;
 use kinject_webhook::{NativeSidecars, ProxyInjectorConfig};
 
 use crate::server_args::{LogArgs, positive_duration};

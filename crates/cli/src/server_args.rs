@@ -5,18 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kinject_mesh::parse;
 use kinject_runtime::Builder;
-use kinject_runtime::log::LogSettings;
-
-/// `--log-format`.
-#[derive(Clone, Copy, Debug, Default, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Plain,
-    Json,
-}
+use kinject_runtime::log::{LogFormat, LogSettings};
 
 /// `--log-level` (also `-log-level`) and `--log-format`.
 #[derive(Args, Debug)]
@@ -27,7 +19,8 @@ pub struct LogArgs {
     /// use to flood the log.
     #[arg(long, env = "KINJECT_LOG", default_value = "info")]
     pub log_level: String,
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    /// `plain` or `json` (one object a line).
+    #[arg(long, default_value = "plain", value_parser = str::parse::<LogFormat>)]
     pub log_format: LogFormat,
 }
 
@@ -35,10 +28,7 @@ impl LogArgs {
     pub fn settings(&self) -> LogSettings {
         LogSettings {
             filter: self.log_level.clone(),
-            format: match self.log_format {
-                LogFormat::Plain => kinject_runtime::log::LogFormat::Plain,
-                LogFormat::Json => kinject_runtime::log::LogFormat::Json,
-            },
+            format: self.log_format,
         }
     }
 }

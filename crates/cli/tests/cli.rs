@@ -1333,3 +1333,33 @@ fn chart_values_are_the_engine_defaults() {
     let engine: Value = serde_json::from_str(&r.stdout).expect("json");
     pretty_assertions::assert_eq!(Value::Object(chart), engine);
 }
+
+/// The typed settings refuse what they cannot mean, naming the choices, before
+/// anything is rendered or started.
+#[test]
+fn typed_settings_refuse_unknown_values() {
+    for (args, want) in [
+        (
+            &["install", "--default-inject", "maybe"][..],
+            "\"maybe\" is not one of enabled, disabled",
+        ),
+        (
+            &["install", "--failure-policy", "Sometimes"],
+            "\"Sometimes\" is not a failure policy: use Ignore or Fail",
+        ),
+        (
+            &["identity", "--log-format", "xml"],
+            "\"xml\" is not a log format: use plain or json",
+        ),
+        (
+            &["proxy-injector", "--default-policy", "sometimes"],
+            "\"sometimes\" is not one of enabled, disabled",
+        ),
+    ] {
+        let out = kinject().args(args).output().expect("run");
+        assert!(!out.status.success(), "kinject {args:?} accepted");
+        assert!(out.stdout.is_empty(), "kinject {args:?} printed something");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "kinject {args:?}: want {want:?} in {err}");
+    }
+}

@@ -9,33 +9,12 @@ use serde_json::{Map, Value};
 use crate::annotations::scalar_str;
 use crate::warning::{Warning, WarningCode};
 use kinject_mesh::labels::{AUTO_INJECT_LABEL, INJECT_ANNOTATION, PROXY_VERSION_ANNOTATION};
+use kinject_mesh::settings::DefaultPolicy;
 
 /// Namespaces the engine never injects, whatever the webhook selectors say:
 /// API servers before 1.21 do not set the `kubernetes.io/metadata.name` label
 /// that name-based selectors rely on.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
-
-/// What happens to a pod that nothing opts in or out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DefaultPolicy {
-    /// The seed's behaviour: every pod in a non-disabled namespace is meshed.
-    #[default]
-    Enabled,
-    /// Modern Linkerd's opt-in: only pods or namespaces saying `enabled` are meshed.
-    Disabled,
-}
-
-impl std::str::FromStr for DefaultPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "enabled" => Ok(Self::Enabled),
-            "disabled" => Ok(Self::Disabled),
-            _ => Err(format!("{s:?} is not one of enabled, disabled")),
-        }
-    }
-}
 
 /// Injection policy knobs that are kinject's own (not Linkerd values).
 #[derive(Clone, Debug, PartialEq, Eq)]

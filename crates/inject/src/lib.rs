@@ -22,7 +22,7 @@ pub mod proxy;
 pub mod warning;
 pub mod workload;
 
-pub use decide::{DefaultPolicy, InjectDecision, InjectSource, NamespaceMeta, Policy, SkipReason};
+pub use decide::{InjectDecision, InjectSource, NamespaceMeta, Policy, SkipReason};
 pub use injector::{InjectOutcome, Injector, InjectorConfig, Origin, Owner, PodRequest};
 pub use patch::PodPatch;
 pub use warning::{Warning, WarningCode};

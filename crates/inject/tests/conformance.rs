@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use kinject_inject::overrides::inherited_from_namespace;
 use kinject_inject::{
-    DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Owner, Policy,
-    SkipReason,
+    InjectDecision, Injector, InjectorConfig, NamespaceMeta, Owner, Policy, SkipReason,
 };
+use kinject_mesh::settings::DefaultPolicy;
 use kinject_mesh::values::Values;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};

@@ -45,6 +45,45 @@ impl FromStr for FailurePolicy {
     }
 }
 
+/// What happens to a pod that nothing opts in or out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    /// The seed's behaviour: every pod in a non-disabled namespace is meshed.
+    #[default]
+    Enabled,
+    /// Modern Linkerd's opt-in: only pods or namespaces saying `enabled` are meshed.
+    Disabled,
+}
+
+impl DefaultPolicy {
+    /// The spelling of install's `--default-inject`, the injector's
+    /// `--default-policy` and the chart's `defaultInject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultPolicy::Enabled => "enabled",
+            DefaultPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for DefaultPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DefaultPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enabled" => Ok(Self::Enabled),
+            "disabled" => Ok(Self::Disabled),
+            _ => Err(format!("{s:?} is not one of enabled, disabled")),
+        }
+    }
+}
+
 /// The default inbound policies (`proxy.defaultInboundPolicy` and the
 /// `config.linkerd.io/default-inbound-policy` annotation): who may connect
 /// to a port no Server selects.

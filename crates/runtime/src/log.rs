@@ -11,6 +11,34 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The spelling of the servers' `--log-format`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "plain" => Ok(LogFormat::Plain),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format: use plain or json")),
+        }
+    }
+}
+
 /// A server's logging: the filter (`info`, `kinject_webhook=debug,info`, …)
 /// and the format.
 #[derive(Clone, Debug)]

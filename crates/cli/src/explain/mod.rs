@@ -21,9 +21,10 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kinject_inject::{
-    DefaultPolicy, InjectDecision, Injector, InjectorConfig, NamespaceMeta, Origin, PodRequest,
-    Policy, WorkloadKind,
+    InjectDecision, Injector, InjectorConfig, NamespaceMeta, Origin, PodRequest, Policy,
+    WorkloadKind,
 };
+use kinject_mesh::settings::DefaultPolicy;
 use kinject_mesh::values::Values;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};

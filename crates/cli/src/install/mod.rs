@@ -9,7 +9,8 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kinject_mesh::names;
-use kinject_mesh::settings::FailurePolicy;
+use kinject_mesh::settings::{DefaultPolicy, FailurePolicy};
+use kinject_runtime::log::LogFormat;
 use serde_json::{Value, json};
 
 use crate::values_cmd::{self, ValuesArgs};
@@ -45,14 +46,6 @@ pub use rbac::cluster_role_names;
 pub enum Tls {
     /// The seed's `--tls=optional`: the mesh CA runs and proxies get identity.
     Optional,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DefaultInject {
-    /// Pods with no injection label or annotation are injected (the seed's opt-out model).
-    Enabled,
-    /// Only pods or namespaces that opt in are injected (modern Linkerd).
-    Disabled,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -96,9 +89,10 @@ pub struct InstallArgs {
     /// or Fail.
     #[arg(long, default_value = "Ignore", value_parser = str::parse::<FailurePolicy>)]
     pub failure_policy: FailurePolicy,
-    /// Pods with no injection label or annotation anywhere.
-    #[arg(long, value_enum, default_value = "enabled")]
-    pub default_inject: DefaultInject,
+    /// Pods with no injection label or annotation anywhere: `enabled` (the
+    /// seed's opt-out model) or `disabled` (opt-in, as modern Linkerd).
+    #[arg(long, default_value = "enabled", value_parser = str::parse::<DefaultPolicy>)]
+    pub default_inject: DefaultPolicy,
     /// Your trust anchors: a PEM bundle of ECDSA P-256 roots, what proxies
     /// verify with (`identityTrustAnchorsPEM`). Needs your issuer, or
     /// --identity-external-issuer. Without any PKI flag kinject runs its own CA.
@@ -239,7 +233,7 @@ pub struct Plan {
     pub ha: bool,
     pub injector: bool,
     pub failure_policy: FailurePolicy,
-    pub default_inject: DefaultInject,
+    pub default_inject: DefaultPolicy,
     /// The `values` key of `linkerd-config`: the effective values, as YAML.
     pub values_yaml: String,
     pub pki: IdentityPki,
@@ -614,12 +608,9 @@ fn injector_deployment(p: &Plan) -> Value {
             "--service-name", INJECTOR,
             "--service-port", "443",
             "--failure-policy", p.failure_policy.as_str(),
-            "--default-policy", match p.default_inject {
-                DefaultInject::Enabled => "enabled",
-                DefaultInject::Disabled => "disabled",
-            },
+            "--default-policy", p.default_inject.as_str(),
             "--log-level", p.log_level,
-            "--log-format", "json",
+            "--log-format", LogFormat::Json.as_str(),
         ],
         "ports": [
             {"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
@@ -651,7 +642,7 @@ fn identity_deployment(p: &Plan) -> Value {
             "--admin-addr", format!("0.0.0.0:{IDENTITY_ADMIN_PORT}"),
             "--grpc-addr", format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
             "--log-level", p.log_level,
-            "--log-format", "json",
+            "--log-format", LogFormat::Json.as_str(),
         ],
         "ports": [
             {"name": "grpc", "containerPort": IDENTITY_GRPC_PORT, "protocol": "TCP"},
@@ -685,7 +676,7 @@ fn destination_deployment(p: &Plan) -> Value {
             "--cert-secret", format!("{DESTINATION}-k8s-tls"),
             "--values-from-cluster",
             "--log-level", p.log_level,
-            "--log-format", "json",
+            "--log-format", LogFormat::Json.as_str(),
         ],
         "ports": [
             {"name": "grpc-dst", "containerPort": DST_GRPC_PORT, "protocol": "TCP"},
