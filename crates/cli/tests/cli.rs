@@ -1360,6 +1360,9 @@ fn typed_settings_refuse_unknown_values() {
         assert!(!out.status.success(), "kinject {args:?} accepted");
         assert!(out.stdout.is_empty(), "kinject {args:?} printed something");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(want), "kinject {args:?}: want {want:?} in {err}");
+        assert!(
+            err.contains(want),
+            "kinject {args:?}: want {want:?} in {err}"
+        );
     }
 }

@@ -5,12 +5,12 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, Probe, Service};
-use kinject_mesh::labels::{CONTROL_PLANE_NS_LABEL, OPAQUE_PORTS_ANNOTATION};
+use kinject_mesh::labels::{
+    CONTROL_PLANE_NS_LABEL, DEFAULT_INBOUND_POLICY_ANNOTATION, OPAQUE_PORTS_ANNOTATION,
+};
 use kinject_mesh::parse::{self, PortRange};
 use serde::Deserialize;
 
-/// The pod (or namespace) annotation that picks the default inbound policy.
-pub const DEFAULT_POLICY_ANNOTATION: &str = "config.linkerd.io/default-inbound-policy";
 const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-inbound-port";
 const ADMIN_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-admin-port";
 /// The proxy's defaults (Linkerd's chart): inbound 4143, admin 4191.
@@ -231,7 +231,7 @@ pub fn pod_info(pod: &Pod, control_ns: &str) -> PodInfo {
             .as_ref()
             .and_then(|l| l.get(CONTROL_PLANE_NS_LABEL))
             .is_some_and(|ns| ns == control_ns),
-        default_policy: annotation(&meta.annotations, DEFAULT_POLICY_ANNOTATION)
+        default_policy: annotation(&meta.annotations, DEFAULT_INBOUND_POLICY_ANNOTATION)
             .map(str::to_string),
         opaque_ports: annotation(&meta.annotations, OPAQUE_PORTS_ANNOTATION)
             .map(|l| opaque_ports(l, &named_ports))
@@ -286,7 +286,7 @@ pub fn service_info(svc: &Service) -> ServiceInfo {
 
 pub fn namespace_info(ns: &Namespace) -> NamespaceInfo {
     NamespaceInfo {
-        default_policy: annotation(&ns.metadata.annotations, DEFAULT_POLICY_ANNOTATION)
+        default_policy: annotation(&ns.metadata.annotations, DEFAULT_INBOUND_POLICY_ANNOTATION)
             .map(str::to_string),
     }
 }

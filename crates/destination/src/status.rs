@@ -31,8 +31,7 @@ use crate::policy_model::{RouteFacts, RouteGroup};
 /// read Linkerd's route status read kinject's.
 pub const CONTROLLER_NAME: &str = "linkerd.io/policy-controller";
 
-/// The Lease whose holder writes route status.
-pub const LEASE: &str = "kinject-destination";
+pub use kinject_mesh::names::DESTINATION_LEASE as LEASE;
 
 /// One route as the status writer sees it.
 pub struct RouteState<'a> {

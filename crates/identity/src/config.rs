@@ -14,10 +14,8 @@ use crate::issuer::IssuerScheme;
 const DAY: Duration = Duration::from_secs(86_400);
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
-pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
-/// The destination controller's serving certificate (Destination and
-/// policy APIs), for destination's mesh identity (`kinject_mesh::names::DESTINATION`).
-pub const DESTINATION_SECRET: &str = "linkerd-destination-k8s-tls";
+pub use kinject_mesh::names::DESTINATION_SECRET;
+pub use kinject_mesh::names::WEBHOOK_SECRET;
 
 /// How the controller is configured.
 #[derive(Clone, Debug)]

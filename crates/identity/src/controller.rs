@@ -285,7 +285,7 @@ pub async fn run(
     info!("caches synced");
     let lease = kinject_runtime::lease::LeaseConfig::new(
         &cfg.namespace,
-        "kinject-identity",
+        kinject_mesh::names::IDENTITY_LEASE,
         cfg.holder.clone(),
     );
     // Draining: no new writes, and the Lease goes to a successor at once;

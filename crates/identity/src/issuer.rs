@@ -28,11 +28,9 @@ use time::OffsetDateTime;
 
 use crate::ca::{Ca, CaError, CertAndKey};
 
-/// The issuer Secret (all schemes).
-pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
-/// The trust anchors, as Linkerd keeps them.
-pub const TRUST_ROOTS_CONFIG_MAP: &str = "linkerd-identity-trust-roots";
-pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+pub use kinject_mesh::names::ISSUER_SECRET;
+pub use kinject_mesh::names::TRUST_ROOTS_CONFIG_MAP;
+pub use kinject_mesh::names::TRUST_ROOTS_KEY;
 
 /// Who provides the issuer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -180,7 +178,7 @@ pub fn material(
     });
     let (anchors, origin) = match (
         from_config_map,
-        text(data, "ca-bundle.crt"),
+        text(data, TRUST_ROOTS_KEY),
         text(data, "ca.crt"),
     ) {
         (Some(a), _, _) => (

@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 use crate::annotations::{EffectiveAnnotations, merge_env, scalar_str};
 use crate::warning::{Warning, WarningCode};
 use kinject_mesh::labels::{
-    INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE,
-    OPAQUE_PORTS_ANNOTATION, WAIT_BEFORE_EXIT, is_config_key,
+    DEFAULT_INBOUND_POLICY_ANNOTATION, INJECT_ANNOTATION, NATIVE_SIDECAR_ALPHA,
+    NATIVE_SIDECAR_BETA, NATIVE_SIDECAR_STABLE, OPAQUE_PORTS_ANNOTATION, WAIT_BEFORE_EXIT,
+    is_config_key,
 };
 use kinject_mesh::parse;
 use kinject_mesh::values::{DEFAULT_INBOUND_POLICIES, Values};
@@ -225,7 +226,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
     inherited("config.linkerd.io/proxy-await", |v, o| {
         parse::enabled_disabled(v).map(|b| o.values.proxy.await_ = b)
     }),
-    inherited("config.linkerd.io/default-inbound-policy", |v, o| {
+    inherited(DEFAULT_INBOUND_POLICY_ANNOTATION, |v, o| {
         one_of(v, &DEFAULT_INBOUND_POLICIES).map(|v| o.values.proxy.default_inbound_policy = v)
     }),
     inherited("config.linkerd.io/access-log", |v, o| {

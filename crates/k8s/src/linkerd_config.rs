@@ -13,10 +13,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tracing::warn;
 
-pub const CONFIG_MAP: &str = "linkerd-config";
-pub const VALUES_KEY: &str = "values";
-pub const TRUST_ROOTS_CONFIG_MAP: &str = "linkerd-identity-trust-roots";
-pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+pub use kinject_mesh::names::{
+    TRUST_ROOTS_CONFIG_MAP, TRUST_ROOTS_KEY, VALUES_CONFIG_MAP as CONFIG_MAP, VALUES_KEY,
+};
 
 /// What the cluster holds, as last seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -33,6 +33,10 @@ pub fn owner_label_kind(key: &str) -> Option<&str> {
 /// Ports whose traffic the proxy forwards without protocol detection.
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 
+/// On a pod or its namespace: who may connect to a port no Server selects
+/// (`settings::InboundPolicy`'s spellings).
+pub const DEFAULT_INBOUND_POLICY_ANNOTATION: &str = "config.linkerd.io/default-inbound-policy";
+
 pub const CONFIG_PREFIX: &str = "config.linkerd.io/";
 const ALPHA_PREFIX: &str = "config.alpha.linkerd.io/";
 const BETA_PREFIX: &str = "config.beta.linkerd.io/";

@@ -130,6 +130,28 @@ pub const POLICY: Service = Service {
 /// proxy to start).
 pub const PROXY_FACING: [Service; 3] = [IDENTITY_HEADLESS, DESTINATION_HEADLESS, POLICY];
 
+/// The ConfigMap of the mesh's values (what install renders, the injector
+/// and identity read, and `check`, `explain` and `values` show), and its key.
+pub const VALUES_CONFIG_MAP: &str = "linkerd-config";
+pub const VALUES_KEY: &str = "values";
+
+/// The Secret holding the issuer identity signs with (Linkerd's name; kinject's
+/// own CA, the operator's, or cert-manager's `kubernetes.io/tls`).
+pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
+/// The ConfigMap of the trust roots proxies verify with, and its key.
+pub const TRUST_ROOTS_CONFIG_MAP: &str = "linkerd-identity-trust-roots";
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+/// The serving certificates identity writes for the injector (the API server
+/// verifies it) and for destination (proxies verify it).
+pub const WEBHOOK_SECRET: &str = "linkerd-proxy-injector-k8s-tls";
+pub const DESTINATION_SECRET: &str = "linkerd-destination-k8s-tls";
+
+/// The Leases: one replica of each server writes shared state (identity its
+/// Secrets, the injector the webhook configuration, destination route status).
+pub const IDENTITY_LEASE: &str = "kinject-identity";
+pub const PROXY_INJECTOR_LEASE: &str = "kinject-proxy-injector";
+pub const DESTINATION_LEASE: &str = "kinject-destination";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,8 +89,7 @@ pub struct ProxyInjectorConfig {
     pub missed: missed::MissedConfig,
 }
 
-/// The Lease whose holder writes the webhook configuration.
-pub const WEBHOOK_LEASE: &str = "kinject-proxy-injector";
+pub use kinject_mesh::names::PROXY_INJECTOR_LEASE as WEBHOOK_LEASE;
 
 /// Repairs and contests of the webhook configuration: metrics, and a Warning
 /// Event on the configuration when another writer keeps reverting it.

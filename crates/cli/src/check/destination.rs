@@ -58,7 +58,7 @@ pub(super) async fn destination_checks(
                 Err(e) => return fail(e),
             };
             let name = kinject_mesh::names::DESTINATION.identity(ns, &td);
-            let secret = kinject_identity::controller::DESTINATION_SECRET;
+            let secret = kinject_mesh::names::DESTINATION_SECRET;
             match timed("GET destination Secret", secrets.get_opt(secret)).await {
                 Ok(Some(s)) => destination_certificate(
                     &s,
@@ -131,7 +131,7 @@ pub(super) fn destination_certificate(
     now: time::OffsetDateTime,
 ) -> Status {
     use kinject_identity::ca;
-    let secret = kinject_identity::controller::DESTINATION_SECRET;
+    let secret = kinject_mesh::names::DESTINATION_SECRET;
     // Identity repairs the Secret on its next pass; if this persists, its
     // log says why.
     let repair =

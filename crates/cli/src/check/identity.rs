@@ -38,7 +38,8 @@ pub(super) async fn identity_material(
     client: &kube::Client,
     ns: &str,
 ) -> Result<kinject_identity::issuer::Material, Status> {
-    use kinject_identity::issuer::{self, ISSUER_SECRET, IssuerScheme, TRUST_ROOTS_CONFIG_MAP};
+    use kinject_identity::issuer::{self, IssuerScheme};
+    use kinject_mesh::names::{ISSUER_SECRET, TRUST_ROOTS_CONFIG_MAP};
     let secret = timed(
         "GET issuer Secret",
         Api::<Secret>::namespaced(client.clone(), ns).get_opt(ISSUER_SECRET),
@@ -154,7 +155,7 @@ pub(super) async fn identity_checks(
 ) -> Option<String> {
     c.run("kinject-identity", "identity holds its leader lease", Kind::Retryable, || async {
         let leases = Api::<Lease>::namespaced(client.clone(), ns);
-        match timed("GET lease", leases.get_opt("kinject-identity")).await {
+        match timed("GET lease", leases.get_opt(kinject_mesh::names::IDENTITY_LEASE)).await {
             Ok(Some(l)) => lease_fresh(&l),
             Ok(None) => fail(format!(
                 "no Lease {ns}/kinject-identity: is `kinject identity` running? kubectl -n {ns} logs deploy/{IDENTITY}"

@@ -214,7 +214,7 @@ pub(super) async fn serving_chain(
         .as_ref()
         .ok_or("no url and no service")?;
     let secrets = Api::<Secret>::namespaced(client.clone(), &svc.namespace);
-    let secret_name = kinject_identity::controller::WEBHOOK_SECRET;
+    let secret_name = kinject_mesh::names::WEBHOOK_SECRET;
     let s = timed("GET serving Secret", secrets.get_opt(secret_name))
         .await?
         .ok_or_else(|| {

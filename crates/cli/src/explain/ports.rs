@@ -91,7 +91,7 @@ pub fn port_policies(
         pod: Some(std::sync::Arc::new(info)),
         namespace: ns.to_string(),
         namespace_default: ns_obj["metadata"]["annotations"]
-            [kinject_destination::model::DEFAULT_POLICY_ANNOTATION]
+            [kinject_mesh::labels::DEFAULT_INBOUND_POLICY_ANNOTATION]
             .as_str()
             .map(str::to_string),
         policy: kinject_destination::policy_index::PolicySnapshot(set.clone()),

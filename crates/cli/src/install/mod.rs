@@ -718,9 +718,9 @@ pub fn render(p: &Plan) -> Vec<Value> {
     out.push(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "linkerd-config", "namespace": ns,
+        "metadata": {"name": names::VALUES_CONFIG_MAP, "namespace": ns,
                      "labels": {"app.kubernetes.io/part-of": "kinject"}},
-        "data": {"values": p.values_yaml},
+        "data": {names::VALUES_KEY: p.values_yaml},
     }));
     if p.injector {
         out.push(json!({
@@ -767,9 +767,9 @@ pub fn render(p: &Plan) -> Vec<Value> {
         out.push(json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": kinject_identity::issuer::TRUST_ROOTS_CONFIG_MAP, "namespace": ns,
+            "metadata": {"name": kinject_mesh::names::TRUST_ROOTS_CONFIG_MAP, "namespace": ns,
                          "labels": {"app.kubernetes.io/part-of": "kinject"}},
-            "data": {kinject_identity::issuer::TRUST_ROOTS_KEY: roots},
+            "data": {kinject_mesh::names::TRUST_ROOTS_KEY: roots},
         }));
     }
     if let Some((crt, key)) = &p.pki.issuer {
@@ -779,7 +779,7 @@ pub fn render(p: &Plan) -> Vec<Value> {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
-            "metadata": {"name": kinject_identity::issuer::ISSUER_SECRET, "namespace": ns,
+            "metadata": {"name": kinject_mesh::names::ISSUER_SECRET, "namespace": ns,
                          "labels": {"app.kubernetes.io/part-of": "kinject"}},
             "data": {"crt.pem": b64(crt), "key.pem": b64(key)},
         }));
