@@ -207,7 +207,7 @@ async fn serve(
     // One replica writes HTTPRoute status: the Lease's holder.
     let lease = kinject_runtime::lease::LeaseConfig::new(
         &server.config.names.control_namespace,
-        status::LEASE,
+        kinject_mesh::names::DESTINATION_LEASE,
         kinject_runtime::lease::holder_name("kinject-destination"),
     );
     // A stopping replica hands the Lease over at once.

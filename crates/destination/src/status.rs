@@ -31,8 +31,6 @@ use crate::policy_model::{RouteFacts, RouteGroup};
 /// read Linkerd's route status read kinject's.
 pub const CONTROLLER_NAME: &str = "linkerd.io/policy-controller";
 
-pub use kinject_mesh::names::DESTINATION_LEASE as LEASE;
-
 /// One route as the status writer sees it.
 pub struct RouteState<'a> {
     pub namespace: &'a str,

@@ -14,8 +14,6 @@ use crate::issuer::IssuerScheme;
 const DAY: Duration = Duration::from_secs(86_400);
 pub const TRUST_BUNDLE: &str = "linkerd-ca-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "trust-anchors.pem";
-pub use kinject_mesh::names::DESTINATION_SECRET;
-pub use kinject_mesh::names::WEBHOOK_SECRET;
 
 /// How the controller is configured.
 #[derive(Clone, Debug)]

@@ -28,15 +28,11 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::ca::{self, Ca};
-use crate::issuer::{CurrentCa, TRUST_ROOTS_CONFIG_MAP};
+use crate::issuer::CurrentCa;
 use crate::workloads::{MANAGED_LABEL, reconcile};
+use kinject_mesh::names::{ISSUER_SECRET, TRUST_ROOTS_CONFIG_MAP};
 
-pub use crate::config::{
-    DESTINATION_SECRET, IdentityConfig, IdentityMetrics, TRUST_BUNDLE, TRUST_BUNDLE_KEY,
-    WEBHOOK_SECRET,
-};
-
-pub use crate::issuer::ISSUER_SECRET;
+pub use crate::config::{IdentityConfig, IdentityMetrics, TRUST_BUNDLE, TRUST_BUNDLE_KEY};
 
 /// The CA described by the cluster's objects now (the issuer Secret and the
 /// trust-roots ConfigMap); kinject's own CA is generated and stored when the

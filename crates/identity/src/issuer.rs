@@ -28,9 +28,7 @@ use time::OffsetDateTime;
 
 use crate::ca::{Ca, CaError, CertAndKey};
 
-pub use kinject_mesh::names::ISSUER_SECRET;
-pub use kinject_mesh::names::TRUST_ROOTS_CONFIG_MAP;
-pub use kinject_mesh::names::TRUST_ROOTS_KEY;
+use kinject_mesh::names::{ISSUER_SECRET, TRUST_ROOTS_CONFIG_MAP, TRUST_ROOTS_KEY};
 
 /// Who provides the issuer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

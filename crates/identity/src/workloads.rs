@@ -21,11 +21,9 @@ use tracing::info;
 use kinject_mesh::labels::owner_label_kind;
 
 use crate::ca::{self, Ca};
-use crate::config::{
-    DESTINATION_SECRET, IdentityConfig, IdentityMetrics, TRUST_BUNDLE, TRUST_BUNDLE_KEY,
-    WEBHOOK_SECRET,
-};
+use crate::config::{IdentityConfig, IdentityMetrics, TRUST_BUNDLE, TRUST_BUNDLE_KEY};
 use crate::names;
+use kinject_mesh::names::{DESTINATION_SECRET, WEBHOOK_SECRET};
 
 fn text(s: &Secret, key: &str) -> Option<String> {
     s.data

@@ -13,9 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tracing::warn;
 
-pub use kinject_mesh::names::{
-    TRUST_ROOTS_CONFIG_MAP, TRUST_ROOTS_KEY, VALUES_CONFIG_MAP as CONFIG_MAP, VALUES_KEY,
-};
+use kinject_mesh::names::{TRUST_ROOTS_CONFIG_MAP, TRUST_ROOTS_KEY, VALUES_CONFIG_MAP, VALUES_KEY};
 
 /// What the cluster holds, as last seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,13 +47,13 @@ impl LinkerdConfig {
 
 /// How messages name the values document (`ConfigMap linkerd/linkerd-config key values`).
 pub fn values_source_name(namespace: &str) -> String {
-    format!("ConfigMap {namespace}/{CONFIG_MAP} key {VALUES_KEY}")
+    format!("ConfigMap {namespace}/{VALUES_CONFIG_MAP} key {VALUES_KEY}")
 }
 
 /// Why there are no values to use, with what to do next.
 pub fn missing_message(namespace: &str) -> String {
     format!(
-        "ConfigMap {namespace}/{CONFIG_MAP} not found: is Linkerd installed in namespace \
+        "ConfigMap {namespace}/{VALUES_CONFIG_MAP} not found: is Linkerd installed in namespace \
          {namespace:?}? Name its namespace with -l, or drop --values-from-cluster"
     )
 }
@@ -65,7 +63,9 @@ fn values_of(namespace: &str, cm: &ConfigMap) -> Result<String, String> {
         .as_ref()
         .and_then(|d| d.get(VALUES_KEY))
         .cloned()
-        .ok_or_else(|| format!("ConfigMap {namespace}/{CONFIG_MAP} has no {VALUES_KEY:?} key"))
+        .ok_or_else(|| {
+            format!("ConfigMap {namespace}/{VALUES_CONFIG_MAP} has no {VALUES_KEY:?} key")
+        })
 }
 
 fn trust_roots_of(cm: &ConfigMap) -> Option<String> {
@@ -87,7 +87,9 @@ pub async fn fetch(client: &kube::Client, namespace: &str) -> anyhow::Result<Lin
                 .map_err(|e| anyhow::anyhow!("cannot read ConfigMap {namespace}/{name}: {e}"))
         }
     };
-    let values = get(CONFIG_MAP).await?.map(|cm| values_of(namespace, &cm));
+    let values = get(VALUES_CONFIG_MAP)
+        .await?
+        .map(|cm| values_of(namespace, &cm));
     let trust_roots = get(TRUST_ROOTS_CONFIG_MAP)
         .await?
         .as_ref()
@@ -107,7 +109,7 @@ pub fn watch(client: kube::Client, namespace: String) -> watch::Receiver<Option<
     tokio::spawn(watch_one(
         client.clone(),
         namespace.clone(),
-        CONFIG_MAP,
+        VALUES_CONFIG_MAP,
         values_tx,
     ));
     tokio::spawn(watch_one(

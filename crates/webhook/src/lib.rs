@@ -89,8 +89,6 @@ pub struct ProxyInjectorConfig {
     pub missed: missed::MissedConfig,
 }
 
-pub use kinject_mesh::names::PROXY_INJECTOR_LEASE as WEBHOOK_LEASE;
-
 /// Repairs and contests of the webhook configuration: metrics, and a Warning
 /// Event on the configuration when another writer keeps reverting it.
 struct RegistrationReporter {
@@ -137,7 +135,7 @@ impl webhook_config::RegistrationEvents for RegistrationReporter {
             let reference = k8s_openapi::api::core::v1::ObjectReference {
                 api_version: Some("coordination.k8s.io/v1".into()),
                 kind: Some("Lease".into()),
-                name: Some(WEBHOOK_LEASE.into()),
+                name: Some(kinject_mesh::names::PROXY_INJECTOR_LEASE.into()),
                 namespace: Some(namespace),
                 ..Default::default()
             };
@@ -314,7 +312,7 @@ impl EngineReloader {
                 match self.reload() {
                     Ok(()) => {
                         info!(
-                            configmap = linkerd_config::CONFIG_MAP,
+                            configmap = kinject_mesh::names::VALUES_CONFIG_MAP,
                             "values loaded from the cluster"
                         );
                         self.metrics
@@ -326,10 +324,10 @@ impl EngineReloader {
                     // anchors identity writes, say): INFO, with what it
                     // waits for. After it, a regression: ERROR, counted.
                     Err(e) if !*self.loaded.borrow() => {
-                        info!(configmap = linkerd_config::CONFIG_MAP, reason = %format!("{e:#}"), "waiting to use the cluster's values (not ready until they load)");
+                        info!(configmap = kinject_mesh::names::VALUES_CONFIG_MAP, reason = %format!("{e:#}"), "waiting to use the cluster's values (not ready until they load)");
                     }
                     Err(e) => {
-                        error!(configmap = linkerd_config::CONFIG_MAP, error = %format!("{e:#}"), "cannot use the cluster's values; keeping the last good values");
+                        error!(configmap = kinject_mesh::names::VALUES_CONFIG_MAP, error = %format!("{e:#}"), "cannot use the cluster's values; keeping the last good values");
                         self.metrics
                             .reload_failures
                             .get_or_create(&Metrics::file(what))
@@ -589,7 +587,7 @@ impl EngineReloader {
         };
         let mut engine_applied = true;
         if cfg.values_from_cluster {
-            info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", linkerd_config::CONFIG_MAP);
+            info!(namespace = %cfg.linkerd_namespace, "waiting for the values in ConfigMap {}", kinject_mesh::names::VALUES_CONFIG_MAP);
             reloader.clone().spawn_cluster_watch();
         } else if let Err(e) = reloader.reload() {
             // With --wait-for-cert the trust anchors may be the certificate's
@@ -690,7 +688,7 @@ fn spawn_registration(
         .unwrap_or(0);
     let lease_cfg = kinject_runtime::lease::LeaseConfig::new(
         &cfg.linkerd_namespace,
-        WEBHOOK_LEASE,
+        kinject_mesh::names::PROXY_INJECTOR_LEASE,
         kinject_runtime::lease::holder_name("kinject-proxy-injector"),
     )
     .with_settings(kinject_runtime::lease::Settings {
