@@ -1366,3 +1366,33 @@ fn typed_settings_refuse_unknown_values() {
         );
     }
 }
+
+/// A server with no cluster to reach says so, and what to do, instead of
+/// starting half-way (the runtime builds every server's client).
+#[test]
+fn servers_without_a_cluster_say_what_to_do() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("no-kubeconfig");
+    for server in ["identity", "destination"] {
+        let out = kinject()
+            .arg(server)
+            .env("KUBECONFIG", &missing)
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .expect("run");
+        assert!(
+            !out.status.success(),
+            "kinject {server} started without a cluster"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "kinject {server} needs a cluster: set KUBECONFIG (or --kubeconfig) or run in a pod"
+            )),
+            "kinject {server}: {err}"
+        );
+    }
+}
