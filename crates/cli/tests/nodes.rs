@@ -242,18 +242,19 @@ fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool)
         "--field-selector",
         &format!("involvedObject.name={pod_name}"),
     ]);
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["reason"].as_str())
+    let items: Vec<&Value> = events["items"].as_array().into_iter().flatten().collect();
+    let reasons: Vec<&str> = items.iter().filter_map(|e| e["reason"].as_str()).collect();
+    let failures: Vec<String> = items
+        .iter()
+        .filter(|e| {
+            let reason = e["reason"].as_str().unwrap_or("");
+            let message = e["message"].as_str().unwrap_or("");
+            reason == "FailedCreatePodSandBox"
+                || (reason == "FailedMount" && !kubelet_secret_cache_race(message))
+        })
+        .map(|e| format!("{}: {}", e["reason"], e["message"]))
         .collect();
-    assert!(
-        !reasons
-            .iter()
-            .any(|r| *r == "FailedMount" || *r == "FailedCreatePodSandBox"),
-        "{reasons:?}"
-    );
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(
         reasons.contains(&"Pulling"),
         "volumes mounted, then pulling: {reasons:?}"
@@ -261,6 +262,30 @@ fn stops_only_at_the_proxy_image(k: &Cluster, ns: &str, app: &str, native: bool)
 }
 
 /// The proxy image that meshed pods run: a real linkerd2-proxy image named by
+/// A kubelet of 1.20 asked for the default token Secret before the node
+/// authorizer had linked the new pod to it ("failed to sync secret cache"),
+/// and retried 500 ms later: a race of the kubelet's, not a volume kinject
+/// added (those are projected tokens, never Secrets, and their failures say
+/// otherwise). Any other FailedMount still fails the walkthrough.
+fn kubelet_secret_cache_race(message: &str) -> bool {
+    message.contains("failed to sync secret cache") && !message.contains("linkerd-")
+}
+
+#[test]
+fn only_the_kubelets_secret_cache_race_is_forgiven() {
+    let race = "MountVolume.SetUp failed for volume \"default-token-p2nhb\" : failed to sync \
+                secret cache: timed out waiting for the condition";
+    assert!(kubelet_secret_cache_race(race));
+    assert!(!kubelet_secret_cache_race(
+        "MountVolume.SetUp failed for volume \"linkerd-identity-token\" : failed to sync \
+         secret cache: timed out waiting for the condition"
+    ));
+    assert!(!kubelet_secret_cache_race(
+        "MountVolume.SetUp failed for volume \"linkerd-identity-token\" : failed to fetch \
+         token: the API server does not have TokenRequest endpoints enabled"
+    ));
+}
+
 /// `KINJECT_PROXY_IMAGE` (built on this machine: no registry has one, see
 /// docs/REAL-PROXY.md), else kinject's stand-in from scripts/test-images.sh,
 /// which serves the admin port's `/live` and `/ready` and does nothing else.
