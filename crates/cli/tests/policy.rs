@@ -521,18 +521,33 @@ fn policy_resources_from_the_cluster() {
                 ("web-v2.apps.svc.cluster.local:80".to_string(), 10, false),
             ]
         );
-        // Linkerd's retry annotations on the route.
+        let ranges = |rule: &ob::http_route::Rule| {
+            rule.retry.as_ref().and_then(|r| r.conditions.as_ref()).map(|c| {
+                c.status_ranges.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>()
+            })
+        };
+        // The Service's own retry and timeout annotations reach the rules
+        // that set none; the rule's Gateway API timeouts win over them.
+        k.ok(&[
+            "annotate", "-n", "apps", "service/web",
+            "retry.linkerd.io/http=gateway-error", "timeout.linkerd.io/response=7s",
+        ]);
+        let routes = next_out(&mut out).await;
+        assert_eq!(ranges(&routes[0].rules[0]), Some(vec![(502, 504)]), "the Service's retry");
+        assert_eq!(
+            routes[0].rules[0].timeouts.as_ref().map(|t| (t.request, t.response)),
+            Some((Some(prost_types::Duration { seconds: 2, nanos: 0 }), None)),
+            "the rule's own timeouts, not the Service's"
+        );
+        // Linkerd's retry annotations on the route win over the Service's.
         k.ok(&[
             "annotate", "-n", "apps", "httproute.gateway.networking.k8s.io/split",
             "retry.linkerd.io/http=5xx", "retry.linkerd.io/limit=2", "retry.linkerd.io/timeout=300ms",
         ]);
         let routes = next_out(&mut out).await;
+        assert_eq!(ranges(&routes[0].rules[0]), Some(vec![(500, 599)]));
         let retry = routes[0].rules[0].retry.clone().expect("a retry policy");
         assert_eq!(retry.max_retries, 2);
-        assert_eq!(
-            retry.conditions.map(|c| c.status_ranges.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>()),
-            Some(vec![(500, 599)])
-        );
         assert_eq!(retry.timeout, Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 }));
 
         // A backend that does not exist: a 500 on its share, never a
@@ -554,5 +569,18 @@ fn policy_resources_from_the_cluster() {
         k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "apps", "split"]);
         let routes = next_out(&mut out).await;
         assert_eq!(meta_name(&routes[0].metadata), "default:http", "back to the default");
+        // The default route carries the Service's annotations too.
+        assert_eq!(ranges(&routes[0].rules[0]), Some(vec![(502, 504)]));
+        assert_eq!(
+            routes[0].rules[0].timeouts.as_ref().and_then(|t| t.response),
+            Some(prost_types::Duration { seconds: 7, nanos: 0 })
+        );
+        // A value that does not parse: none of them applies (Linkerd's
+        // answer), never a guess at what was meant.
+        k.ok(&["annotate", "--overwrite", "-n", "apps", "service/web", "timeout.linkerd.io/idle=soon"]);
+        let routes = next_out(&mut out).await;
+        assert_eq!(meta_name(&routes[0].metadata), "default:http");
+        assert_eq!(routes[0].rules[0].retry, None);
+        assert_eq!(routes[0].rules[0].timeouts, None);
     });
 }

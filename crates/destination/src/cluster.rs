@@ -171,7 +171,14 @@ pub async fn run(
             "services",
             watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff(),
             synced.clone(),
-            move |s: &Service| a.apply_service(key_of(s), model::service_info(s)),
+            move |s: &Service| {
+                let info = model::service_info(s);
+                if let Some(why) = &info.bad_annotation {
+                    warn!(service = %key_of(s), %why,
+                          "retry and timeout annotations not applied; fix the value");
+                }
+                a.apply_service(key_of(s), info)
+            },
             move |s: &Service| b.delete_service(&key_of(s)),
             key_of,
             move |keep| c.retain_services(keep),
@@ -311,7 +318,7 @@ pub fn policy_facts(kind: PolicyKind, o: &DynamicObject) -> Result<PolicyObject,
         PolicyKind::HttpRoute(_) => {
             let s: p::route::HttpRouteSpec = spec(o)?;
             let mut route = m::http_route(&s, &ns, created)?;
-            route.linkerd = m::route_annotations(o.annotations())?;
+            route.linkerd = crate::route_annotations::route_annotations(o.annotations())?;
             PolicyObject::HttpRoute(route)
         }
     })

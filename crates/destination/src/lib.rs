@@ -6,7 +6,8 @@
 //!   (`policy.rs`): default inbound policies with probe routes, and one
 //!   route per protocol to a Service's endpoints.
 //!
-//! Layers: `model.rs` (object facts, pure) → `index.rs` (the shared view
+//! Layers: `route_annotations.rs` (Linkerd's retry and timeout annotations,
+//! pure) → `model.rs` (object facts, pure) → `index.rs` (the shared view
 //! and its per-key watches) → `endpoints.rs`/`policy.rs` (answers, pure) →
 //! `grpc.rs` (tonic services). `cluster.rs` feeds the index from one watch
 //! per kind; [`run`] puts it all together with the runtime's admin server and
@@ -21,6 +22,7 @@ pub mod model;
 pub mod policy;
 pub mod policy_index;
 pub mod policy_model;
+pub mod route_annotations;
 pub mod status;
 
 use std::net::SocketAddr;

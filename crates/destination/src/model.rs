@@ -11,6 +11,8 @@ use kinject_mesh::labels::{
 use kinject_mesh::parse::{self, PortRange};
 use serde::Deserialize;
 
+use crate::route_annotations::{BadAnnotation, RouteAnnotations, route_annotations};
+
 const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-inbound-port";
 const ADMIN_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-admin-port";
 /// The proxy's defaults (Linkerd's chart): inbound 4143, admin 4191.
@@ -86,6 +88,12 @@ pub struct ServiceInfo {
     pub opaque_ports: Vec<PortRange>,
     /// `ExternalName` Services have no endpoints and no cluster IP.
     pub external_name: bool,
+    /// The Service's `retry.linkerd.io/*` and `timeout.linkerd.io/*`: for
+    /// its default route and the rules of its HTTPRoutes that set none.
+    pub route_defaults: RouteAnnotations,
+    /// Why those annotations were not applied (a value that does not parse:
+    /// none of them is, as Linkerd does, and the watch logs it).
+    pub bad_annotation: Option<BadAnnotation>,
 }
 
 impl ServiceInfo {
@@ -251,6 +259,11 @@ pub fn pod_info(pod: &Pod, control_ns: &str) -> PodInfo {
 
 pub fn service_info(svc: &Service) -> ServiceInfo {
     let spec = svc.spec.as_ref();
+    let route_defaults = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .map_or(Ok(RouteAnnotations::default()), route_annotations);
     let mut cluster_ips: Vec<IpAddr> = spec
         .and_then(|s| s.cluster_ips.as_ref())
         .into_iter()
@@ -281,6 +294,8 @@ pub fn service_info(svc: &Service) -> ServiceInfo {
             .map(|l| opaque_ports(l, &[]))
             .unwrap_or_default(),
         external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
+        route_defaults: route_defaults.clone().unwrap_or_default(),
+        bad_annotation: route_defaults.err(),
     }
 }
 

@@ -17,6 +17,7 @@ use kinject_k8s::policy::{
 use kinject_mesh::settings::InboundPolicy;
 
 use crate::model::ObjKey;
+use crate::route_annotations::{BadAnnotation, NotADuration, RouteAnnotations};
 
 /// Why an object cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +26,18 @@ pub struct Refused(pub String);
 
 fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
     Err(Refused(why.into()))
+}
+
+impl From<BadAnnotation> for Refused {
+    fn from(e: BadAnnotation) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+impl From<NotADuration> for Refused {
+    fn from(e: NotADuration) -> Self {
+        Refused(e.to_string())
+    }
 }
 
 /// A label selector (`matchLabels` and `matchExpressions`, ANDed).
@@ -493,124 +506,6 @@ pub struct RouteFacts {
     pub linkerd: RouteAnnotations,
 }
 
-/// Retries of a route: up to `limit` more attempts for responses whose
-/// status is in `statuses`, each attempt bounded by `timeout`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Retry {
-    pub limit: u32,
-    pub statuses: Vec<(u32, u32)>,
-    pub timeout: Option<Duration>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteAnnotations {
-    pub retry: Option<Retry>,
-    /// `timeout.linkerd.io/request`, `/response`, `/idle`: used where the
-    /// rule has no Gateway API `timeouts`.
-    pub request_timeout: Option<Duration>,
-    pub response_timeout: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
-}
-
-/// A status class or range of `retry.linkerd.io/http`: `5xx`,
-/// `gateway-error` (502-504), `503`, `500-504`.
-fn status_range(s: &str) -> Result<(u32, u32), Refused> {
-    let code = |c: &str| {
-        c.trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|c| (100..600).contains(c))
-    };
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("5xx") {
-        return Ok((500, 599));
-    }
-    if s.eq_ignore_ascii_case("gateway-error") {
-        return Ok((502, 504));
-    }
-    if let Some(c) = code(s) {
-        return Ok((c, c));
-    }
-    match s.split_once('-').map(|(a, b)| (code(a), code(b))) {
-        Some((Some(a), Some(b))) if a <= b => Ok((a, b)),
-        _ => refuse(format!(
-            "retry.linkerd.io/http: {s:?} is not 5xx, gateway-error, a status or a range (500-504)"
-        )),
-    }
-}
-
-/// Linkerd's route annotations. A value that does not parse refuses the
-/// route (its status says why) rather than retrying or timing out other
-/// than the operator wrote.
-pub fn route_annotations(a: &BTreeMap<String, String>) -> Result<RouteAnnotations, Refused> {
-    let duration = |key: &str| {
-        a.get(key)
-            .map(|v| gateway_duration(v).map_err(|e| Refused(format!("{key}: {e}"))))
-            .transpose()
-    };
-    let limit = a
-        .get("retry.linkerd.io/limit")
-        .map(|v| {
-            v.trim()
-                .parse::<u32>()
-                .map_err(|_| Refused(format!("retry.linkerd.io/limit: {v:?} is not a number")))
-        })
-        .transpose()?;
-    let statuses = a
-        .get("retry.linkerd.io/http")
-        .map(|v| {
-            v.split(',')
-                .map(status_range)
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    let timeout = duration("retry.linkerd.io/timeout")?;
-    let retry = (limit.is_some() || statuses.is_some() || timeout.is_some())
-        .then(|| Retry {
-            limit: limit.unwrap_or(1),
-            statuses: statuses.unwrap_or_default(),
-            timeout,
-        })
-        .filter(|r| r.limit > 0);
-    Ok(RouteAnnotations {
-        retry,
-        request_timeout: duration("timeout.linkerd.io/request")?,
-        response_timeout: duration("timeout.linkerd.io/response")?,
-        idle_timeout: duration("timeout.linkerd.io/idle")?,
-    })
-}
-
-/// A Gateway API duration: up to four `<n><unit>` parts (`1h30m`, `500ms`).
-pub fn gateway_duration(s: &str) -> Result<Duration, Refused> {
-    let bad = || Refused(format!("{s:?} is not a duration (e.g. 10s, 1m30s, 500ms)"));
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else {
-            return Err(bad());
-        };
-        rest = &rest[len..];
-        total += unit * u32::try_from(n).map_err(|_| bad())?;
-        parts += 1;
-    }
-    if parts == 0 || parts > 4 {
-        return Err(bad());
-    }
-    Ok(total)
-}
-
 fn value_match(kind: Option<&str>, value: &str) -> Result<ValueMatch, Refused> {
     match kind.unwrap_or("Exact") {
         "Exact" => Ok(ValueMatch::Exact(value.to_string())),
@@ -747,7 +642,10 @@ pub fn http_route(
 ) -> Result<RouteFacts, Refused> {
     let mut rules = Vec::new();
     for r in spec.rules.iter().flatten() {
-        let timeout = |t: Option<&String>| t.map(|t| gateway_duration(t)).transpose();
+        let timeout = |t: Option<&String>| {
+            t.map(|t| crate::route_annotations::gateway_duration(t))
+                .transpose()
+        };
         rules.push(RouteRule {
             matches: r
                 .matches
@@ -973,62 +871,6 @@ mod tests {
     }
 
     #[test]
-    fn linkerds_route_annotations() {
-        let a = |pairs: &[(&str, &str)]| {
-            route_annotations(
-                &pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
-        let r = a(&[
-            ("retry.linkerd.io/http", "5xx,gateway-error,429,500-504"),
-            ("retry.linkerd.io/limit", "3"),
-            ("retry.linkerd.io/timeout", "300ms"),
-            ("timeout.linkerd.io/request", "2s"),
-        ])
-        .expect("valid");
-        assert_eq!(
-            r.retry,
-            Some(Retry {
-                limit: 3,
-                statuses: vec![(500, 599), (502, 504), (429, 429), (500, 504)],
-                timeout: Some(Duration::from_millis(300)),
-            })
-        );
-        assert_eq!(r.request_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(a(&[]), Ok(RouteAnnotations::default()));
-        assert_eq!(
-            a(&[("retry.linkerd.io/http", "5xx")]).map(|r| r.retry.map(|r| r.limit)),
-            Ok(Some(1)),
-            "one retry by default"
-        );
-        assert_eq!(
-            a(&[("retry.linkerd.io/limit", "0")]).map(|r| r.retry),
-            Ok(None)
-        );
-        for bad in [
-            ("retry.linkerd.io/http", "4xx"),
-            ("retry.linkerd.io/http", "504-500"),
-            ("retry.linkerd.io/limit", "-1"),
-            ("timeout.linkerd.io/request", "soon"),
-        ] {
-            assert!(a(&[bad]).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn gateway_durations() {
-        assert_eq!(gateway_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(gateway_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(gateway_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "10", "s", "1x", "1h1m1s1ms1s", "-1s"] {
-            assert!(gateway_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn routes_default_and_refuse_what_they_cannot_do() {
         let spec: route::HttpRouteSpec = serde_json::from_value(json!({
             "parentRefs": [
@@ -1167,8 +1009,8 @@ mod tests {
 
             #[test]
             fn any_text_is_a_value_or_refused(t in text(), u in "\\PC{0,16}") {
-                let _ = gateway_duration(&t);
-                let _ = gateway_duration(&u);
+                let _ = crate::route_annotations::gateway_duration(&t);
+                let _ = crate::route_annotations::gateway_duration(&u);
                 let _ = IdentityMatch::parse(&u);
                 let _ = cidr(&t);
             }

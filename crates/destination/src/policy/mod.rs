@@ -32,6 +32,7 @@ use linkerd2_proxy_api::outbound as ob;
 use crate::index::{PodView, ServiceView};
 use crate::model::ObjKey;
 use crate::model::PodInfo;
+use crate::route_annotations::RouteAnnotations;
 pub use kinject_mesh::settings::InboundPolicy;
 
 /// What every policy depends on besides the cluster's objects.
@@ -313,7 +314,9 @@ pub(crate) fn backend(svc: &ObjKey, port: u16, cfg: &PolicyConfig) -> ob::Backen
     }
 }
 
-fn http_route(backend: &ob::Backend) -> ob::HttpRoute {
+/// The default route: everything to the Service, with the Service's own
+/// retry and timeout annotations (Linkerd's default route carries them too).
+fn http_route(backend: &ob::Backend, service: &RouteAnnotations) -> ob::HttpRoute {
     use ob::http_route::{Distribution, RouteBackend, Rule, distribution};
     ob::HttpRoute {
         metadata: default_meta("http"),
@@ -330,6 +333,10 @@ fn http_route(backend: &ob::Backend) -> ob::HttpRoute {
                     },
                 )),
             }),
+            timeouts: service
+                .has_timeouts()
+                .then(|| outbound::annotated_timeouts(service)),
+            retry: service.retry.as_ref().map(outbound::retry),
             ..Default::default()
         }],
     }
@@ -371,8 +378,9 @@ pub fn outbound_policy(
     let kind = if info.is_opaque(port) {
         ob::proxy_protocol::Kind::Opaque(opaque)
     } else {
-        let routes =
-            outbound::routes(svc, view, port, cfg).unwrap_or_else(|| vec![http_route(&backend)]);
+        let service = &info.route_defaults;
+        let routes = outbound::routes(svc, view, port, service, cfg)
+            .unwrap_or_else(|| vec![http_route(&backend, service)]);
         ob::proxy_protocol::Kind::Detect(ob::proxy_protocol::Detect {
             timeout: duration(cfg.detect_timeout),
             opaque: Some(opaque),
@@ -610,5 +618,46 @@ mod tests {
             Some(ob::proxy_protocol::Kind::Opaque(_))
         ));
         assert!(outbound_policy(&key, &ServiceView::default(), 80, &cfg).is_none());
+    }
+
+    #[test]
+    fn the_default_route_carries_the_services_retry_and_timeouts() {
+        let key = ObjKey::new("app", "web");
+        let mut info = ServiceInfo::default();
+        let default_rule = |info: &ServiceInfo| {
+            let v = ServiceView {
+                service: Some(Arc::new(info.clone())),
+                ..ServiceView::default()
+            };
+            let p = outbound_policy(&key, &v, 80, &PolicyConfig::default()).expect("policy");
+            let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
+                panic!("detect expected")
+            };
+            d.http2.expect("http2").routes[0].rules[0].clone()
+        };
+        let plain = default_rule(&info);
+        assert_eq!((plain.retry, plain.timeouts), (None, None));
+        info.route_defaults = crate::route_annotations::route_annotations(
+            &[
+                ("retry.linkerd.io/http", "503"),
+                ("retry.linkerd.io/limit", "4"),
+                ("timeout.linkerd.io/idle", "1m"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+        .expect("valid");
+        let annotated = default_rule(&info);
+        assert_eq!(annotated.retry.map(|r| r.max_retries), Some(4));
+        let t = annotated.timeouts.expect("timeouts");
+        assert_eq!((t.request, t.response), (None, None));
+        assert_eq!(
+            t.idle,
+            Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0
+            })
+        );
     }
 }

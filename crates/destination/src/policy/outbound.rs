@@ -10,9 +10,8 @@ use linkerd2_proxy_api::outbound as ob;
 use super::{PolicyConfig, backend, duration, http, service_meta};
 use crate::index::ServiceView;
 use crate::model::ObjKey;
-use crate::policy_model::{
-    Retry, RouteAnnotations, RouteFacts, RouteGroup, RouteParent, RouteRule,
-};
+use crate::policy_model::{RouteFacts, RouteGroup, RouteParent, RouteRule};
+use crate::route_annotations::{Retry, RouteAnnotations};
 
 fn missing_backend(
     svc: &ObjKey,
@@ -87,9 +86,13 @@ fn distribution(
 }
 
 /// The rule's Gateway API `timeouts` (`request` bounds the whole request,
-/// `backendRequest` each attempt's wait for a response), else Linkerd's
-/// `timeout.linkerd.io/*` annotations.
-fn timeouts(rule: &RouteRule, linkerd: &RouteAnnotations) -> Option<hr::Timeouts> {
+/// `backendRequest` each attempt's wait for a response), else the route's
+/// `timeout.linkerd.io/*` annotations, else the Service's (Linkerd's order).
+fn timeouts(
+    rule: &RouteRule,
+    route: &RouteAnnotations,
+    service: &RouteAnnotations,
+) -> Option<hr::Timeouts> {
     if rule.request_timeout.is_some() || rule.backend_timeout.is_some() {
         return Some(hr::Timeouts {
             request: rule.request_timeout.and_then(duration),
@@ -97,19 +100,24 @@ fn timeouts(rule: &RouteRule, linkerd: &RouteAnnotations) -> Option<hr::Timeouts
             idle: None,
         });
     }
-    let l = linkerd;
-    (l.request_timeout.is_some() || l.response_timeout.is_some() || l.idle_timeout.is_some()).then(
-        || hr::Timeouts {
-            request: l.request_timeout.and_then(duration),
-            response: l.response_timeout.and_then(duration),
-            idle: l.idle_timeout.and_then(duration),
-        },
-    )
+    [route, service]
+        .into_iter()
+        .find(|a| a.has_timeouts())
+        .map(annotated_timeouts)
+}
+
+/// `timeout.linkerd.io/*` as the proxy's timeouts.
+pub(super) fn annotated_timeouts(a: &RouteAnnotations) -> hr::Timeouts {
+    hr::Timeouts {
+        request: a.request_timeout.and_then(duration),
+        response: a.response_timeout.and_then(duration),
+        idle: a.idle_timeout.and_then(duration),
+    }
 }
 
 /// Linkerd's retry annotations as the proxy's retry policy (Linkerd's
 /// request buffer and backoff).
-fn retry(r: &Retry) -> ob::http_route::Retry {
+pub(super) fn retry(r: &Retry) -> ob::http_route::Retry {
     use ob::http_route::retry::{Conditions, conditions::StatusRange};
     ob::http_route::Retry {
         max_retries: r.limit,
@@ -134,13 +142,14 @@ fn retry(r: &Retry) -> ob::http_route::Retry {
     }
 }
 
+/// One HTTPRoute as the proxy's route; `service` holds the parent Service's
+/// own retry and timeout annotations, for rules that set none.
 fn route(
-    group: RouteGroup,
-    name: &str,
+    (group, name): (RouteGroup, &str),
     r: &RouteFacts,
-    parent: &ObjKey,
-    port: u16,
+    (parent, port): (&ObjKey, u16),
     view: &ServiceView,
+    service: &RouteAnnotations,
     cfg: &PolicyConfig,
 ) -> ob::HttpRoute {
     ob::HttpRoute {
@@ -153,8 +162,13 @@ fn route(
                 matches: http::matches(&rule.matches),
                 filters: http::outbound_filters(&rule.filters),
                 backends: Some(distribution(rule, parent, port, view, cfg)),
-                timeouts: timeouts(rule, &r.linkerd),
-                retry: r.linkerd.retry.as_ref().map(retry),
+                timeouts: timeouts(rule, &r.linkerd, service),
+                retry: r
+                    .linkerd
+                    .retry
+                    .as_ref()
+                    .or(service.retry.as_ref())
+                    .map(retry),
                 ..Default::default()
             })
             .collect(),
@@ -162,11 +176,13 @@ fn route(
 }
 
 /// The Service port's HTTPRoutes, oldest first; `None` when no route
-/// attaches to it (the default route applies).
+/// attaches to it (the default route applies). `service` is the Service's
+/// own retry and timeout annotations.
 pub fn routes(
     svc: &ObjKey,
     view: &ServiceView,
     port: u16,
+    service: &RouteAnnotations,
     cfg: &PolicyConfig,
 ) -> Option<Vec<ob::HttpRoute>> {
     let ns = view.policy.namespace(&svc.namespace)?;
@@ -187,7 +203,7 @@ pub fn routes(
     Some(
         attached
             .into_iter()
-            .map(|((g, name), r)| route(*g, name, r, svc, port, view, cfg))
+            .map(|((g, name), r)| route((*g, name), r, (svc, port), view, service, cfg))
             .collect(),
     )
 }
