@@ -2010,6 +2010,42 @@ spec:
     )
 }
 
+/// What destination logged and what web's proxy logged, for a failed
+/// policy assertion.
+fn policy_diagnostics(k: &Cluster) -> String {
+    let logs = |args: &[&str]| {
+        let out = k.kubectl(args, None);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    format!(
+        "--- destination ---\n{}\n--- web's proxy ---\n{}\n--- policy objects ---\n{}",
+        logs(&[
+            "logs",
+            "-n",
+            "linkerd",
+            "deploy/linkerd-destination",
+            "--all-containers",
+            "--tail=60"
+        ]),
+        logs(&[
+            "logs",
+            "-n",
+            "pol",
+            "deploy/web",
+            "-c",
+            "linkerd-proxy",
+            "--tail=60"
+        ]),
+        logs(&[
+            "get",
+            "servers.policy.linkerd.io,authorizationpolicies,meshtlsauthentications",
+            "-A",
+            "-o",
+            "wide"
+        ]),
+    )
+}
+
 /// Inbound responses a pod's real proxy counted from one client identity.
 fn inbound_from(pod_ip: &str, client_id: &str) -> f64 {
     let (code, metrics) = http_get_on(pod_ip, 4191, "/metrics");
@@ -2051,11 +2087,22 @@ fn policy_enforced_by_the_real_proxy() {
     assert_eq!(code, 0, "{err}");
     k.apply(&crds);
     available(&k, "linkerd", "deployment", "120s");
+    // Available is not yet reachable: with failurePolicy Ignore a pod
+    // created before the API server can call the injector slips through
+    // unmeshed, and no policy is enforced on it. check's dry-run pod waits
+    // for the real thing.
+    let (code, out, err) = kinject(&k, &["check"]);
+    assert_eq!(code, 0, "kinject check:\n{out}\n{err}");
     k.namespace("pol", &[]);
     for w in ["web", "web-v2"] {
         pol_workload(&k, w, &proxy);
     }
     available(&k, "pol", "deployment", "120s");
+    for w in ["web", "web-v2"] {
+        for pod in pods(&k, "pol", w) {
+            assert!(injected(&pod), "pol/{w} was not injected: {}", pod["spec"]);
+        }
+    }
     let ip_of = |app: &str| -> String {
         pods(&k, "pol", app)
             .into_iter()
@@ -2094,7 +2141,8 @@ spec:
     let (ok, log) = job(&k, "bad-1", "bad", &proxy, true, get);
     assert!(
         !ok && log.contains("403"),
-        "another meshed client gets 403:\n{log}"
+        "another meshed client gets 403:\n{log}\n{}",
+        policy_diagnostics(&k)
     );
     let (ok, log) = job(&k, "plain-1", "plain", &proxy, false, get);
     assert!(!ok, "an unmeshed client is refused:\n{log}");
@@ -2155,5 +2203,39 @@ spec:
     assert!(
         log.contains("504"),
         "the route's 500 ms timeout fired on the 2 s path:\n{log}"
+    );
+
+    // Without a route, the default route carries the Service's own
+    // timeout annotation: the slow path times out, a fast one does not.
+    k.ok(&[
+        "delete",
+        "httproute.gateway.networking.k8s.io",
+        "-n",
+        "pol",
+        "split",
+    ]);
+    k.ok(&[
+        "annotate",
+        "-n",
+        "pol",
+        "service/web",
+        "timeout.linkerd.io/request=500ms",
+    ]);
+    let (ok, log) = job(
+        &k,
+        "good-annotated",
+        "good",
+        &proxy,
+        true,
+        "sleep 3; wget -S -O- http://web.pol.svc.cluster.local/ 2>&1; \
+         wget -S -O- http://web.pol.svc.cluster.local/cgi-bin/slow 2>&1; true",
+    );
+    assert!(ok, "{log}");
+    let statuses: Vec<&str> = log.lines().filter(|l| l.contains("HTTP/")).collect();
+    eprintln!("Service timeout annotation: {}", statuses.join(" | "));
+    assert!(
+        statuses.first().is_some_and(|l| l.contains("200"))
+            && statuses.last().is_some_and(|l| l.contains("504")),
+        "the fast path answered and the Service's 500 ms timeout fired on the 2 s path:\n{log}"
     );
 }
