@@ -120,8 +120,8 @@ fn policy_ref(kind: &str, name: &str) -> serde_json::Value {
 }
 
 /// kinject's status conditions on a route, as `Type=Status Reason`.
-fn route_conditions(k: &Cluster, resource: &str) -> Vec<String> {
-    let r = k.json(&["get", "-n", "apps", resource]);
+fn route_conditions(k: &Cluster, ns: &str, resource: &str) -> Vec<String> {
+    let r = k.json(&["get", "-n", ns, resource]);
     r["status"]["parents"]
         .as_array()
         .into_iter()
@@ -139,11 +139,11 @@ fn route_conditions(k: &Cluster, resource: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_for_conditions(k: &Cluster, resource: &str, want: &[&str]) {
+fn wait_for_conditions(k: &Cluster, ns: &str, resource: &str, want: &[&str]) {
     let want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
     let mut last = Vec::new();
     let got = support::wait_for_opt(Duration::from_secs(10), || {
-        last = route_conditions(k, resource);
+        last = route_conditions(k, ns, resource);
         (last == want).then_some(())
     });
     assert!(got.is_some(), "{resource}: {last:?}, expected {want:?}");
@@ -326,8 +326,7 @@ fn policy_resources_from_the_cluster() {
         );
 
         // The leader writes the route's status, as Linkerd's controller.
-        wait_for_conditions(
-            &k,
+        wait_for_conditions(&k, "apps",
             "httproute.policy.linkerd.io/api",
             &["Accepted=True Accepted", "ResolvedRefs=True ResolvedRefs"],
         );
@@ -395,8 +394,7 @@ fn policy_resources_from_the_cluster() {
         // And deleting that one: back to the default.
         k.ok(&["delete", "server.policy.linkerd.io", "-n", "apps", "web-num"]);
         assert_eq!(next(&mut watch).await.0, default);
-        wait_for_conditions(
-            &k,
+        wait_for_conditions(&k, "apps",
             "httproute.policy.linkerd.io/api",
             &["Accepted=False NoMatchingParent"],
         );
@@ -561,8 +559,7 @@ fn policy_resources_from_the_cluster() {
                 ("Service:web-v2".to_string(), 10, true),
             ]
         );
-        wait_for_conditions(
-            &k,
+        wait_for_conditions(&k, "apps",
             "httproute.gateway.networking.k8s.io/split",
             &["Accepted=True Accepted", "ResolvedRefs=False BackendNotFound"],
         );
@@ -582,5 +579,61 @@ fn policy_resources_from_the_cluster() {
         assert_eq!(meta_name(&routes[0].metadata), "default:http");
         assert_eq!(routes[0].rules[0].retry, None);
         assert_eq!(routes[0].rules[0].timeouts, None);
+
+        // A consumer route: in the client's namespace, naming the Service in
+        // another. It applies to that namespace's clients only.
+        k.namespace("shop", &[]);
+        let mut shop = oc
+            .watch(ob::TrafficSpec {
+                source_workload: "{\"ns\":\"shop\",\"pod\":\"cart-1\"}".into(),
+                target: Some(ob::traffic_spec::Target::Authority(
+                    "web.apps.svc.cluster.local:80".into(),
+                )),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        assert_eq!(meta_name(&next_out(&mut shop).await[0].metadata), "default:http");
+        k.apply(
+            &json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "slow-for-shop", "namespace": "shop"},
+                    "spec": {"parentRefs": [{"group": "core", "kind": "Service", "name": "web",
+                                             "namespace": "apps", "port": 80}],
+                             "rules": [{"timeouts": {"request": "9s"}}]}})
+            .to_string(),
+        );
+        let routes = next_out(&mut shop).await;
+        assert_eq!(meta_name(&routes[0].metadata), "HTTPRoute:slow-for-shop");
+        assert_eq!(
+            routes[0].rules[0].timeouts.as_ref().and_then(|t| t.request),
+            Some(prost_types::Duration { seconds: 9, nanos: 0 })
+        );
+        let Some(meta::metadata::Kind::Resource(r)) =
+            routes[0].metadata.as_ref().and_then(|m| m.kind.as_ref())
+        else {
+            panic!("a resource")
+        };
+        assert_eq!(r.namespace, "shop", "the route's own namespace");
+        kinject_test_support::no_message_within(&mut out, Duration::from_millis(1500)).await;
+        wait_for_conditions(
+            &k,
+            "shop",
+            "httproute.gateway.networking.k8s.io/slow-for-shop",
+            &["Accepted=True Accepted", "ResolvedRefs=True ResolvedRefs"],
+        );
+        k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "shop", "slow-for-shop"]);
+        assert_eq!(meta_name(&next_out(&mut shop).await[0].metadata), "default:http");
+
+        // A source workload that does not parse is refused, not guessed at.
+        let refused = oc
+            .get(ob::TrafficSpec {
+                source_workload: "{\"pod\":\"cart-1\"}".into(),
+                target: Some(ob::traffic_spec::Target::Authority(
+                    "web.apps.svc.cluster.local:80".into(),
+                )),
+            })
+            .await
+            .expect_err("a source workload without a namespace");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     });
 }

@@ -316,6 +316,30 @@ pub fn parse_workload(w: &str) -> Result<ObjKey, String> {
     }
 }
 
+/// The client's namespace from `TrafficSpec.source_workload` (the JSON the
+/// injector renders, with `pod` or `external_workload`, or the legacy
+/// `ns:pod`): its consumer routes apply. Empty names none (producer routes
+/// only); anything else that does not parse is refused, as Linkerd does.
+pub fn source_namespace(w: &str) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Source {
+        ns: String,
+    }
+    let w = w.trim();
+    if w.is_empty() {
+        return Ok(None);
+    }
+    if w.starts_with('{') {
+        let parsed: Source = serde_json::from_str(w)
+            .map_err(|e| format!("the source workload {w:?} is not {{\"ns\":…}}: {e}"))?;
+        if parsed.ns.is_empty() {
+            return Err(format!("the source workload {w:?} names no namespace"));
+        }
+        return Ok(Some(parsed.ns));
+    }
+    parse_workload(w).map(|k| Some(k.namespace))
+}
+
 fn port_of(p: u32) -> Result<u16, String> {
     u16::try_from(p)
         .ok()
@@ -382,6 +406,15 @@ impl ib::inbound_server_policies_server::InboundServerPolicies for InboundServic
 pub struct OutboundService(pub Shared);
 
 impl OutboundService {
+    /// The client's namespace (for its consumer routes), or InvalidArgument.
+    fn client_namespace(&self, spec: &ob::TrafficSpec) -> Result<Option<String>, Status> {
+        source_namespace(&spec.source_workload).map_err(|e| {
+            self.0
+                .metrics
+                .refuse("outbound", Status::invalid_argument(e))
+        })
+    }
+
     /// The Service a target names: its cluster IP, or its name.
     fn service(&self, spec: &ob::TrafficSpec) -> Result<(ObjKey, u16), Status> {
         let sh = &self.0;
@@ -428,8 +461,9 @@ impl ob::outbound_policies_server::OutboundPolicies for OutboundService {
         request: Request<ob::TrafficSpec>,
     ) -> Result<Response<ob::OutboundPolicy>, Status> {
         let (svc, port) = self.service(request.get_ref())?;
+        let client_ns = self.client_namespace(request.get_ref())?;
         let view = self.0.index.service_view(&svc);
-        policy::outbound_policy(&svc, &view, port, &self.0.cfg.policy)
+        policy::outbound_policy(&svc, &view, port, client_ns.as_deref(), &self.0.cfg.policy)
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("Service {svc} is gone")))
     }
@@ -441,7 +475,8 @@ impl ob::outbound_policies_server::OutboundPolicies for OutboundService {
         request: Request<ob::TrafficSpec>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (svc, port) = self.service(request.get_ref())?;
-        debug!(%svc, port, "outbound Watch");
+        let client_ns = self.client_namespace(request.get_ref())?;
+        debug!(%svc, port, client_ns, "outbound Watch");
         let sub = self.0.index.subscribe_service(&svc);
         let cfg = self.0.cfg.clone();
         let mut last = None;
@@ -453,7 +488,7 @@ impl ob::outbound_policies_server::OutboundPolicies for OutboundService {
             move |view| {
                 changed_only(
                     &mut last,
-                    policy::outbound_policy(&svc, view, port, &cfg.policy),
+                    policy::outbound_policy(&svc, view, port, client_ns.as_deref(), &cfg.policy),
                 )
             },
         )))
@@ -501,6 +536,30 @@ mod tests {
             "a:b:c",
         ] {
             assert!(parse_workload(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn source_namespaces() {
+        let ns = |w: &str| source_namespace(w);
+        assert_eq!(
+            ns("{\"ns\":\"shop\",\"pod\":\"cart-1\"}"),
+            Ok(Some("shop".into()))
+        );
+        assert_eq!(
+            ns("{\"ns\":\"shop\",\"external_workload\":\"vm-1\"}"),
+            Ok(Some("shop".into()))
+        );
+        assert_eq!(ns("shop:cart-1"), Ok(Some("shop".into())));
+        assert_eq!(ns(""), Ok(None), "no source: producer routes only");
+        for bad in [
+            "{\"pod\":\"x\"}",
+            "{\"ns\":\"\"}",
+            "{not json",
+            "shop",
+            "a:b:c",
+        ] {
+            assert!(ns(bad).is_err(), "{bad}");
         }
     }
 

@@ -465,15 +465,15 @@ impl State {
         }
     }
 
-    /// The routes whose parent is Service `key` (routes in its namespace).
+    /// The routes whose parent is Service `key`: its namespace's (producer
+    /// routes) and other namespaces' (consumer routes).
     fn routes_of<'a>(
         &'a self,
         key: &'a ObjKey,
     ) -> impl Iterator<Item = &'a crate::policy_model::RouteFacts> + 'a {
         self.policy
-            .namespace(&key.namespace)
-            .into_iter()
-            .flat_map(|ns| ns.routes.values())
+            .namespaces()
+            .flat_map(|(_, ns)| ns.routes.values())
             .filter(move |r| {
                 r.parents
                     .iter()

@@ -362,12 +362,14 @@ fn opaque_route(backend: &ob::Backend) -> ob::OpaqueRoute {
     }
 }
 
-/// The outbound policy for `port` of a Service, or `None` while the Service
+/// The outbound policy for `port` of a Service as a client in `client_ns`
+/// sees it (its namespace's consumer routes), or `None` while the Service
 /// does not exist.
 pub fn outbound_policy(
     svc: &ObjKey,
     view: &ServiceView,
     port: u16,
+    client_ns: Option<&str>,
     cfg: &PolicyConfig,
 ) -> Option<ob::OutboundPolicy> {
     let info = view.service.as_ref()?;
@@ -379,7 +381,7 @@ pub fn outbound_policy(
         ob::proxy_protocol::Kind::Opaque(opaque)
     } else {
         let service = &info.route_defaults;
-        let routes = outbound::routes(svc, view, port, service, cfg)
+        let routes = outbound::routes(svc, view, port, client_ns, service, cfg)
             .unwrap_or_else(|| vec![http_route(&backend, service)]);
         ob::proxy_protocol::Kind::Detect(ob::proxy_protocol::Detect {
             timeout: duration(cfg.detect_timeout),
@@ -580,7 +582,7 @@ mod tests {
             endpoints: Vec::new(),
             ..ServiceView::default()
         };
-        let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
+        let p = outbound_policy(&key, &v, 80, None, &cfg).expect("policy");
         let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
             panic!("detect expected")
         };
@@ -612,12 +614,12 @@ mod tests {
             endpoints: Vec::new(),
             ..ServiceView::default()
         };
-        let p = outbound_policy(&key, &v, 80, &cfg).expect("policy");
+        let p = outbound_policy(&key, &v, 80, None, &cfg).expect("policy");
         assert!(matches!(
             p.protocol.and_then(|p| p.kind),
             Some(ob::proxy_protocol::Kind::Opaque(_))
         ));
-        assert!(outbound_policy(&key, &ServiceView::default(), 80, &cfg).is_none());
+        assert!(outbound_policy(&key, &ServiceView::default(), 80, None, &cfg).is_none());
     }
 
     #[test]
@@ -629,7 +631,7 @@ mod tests {
                 service: Some(Arc::new(info.clone())),
                 ..ServiceView::default()
             };
-            let p = outbound_policy(&key, &v, 80, &PolicyConfig::default()).expect("policy");
+            let p = outbound_policy(&key, &v, 80, None, &PolicyConfig::default()).expect("policy");
             let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
                 panic!("detect expected")
             };

@@ -142,10 +142,13 @@ pub(super) fn retry(r: &Retry) -> ob::http_route::Retry {
     }
 }
 
+/// A route's group, namespace and name.
+type RouteId<'a> = (RouteGroup, &'a str, &'a str);
+
 /// One HTTPRoute as the proxy's route; `service` holds the parent Service's
 /// own retry and timeout annotations, for rules that set none.
 fn route(
-    (group, name): (RouteGroup, &str),
+    (group, ns, name): RouteId<'_>,
     r: &RouteFacts,
     (parent, port): (&ObjKey, u16),
     view: &ServiceView,
@@ -153,7 +156,7 @@ fn route(
     cfg: &PolicyConfig,
 ) -> ob::HttpRoute {
     ob::HttpRoute {
-        metadata: http::route_meta(group, &parent.namespace, name),
+        metadata: http::route_meta(group, ns, name),
         hosts: http::hosts(&r.hostnames),
         rules: r
             .rules
@@ -175,26 +178,36 @@ fn route(
     }
 }
 
-/// The Service port's HTTPRoutes, oldest first; `None` when no route
-/// attaches to it (the default route applies). `service` is the Service's
+/// The HTTPRoutes of the Service port a client in `client_ns` sees, oldest
+/// first; `None` when none attaches (the default route applies). As in
+/// Linkerd, producer routes (in the Service's namespace) apply to every
+/// client, and consumer routes (in another namespace, naming the Service in
+/// theirs) to clients of that namespace only; the proxy then picks among
+/// them by the Gateway API's match precedence. `service` is the Service's
 /// own retry and timeout annotations.
 pub fn routes(
     svc: &ObjKey,
     view: &ServiceView,
     port: u16,
+    client_ns: Option<&str>,
     service: &RouteAnnotations,
     cfg: &PolicyConfig,
 ) -> Option<Vec<ob::HttpRoute>> {
-    let ns = view.policy.namespace(&svc.namespace)?;
-    let mut attached: Vec<(&(RouteGroup, String), &RouteFacts)> = ns
-        .routes
-        .iter()
+    let namespaces =
+        std::iter::once(svc.namespace.as_str()).chain(client_ns.filter(|ns| *ns != svc.namespace));
+    let mut attached: Vec<(RouteId<'_>, &RouteFacts)> = namespaces
+        .filter_map(|ns| Some((ns, view.policy.namespace(ns)?)))
+        .flat_map(|(ns, policy)| {
+            policy
+                .routes
+                .iter()
+                .map(move |((g, name), r)| ((*g, ns, name.as_str()), &**r))
+        })
         .filter(|(_, r)| {
             r.parents.iter().any(|p| {
                 matches!(p, RouteParent::Service(s, p) if s == svc && p.is_none_or(|p| p == port))
             })
         })
-        .map(|(k, r)| (k, &**r))
         .collect();
     if attached.is_empty() {
         return None;
@@ -203,7 +216,7 @@ pub fn routes(
     Some(
         attached
             .into_iter()
-            .map(|((g, name), r)| route((*g, name), r, (svc, port), view, service, cfg))
+            .map(|(id, r)| route(id, r, (svc, port), view, service, cfg))
             .collect(),
     )
 }
