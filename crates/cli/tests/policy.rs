@@ -599,7 +599,8 @@ fn policy_resources_from_the_cluster() {
                     "metadata": {"name": "slow-for-shop", "namespace": "shop"},
                     "spec": {"parentRefs": [{"group": "core", "kind": "Service", "name": "web",
                                              "namespace": "apps", "port": 80}],
-                             "rules": [{"timeouts": {"request": "9s"}}]}})
+                             "rules": [{"timeouts": {"request": "9s"},
+                                        "backendRefs": [{"name": "ghost", "port": 80}]}]}})
             .to_string(),
         );
         let routes = next_out(&mut shop).await;
@@ -614,12 +615,17 @@ fn policy_resources_from_the_cluster() {
             panic!("a resource")
         };
         assert_eq!(r.namespace, "shop", "the route's own namespace");
+        assert_eq!(
+            weights(&routes[0].rules[0]),
+            vec![("Service:ghost".to_string(), 1, true)],
+            "a consumer route's missing backend fails, as a producer route's"
+        );
         kinject_test_support::no_message_within(&mut out, Duration::from_millis(1500)).await;
         wait_for_conditions(
             &k,
             "shop",
             "httproute.gateway.networking.k8s.io/slow-for-shop",
-            &["Accepted=True Accepted", "ResolvedRefs=True ResolvedRefs"],
+            &["Accepted=True Accepted", "ResolvedRefs=False BackendNotFound"],
         );
         k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "shop", "slow-for-shop"]);
         assert_eq!(meta_name(&next_out(&mut shop).await[0].metadata), "default:http");
