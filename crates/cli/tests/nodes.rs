@@ -11,6 +11,11 @@
 //! image built on this machine when `KINJECT_PROXY_IMAGE` names it (and
 //! `KINJECT_PROXY_IMAGE_ARCHIVE` holds it for scripts/cluster.sh to import);
 //! without one they say loudly that the real proxy did not run.
+//!
+//! kinject itself runs from the image `scripts/image.sh` archived (under
+//! `~/.cache/kinject/image`, from the release binary): `scripts/test.sh`
+//! rebuilds it first; run by hand after changing a server, rebuild it too,
+//! or the cluster runs the old servers.
 
 mod support;
 
@@ -1955,10 +1960,24 @@ spec:
     ));
 }
 
-/// Runs `script` in a Job's pod as ServiceAccount `sa` (meshed unless
-/// `meshed` is false) and returns whether it succeeded, and its log.
+/// Runs `script` in a Job's pod in namespace `pol` as ServiceAccount `sa`
+/// (meshed unless `meshed` is false) and returns whether it succeeded, and
+/// its log.
 fn job(
     k: &Cluster,
+    name: &str,
+    sa: &str,
+    proxy: &ProxyImage,
+    meshed: bool,
+    script: &str,
+) -> (bool, String) {
+    job_in(k, "pol", name, sa, proxy, meshed, script)
+}
+
+/// [`job`] in namespace `ns`.
+fn job_in(
+    k: &Cluster,
+    ns: &str,
     name: &str,
     sa: &str,
     proxy: &ProxyImage,
@@ -1974,11 +1993,11 @@ fn job(
     k.apply(&format!(
         r#"apiVersion: v1
 kind: ServiceAccount
-metadata: {{name: {sa}, namespace: pol}}
+metadata: {{name: {sa}, namespace: {ns}}}
 ---
 apiVersion: batch/v1
 kind: Job
-metadata: {{name: {name}, namespace: pol}}
+metadata: {{name: {name}, namespace: {ns}}}
 spec:
   backoffLimit: 0
   template:
@@ -1994,14 +2013,14 @@ spec:
 "#
     ));
     let done = support::wait_for_opt(Duration::from_secs(120), || {
-        let j = k.json(&["get", "job", "-n", "pol", name]);
+        let j = k.json(&["get", "job", "-n", ns, name]);
         let succeeded = j["status"]["succeeded"].as_i64().unwrap_or(0) > 0;
         let failed = j["status"]["failed"].as_i64().unwrap_or(0) > 0;
         (succeeded || failed).then_some(succeeded)
     })
     .unwrap_or_else(|| panic!("job {name} did not finish within 120 s"));
     let logs = k.kubectl(
-        &["logs", "-n", "pol", &format!("job/{name}"), "-c", "task"],
+        &["logs", "-n", ns, &format!("job/{name}"), "-c", "task"],
         None,
     );
     (
@@ -2237,5 +2256,61 @@ spec:
         statuses.first().is_some_and(|l| l.contains("200"))
             && statuses.last().is_some_and(|l| l.contains("504")),
         "the fast path answered and the Service's 500 ms timeout fired on the 2 s path:\n{log}"
+    );
+
+    // A consumer route: in the client's namespace, naming web in pol. It
+    // times out the slow path for clients in `shop` only.
+    k.ok(&[
+        "annotate",
+        "-n",
+        "pol",
+        "service/web",
+        "timeout.linkerd.io/request-",
+    ]);
+    k.namespace("shop", &[]);
+    k.apply(
+        r#"apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: good, namespace: pol}
+spec:
+  identityRefs:
+  - {kind: ServiceAccount, name: good}
+  - {kind: ServiceAccount, name: good, namespace: shop}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: slow-for-shop, namespace: shop}
+spec:
+  parentRefs: [{group: core, kind: Service, name: web, namespace: pol, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /cgi-bin/slow}}]
+    timeouts: {request: 500ms}
+  - {}
+"#,
+    );
+    let slow = "sleep 3; wget -S -O- http://web.pol.svc.cluster.local/cgi-bin/slow 2>&1; true";
+    let status = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("HTTP/"))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let (ok, shop) = job_in(&k, "shop", "shop-slow", "good", &proxy, true, slow);
+    assert!(ok, "{shop}");
+    let (ok, pol) = job(&k, "pol-slow", "good", &proxy, true, slow);
+    assert!(ok, "{pol}");
+    eprintln!(
+        "consumer route: from shop {}, from pol {}",
+        status(&shop),
+        status(&pol)
+    );
+    assert!(
+        status(&shop).contains("504"),
+        "shop's consumer route timed out the 2 s path:\n{shop}"
+    );
+    assert!(
+        status(&pol).contains("200"),
+        "pol's clients do not see shop's route:\n{pol}"
     );
 }
