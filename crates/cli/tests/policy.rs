@@ -409,8 +409,9 @@ fn policy_resources_from_the_cluster() {
             .iter()
             .filter(|c| c["category"] == "kinject-policy")
             .collect();
-        assert_eq!(policy.len(), 2, "{json}");
+        assert_eq!(policy.len(), 3, "{json}");
         assert_eq!(policy[0]["result"], "ok", "the CRDs are installed: {json}");
+        assert_eq!(policy[2]["result"], "ok", "no Service annotation is bad yet: {json}");
         let problems = policy[1]["error"].as_str().unwrap_or_default();
         assert_eq!(policy[1]["result"], "warning", "{json}");
         for said in [
@@ -579,6 +580,23 @@ fn policy_resources_from_the_cluster() {
         assert_eq!(meta_name(&routes[0].metadata), "default:http");
         assert_eq!(routes[0].rules[0].retry, None);
         assert_eq!(routes[0].rules[0].timeouts, None);
+        // ... and `kinject check` names it.
+        let (_, json, _) = kinject_cli(&k, &["check", "--wait", "0s", "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("check's JSON");
+        let line = v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["description"] == "Services' retry and timeout annotations are valid")
+            .unwrap_or_else(|| panic!("no such check line: {json}"));
+        assert_eq!(line["result"], "warning", "{json}");
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Service apps/web: timeout.linkerd.io/idle: \"soon\" is not a duration"),
+            "{line}"
+        );
 
         // A consumer route: in the client's namespace, naming the Service in
         // another. It applies to that namespace's clients only.

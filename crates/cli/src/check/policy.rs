@@ -1,10 +1,13 @@
 //! The policy checks: Linkerd's policy CRDs are there, and the policy
 //! resources refer to what exists (a Server that selects no pod, an
 //! AuthorizationPolicy whose target or authentication is missing or
-//! refused: each grants nothing, which an operator should know). The
-//! objects are judged by destination's own reading of them.
+//! refused: each grants nothing, which an operator should know), and
+//! Services' retry and timeout annotations parse (one that does not applies
+//! none of them). The objects are judged by destination's own reading of
+//! them.
 
 use super::*;
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Checker) {
@@ -63,4 +66,77 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
         },
     )
     .await;
+    c.run(
+        cat,
+        "Services' retry and timeout annotations are valid",
+        Kind::Normal,
+        || async {
+            let services = match timed(
+                "LIST services",
+                Api::<Service>::all(client.clone()).list(&ListParams::default()),
+            )
+            .await
+            {
+                Ok(list) => list.items,
+                Err(e) => return fail(e),
+            };
+            let bad = bad_route_annotations(&services);
+            if bad.is_empty() {
+                Status::Ok
+            } else {
+                Status::Warning(format!(
+                    "{}: none of that Service's retry.linkerd.io/* and timeout.linkerd.io/* \
+                     apply until the value is fixed (kubectl annotate --overwrite)",
+                    bad.join("; ")
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+/// Each Service whose retry or timeout annotation destination refuses, with
+/// why.
+fn bad_route_annotations(services: &[Service]) -> Vec<String> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let why = kinject_destination::model::service_info(s).bad_annotation?;
+            Some(format!(
+                "Service {}/{}: {why}",
+                s.namespace().unwrap_or_default(),
+                s.name_any()
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_with_bad_route_annotations_are_named() {
+        let svc = |name: &str, annotations: &[(&str, &str)]| {
+            let mut s = Service::default();
+            s.metadata.namespace = Some("apps".into());
+            s.metadata.name = Some(name.into());
+            s.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            s
+        };
+        let services = [
+            svc("plain", &[]),
+            svc("good", &[("retry.linkerd.io/http", "5xx")]),
+            svc("typo", &[("retry.linkerd.io/limit", "three")]),
+        ];
+        assert_eq!(
+            bad_route_annotations(&services),
+            ["Service apps/typo: retry.linkerd.io/limit: \"three\" is not a number"]
+        );
+    }
 }
