@@ -587,7 +587,9 @@ fn policy_resources_from_the_cluster() {
             .as_array()
             .expect("checks")
             .iter()
-            .find(|c| c["description"] == "Services' retry and timeout annotations are valid")
+            .find(|c| {
+                c["description"] == "Services' retry, timeout and circuit-breaker annotations are valid"
+            })
             .unwrap_or_else(|| panic!("no such check line: {json}"));
         assert_eq!(line["result"], "warning", "{json}");
         assert!(
@@ -647,6 +649,30 @@ fn policy_resources_from_the_cluster() {
         );
         k.ok(&["delete", "httproute.gateway.networking.k8s.io", "-n", "shop", "slow-for-shop"]);
         assert_eq!(meta_name(&next_out(&mut shop).await[0].metadata), "default:http");
+
+        // Linkerd's circuit breaker on the Service reaches HTTP/1 and HTTP/2.
+        k.ok(&[
+            "annotate", "--overwrite", "-n", "apps", "service/web", "timeout.linkerd.io/idle-",
+            "balancer.linkerd.io/failure-accrual=consecutive",
+            "balancer.linkerd.io/failure-accrual-consecutive-max-failures=3",
+        ]);
+        let p = kinject_test_support::next_message(&mut out, Duration::from_secs(10)).await;
+        let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
+            panic!("detect expected")
+        };
+        for accrual in [
+            d.http1.and_then(|h| h.failure_accrual),
+            d.http2.and_then(|h| h.failure_accrual),
+        ] {
+            match accrual.and_then(|a| a.kind) {
+                Some(ob::failure_accrual::Kind::ConsecutiveFailures(c)) => {
+                    assert_eq!(c.max_failures, 3);
+                    let b = c.backoff.expect("backoff");
+                    assert_eq!(b.max_backoff, Some(prost_types::Duration { seconds: 60, nanos: 0 }));
+                }
+                other => panic!("consecutive failures expected: {other:?}"),
+            }
+        }
 
         // A source workload that does not parse is refused, not guessed at.
         let refused = oc

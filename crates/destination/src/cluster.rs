@@ -173,9 +173,9 @@ pub async fn run(
             synced.clone(),
             move |s: &Service| {
                 let info = model::service_info(s);
-                if let Some(why) = &info.bad_annotation {
+                for why in &info.bad_annotations {
                     warn!(service = %key_of(s), %why,
-                          "retry and timeout annotations not applied; fix the value");
+                          "annotations not applied; fix the value");
                 }
                 a.apply_service(key_of(s), info)
             },

@@ -11,7 +11,9 @@ use kinject_mesh::labels::{
 use kinject_mesh::parse::{self, PortRange};
 use serde::Deserialize;
 
-use crate::route_annotations::{BadAnnotation, RouteAnnotations, route_annotations};
+use crate::route_annotations::{
+    BadAnnotation, FailureAccrual, RouteAnnotations, failure_accrual, route_annotations,
+};
 
 const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-inbound-port";
 const ADMIN_PORT_ANNOTATION: &str = "config.linkerd.io/proxy-admin-port";
@@ -91,9 +93,13 @@ pub struct ServiceInfo {
     /// The Service's `retry.linkerd.io/*` and `timeout.linkerd.io/*`: for
     /// its default route and the rules of its HTTPRoutes that set none.
     pub route_defaults: RouteAnnotations,
-    /// Why those annotations were not applied (a value that does not parse:
-    /// none of them is, as Linkerd does, and the watch logs it).
-    pub bad_annotation: Option<BadAnnotation>,
+    /// `balancer.linkerd.io/failure-accrual: consecutive`: the proxies'
+    /// circuit breaker for the Service's endpoints.
+    pub failure_accrual: Option<FailureAccrual>,
+    /// Why some of those annotations were not applied (a value that does not
+    /// parse: none of its set, retries and timeouts or the breaker, applies,
+    /// as Linkerd does; the watch logs it and `check` names it).
+    pub bad_annotations: Vec<BadAnnotation>,
 }
 
 impl ServiceInfo {
@@ -259,11 +265,9 @@ pub fn pod_info(pod: &Pod, control_ns: &str) -> PodInfo {
 
 pub fn service_info(svc: &Service) -> ServiceInfo {
     let spec = svc.spec.as_ref();
-    let route_defaults = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .map_or(Ok(RouteAnnotations::default()), route_annotations);
+    let annotations = svc.metadata.annotations.as_ref();
+    let route_defaults = annotations.map_or(Ok(RouteAnnotations::default()), route_annotations);
+    let failure_accrual = annotations.map_or(Ok(None), failure_accrual);
     let mut cluster_ips: Vec<IpAddr> = spec
         .and_then(|s| s.cluster_ips.as_ref())
         .into_iter()
@@ -295,7 +299,11 @@ pub fn service_info(svc: &Service) -> ServiceInfo {
             .unwrap_or_default(),
         external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
         route_defaults: route_defaults.clone().unwrap_or_default(),
-        bad_annotation: route_defaults.err(),
+        failure_accrual: failure_accrual.clone().ok().flatten(),
+        bad_annotations: [route_defaults.err(), failure_accrual.err()]
+            .into_iter()
+            .flatten()
+            .collect(),
     }
 }
 

@@ -1,9 +1,10 @@
-//! Linkerd's retry and timeout annotations (`retry.linkerd.io/*`,
-//! `timeout.linkerd.io/*`) and the Gateway API duration syntax they are
-//! written in. The same annotations go on an HTTPRoute (for its rules) or
-//! on a Service (for every route to it that sets none, and its default
-//! route), so both `model.rs` and `policy_model.rs` read them from here.
-//! Pure parsing: no Kubernetes object, no protobuf.
+//! Linkerd's outbound annotations: retries and timeouts (`retry.linkerd.io/*`,
+//! `timeout.linkerd.io/*`), and a Service's circuit breaker
+//! (`balancer.linkerd.io/failure-accrual*`), with the Gateway API duration
+//! syntax they are written in. Retries and timeouts go on an HTTPRoute (for
+//! its rules) or on a Service (for every route to it that sets none, and its
+//! default route), so both `model.rs` and `policy_model.rs` read them from
+//! here. Pure parsing: no Kubernetes object, no protobuf.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -131,6 +132,91 @@ pub fn route_annotations(a: &BTreeMap<String, String>) -> Result<RouteAnnotation
     })
 }
 
+/// Linkerd's consecutive-failures circuit breaker of a Service's endpoints:
+/// after `max_failures` failures in a row an endpoint is left out for a
+/// penalty growing from `min_penalty` to `max_penalty`, jittered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureAccrual {
+    pub max_failures: u32,
+    pub min_penalty: Duration,
+    pub max_penalty: Duration,
+    /// The jitter ratio in thousandths (0.5 is 500), so the facts stay `Eq`.
+    pub jitter_millis: u32,
+}
+
+const ACCRUAL: &str = "balancer.linkerd.io/failure-accrual";
+const ACCRUAL_MAX_FAILURES: &str = "balancer.linkerd.io/failure-accrual-consecutive-max-failures";
+const ACCRUAL_MIN_PENALTY: &str = "balancer.linkerd.io/failure-accrual-consecutive-min-penalty";
+const ACCRUAL_MAX_PENALTY: &str = "balancer.linkerd.io/failure-accrual-consecutive-max-penalty";
+const ACCRUAL_JITTER: &str = "balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio";
+
+/// A Service's `balancer.linkerd.io/failure-accrual: consecutive` and its
+/// parameters, with Linkerd's defaults (7 failures, 1 s to 1 m, jitter 0.5);
+/// `None` without the annotation. Only the `consecutive` mode is known: any
+/// other is an error rather than no breaker the operator did not ask for.
+pub fn failure_accrual(
+    a: &BTreeMap<String, String>,
+) -> Result<Option<FailureAccrual>, BadAnnotation> {
+    let Some(mode) = a.get(ACCRUAL) else {
+        return Ok(None);
+    };
+    if mode.trim() != "consecutive" {
+        return Err(BadAnnotation {
+            key: ACCRUAL,
+            why: format!("{mode:?} is not a mode kinject knows (consecutive)"),
+        });
+    }
+    let bad = |key: &'static str, why: String| BadAnnotation { key, why };
+    let max_failures = a
+        .get(ACCRUAL_MAX_FAILURES)
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| bad(ACCRUAL_MAX_FAILURES, format!("{v:?} is not a number")))
+        })
+        .transpose()?
+        .unwrap_or(7);
+    let penalty = |key: &'static str, default: Duration| {
+        a.get(key)
+            .map(|v| gateway_duration(v).map_err(|e| bad(key, e.to_string())))
+            .transpose()
+            .map(|d| d.unwrap_or(default))
+    };
+    let min_penalty = penalty(ACCRUAL_MIN_PENALTY, Duration::from_secs(1))?;
+    let max_penalty = penalty(ACCRUAL_MAX_PENALTY, Duration::from_secs(60))?;
+    if max_penalty.is_zero() || min_penalty > max_penalty {
+        return Err(bad(
+            ACCRUAL_MAX_PENALTY,
+            format!(
+                "{max_penalty:?} must be above zero and at least the min-penalty {min_penalty:?}"
+            ),
+        ));
+    }
+    let jitter = a
+        .get(ACCRUAL_JITTER)
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|j| (0.0..=100.0).contains(j))
+                .ok_or_else(|| {
+                    bad(
+                        ACCRUAL_JITTER,
+                        format!("{v:?} is not a ratio from 0 to 100"),
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or(0.5);
+    Ok(Some(FailureAccrual {
+        max_failures,
+        min_penalty,
+        max_penalty,
+        // In range by the check above: at most 100,000.
+        jitter_millis: (jitter * 1000.0).round() as u32,
+    }))
+}
+
 /// A Gateway API duration: up to four `<n><unit>` parts (`1h30m`, `500ms`).
 pub fn gateway_duration(s: &str) -> Result<Duration, NotADuration> {
     let bad = || NotADuration(s.to_string());
@@ -219,6 +305,54 @@ mod tests {
         assert_eq!(gateway_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "10", "s", "1x", "1h1m1s1ms1s", "-1s"] {
             assert!(gateway_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn linkerds_failure_accrual() {
+        let a = |pairs: &[(&str, &str)]| {
+            failure_accrual(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(a(&[]), Ok(None));
+        assert_eq!(
+            a(&[(ACCRUAL, "consecutive")]),
+            Ok(Some(FailureAccrual {
+                max_failures: 7,
+                min_penalty: Duration::from_secs(1),
+                max_penalty: Duration::from_secs(60),
+                jitter_millis: 500,
+            })),
+            "Linkerd's defaults"
+        );
+        assert_eq!(
+            a(&[
+                (ACCRUAL, "consecutive"),
+                (ACCRUAL_MAX_FAILURES, "3"),
+                (ACCRUAL_MIN_PENALTY, "250ms"),
+                (ACCRUAL_MAX_PENALTY, "10s"),
+                (ACCRUAL_JITTER, "0.25"),
+            ]),
+            Ok(Some(FailureAccrual {
+                max_failures: 3,
+                min_penalty: Duration::from_millis(250),
+                max_penalty: Duration::from_secs(10),
+                jitter_millis: 250,
+            }))
+        );
+        for bad in [
+            &[(ACCRUAL, "sometimes")][..],
+            &[(ACCRUAL, "consecutive"), (ACCRUAL_MAX_FAILURES, "-1")],
+            &[(ACCRUAL, "consecutive"), (ACCRUAL_MIN_PENALTY, "2m")],
+            &[(ACCRUAL, "consecutive"), (ACCRUAL_MAX_PENALTY, "0s")],
+            &[(ACCRUAL, "consecutive"), (ACCRUAL_JITTER, "-0.1")],
+            &[(ACCRUAL, "consecutive"), (ACCRUAL_JITTER, "NaN")],
+        ] {
+            assert!(a(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -68,7 +68,7 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
     .await;
     c.run(
         cat,
-        "Services' retry and timeout annotations are valid",
+        "Services' retry, timeout and circuit-breaker annotations are valid",
         Kind::Normal,
         || async {
             let services = match timed(
@@ -85,8 +85,9 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
                 Status::Ok
             } else {
                 Status::Warning(format!(
-                    "{}: none of that Service's retry.linkerd.io/* and timeout.linkerd.io/* \
-                     apply until the value is fixed (kubectl annotate --overwrite)",
+                    "{}: none of that Service's annotations of the same set (retry.linkerd.io/* \
+                     and timeout.linkerd.io/*, or balancer.linkerd.io/failure-accrual*) apply \
+                     until the value is fixed (kubectl annotate --overwrite)",
                     bad.join("; ")
                 ))
             }
@@ -100,13 +101,17 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
 fn bad_route_annotations(services: &[Service]) -> Vec<String> {
     services
         .iter()
-        .filter_map(|s| {
-            let why = kinject_destination::model::service_info(s).bad_annotation?;
-            Some(format!(
-                "Service {}/{}: {why}",
-                s.namespace().unwrap_or_default(),
-                s.name_any()
-            ))
+        .flat_map(|s| {
+            kinject_destination::model::service_info(s)
+                .bad_annotations
+                .into_iter()
+                .map(|why| {
+                    format!(
+                        "Service {}/{}: {why}",
+                        s.namespace().unwrap_or_default(),
+                        s.name_any()
+                    )
+                })
         })
         .collect()
 }
@@ -133,10 +138,17 @@ mod tests {
             svc("plain", &[]),
             svc("good", &[("retry.linkerd.io/http", "5xx")]),
             svc("typo", &[("retry.linkerd.io/limit", "three")]),
+            svc(
+                "breaker",
+                &[("balancer.linkerd.io/failure-accrual", "sometimes")],
+            ),
         ];
         assert_eq!(
             bad_route_annotations(&services),
-            ["Service apps/typo: retry.linkerd.io/limit: \"three\" is not a number"]
+            [
+                "Service apps/typo: retry.linkerd.io/limit: \"three\" is not a number",
+                "Service apps/breaker: balancer.linkerd.io/failure-accrual: \"sometimes\" is not a mode kinject knows (consecutive)"
+            ]
         );
     }
 }

@@ -32,7 +32,7 @@ use linkerd2_proxy_api::outbound as ob;
 use crate::index::{PodView, ServiceView};
 use crate::model::ObjKey;
 use crate::model::PodInfo;
-use crate::route_annotations::RouteAnnotations;
+use crate::route_annotations::{FailureAccrual, RouteAnnotations};
 pub use kinject_mesh::settings::InboundPolicy;
 
 /// What every policy depends on besides the cluster's objects.
@@ -362,6 +362,24 @@ fn opaque_route(backend: &ob::Backend) -> ob::OpaqueRoute {
     }
 }
 
+/// Linkerd's consecutive-failures breaker as the proxy's failure accrual.
+fn failure_accrual(f: &FailureAccrual) -> ob::FailureAccrual {
+    use ob::failure_accrual::{ConsecutiveFailures, Kind};
+    ob::FailureAccrual {
+        kind: Some(Kind::ConsecutiveFailures(ConsecutiveFailures {
+            max_failures: f.max_failures,
+            backoff: Some(ob::ExponentialBackoff {
+                min_backoff: duration(f.min_penalty),
+                max_backoff: duration(f.max_penalty),
+                // Thousandths, at most 100,000: exact in an f32.
+                jitter_ratio: f.jitter_millis as f32 / 1000.0,
+                respect_retry_after_hint: false,
+            }),
+        })),
+        ejection: None,
+    }
+}
+
 /// The outbound policy for `port` of a Service as a client in `client_ns`
 /// sees it (its namespace's consumer routes), or `None` while the Service
 /// does not exist.
@@ -388,11 +406,11 @@ pub fn outbound_policy(
             opaque: Some(opaque),
             http1: Some(ob::proxy_protocol::Http1 {
                 routes: routes.clone(),
-                ..Default::default()
+                failure_accrual: info.failure_accrual.as_ref().map(failure_accrual),
             }),
             http2: Some(ob::proxy_protocol::Http2 {
                 routes,
-                ..Default::default()
+                failure_accrual: info.failure_accrual.as_ref().map(failure_accrual),
             }),
         })
     };
@@ -620,6 +638,59 @@ mod tests {
             Some(ob::proxy_protocol::Kind::Opaque(_))
         ));
         assert!(outbound_policy(&key, &ServiceView::default(), 80, None, &cfg).is_none());
+    }
+
+    #[test]
+    fn a_services_failure_accrual_reaches_http1_and_http2() {
+        let key = ObjKey::new("app", "web");
+        let accrual = |info: ServiceInfo| {
+            let v = ServiceView {
+                service: Some(Arc::new(info)),
+                ..ServiceView::default()
+            };
+            let p = outbound_policy(&key, &v, 80, None, &PolicyConfig::default()).expect("policy");
+            let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
+                panic!("detect expected")
+            };
+            let (h1, h2) = (d.http1.expect("http1"), d.http2.expect("http2"));
+            assert_eq!(h1.failure_accrual, h2.failure_accrual);
+            h1.failure_accrual
+        };
+        assert_eq!(
+            accrual(ServiceInfo::default()),
+            None,
+            "no breaker unless asked"
+        );
+        let got = accrual(ServiceInfo {
+            failure_accrual: Some(FailureAccrual {
+                max_failures: 3,
+                min_penalty: Duration::from_millis(250),
+                max_penalty: Duration::from_secs(10),
+                jitter_millis: 250,
+            }),
+            ..ServiceInfo::default()
+        });
+        let Some(ob::failure_accrual::Kind::ConsecutiveFailures(c)) = got.and_then(|f| f.kind)
+        else {
+            panic!("consecutive failures")
+        };
+        assert_eq!(c.max_failures, 3);
+        let b = c.backoff.expect("backoff");
+        assert_eq!(
+            b.min_backoff,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 250_000_000
+            })
+        );
+        assert_eq!(
+            b.max_backoff,
+            Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0
+            })
+        );
+        assert_eq!(b.jitter_ratio, 0.25);
     }
 
     #[test]
