@@ -24,7 +24,7 @@ sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # rebuilds the images.
 cargo build -q -p kinject-proxy-standin >&2
 standin=target/debug/proxy-standin
-stamp="5 $(sha256sum "$standin" | cut -c1-16)"
+stamp="6 $(sha256sum "$standin" | cut -c1-16)"
 if [[ -f $out/pause.oci.tar && -f $out/app.oci.tar && -f $out/proxy-standin.oci.tar && $(cat "$out/test-images.stamp" 2>/dev/null) == "$stamp" ]]; then
   echo "$out"
   exit 0
@@ -86,6 +86,16 @@ app_rootfs() {
   install -d "$1/www/cgi-bin"
   printf '#!/bin/sh\nsleep 2\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow\\n"\n' >"$1/www/cgi-bin/slow"
   chmod 0755 "$1/www/cgi-bin/slow"
+  # An answer that fails on web-v2's pods only (500) and succeeds elsewhere,
+  # for circuit breaking: a whole status line, which httpd passes through.
+  cat >"$1/www/cgi-bin/flaky" <<'SH'
+#!/bin/sh
+case "$(hostname)" in
+web-v2-*) printf 'HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nflaky\n' ;;
+*) printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsteady\n' ;;
+esac
+SH
+  chmod 0755 "$1/www/cgi-bin/flaky"
 }
 
 # Runs as any user (the injector sets 2102, and 65534 for init) on a

@@ -1944,7 +1944,7 @@ spec:
   replicas: 1
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}, annotations: {annotations}}}
+    metadata: {{labels: {{app: {name}, tier: backend}}, annotations: {annotations}}}
     spec:
       serviceAccountName: {name}
       terminationGracePeriodSeconds: 1
@@ -2256,6 +2256,49 @@ spec:
         statuses.first().is_some_and(|l| l.contains("200"))
             && statuses.last().is_some_and(|l| l.contains("504")),
         "the fast path answered and the Service's 500 ms timeout fired on the 2 s path:\n{log}"
+    );
+
+    // Linkerd's circuit breaker: Service `backend` spans web (200 on
+    // /cgi-bin/flaky) and web-v2 (500). Without a breaker about half of
+    // the requests fail; with one, web-v2 is left out after 3 failures in a
+    // row, for 30 s and more.
+    k.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: pol}
+spec:
+  selector: {tier: backend}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#,
+    );
+    let flaky = "sleep 3; i=0; while [ $i -lt 100 ]; do \
+                 wget -q -O /dev/null http://backend.pol.svc.cluster.local/cgi-bin/flaky || echo FAILED; \
+                 i=$((i+1)); done";
+    let failed = |log: &str| log.lines().filter(|l| l.contains("FAILED")).count();
+    let (_, open) = job(&k, "flaky-open", "good", &proxy, true, flaky);
+    k.ok(&[
+        "annotate",
+        "-n",
+        "pol",
+        "service/backend",
+        "balancer.linkerd.io/failure-accrual=consecutive",
+        "balancer.linkerd.io/failure-accrual-consecutive-max-failures=3",
+        "balancer.linkerd.io/failure-accrual-consecutive-min-penalty=30s",
+        "balancer.linkerd.io/failure-accrual-consecutive-max-penalty=60s",
+    ]);
+    let (_, broken) = job(&k, "flaky-breaker", "good", &proxy, true, flaky);
+    eprintln!(
+        "circuit breaker: {} of 100 failed without, {} with failure accrual",
+        failed(&open),
+        failed(&broken)
+    );
+    assert!(
+        failed(&open) >= 20,
+        "without a breaker web-v2 takes its share:\n{open}"
+    );
+    assert!(
+        failed(&broken) <= 10,
+        "the breaker left web-v2 out after 3 failures in a row:\n{broken}"
     );
 
     // A consumer route: in the client's namespace, naming web in pol. It

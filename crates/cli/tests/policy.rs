@@ -580,7 +580,13 @@ fn policy_resources_from_the_cluster() {
         assert_eq!(meta_name(&routes[0].metadata), "default:http");
         assert_eq!(routes[0].rules[0].retry, None);
         assert_eq!(routes[0].rules[0].timeouts, None);
-        // ... and `kinject check` names it.
+        // ... and `kinject check` names it, in its table as in JSON.
+        let (code, table, err) = kinject_cli(&k, &["check", "--wait", "0s"], None);
+        assert!(
+            table.contains("kinject-policy: Services' outbound annotations are valid...")
+                && table.contains("[warning]"),
+            "exit {code}: {table}\n{err}"
+        );
         let (_, json, _) = kinject_cli(&k, &["check", "--wait", "0s", "-o", "json"], None);
         let v: serde_json::Value = serde_json::from_str(&json).expect("check's JSON");
         let line = v["checks"]
@@ -588,7 +594,7 @@ fn policy_resources_from_the_cluster() {
             .expect("checks")
             .iter()
             .find(|c| {
-                c["description"] == "Services' retry, timeout and circuit-breaker annotations are valid"
+                c["description"] == "Services' outbound annotations are valid"
             })
             .unwrap_or_else(|| panic!("no such check line: {json}"));
         assert_eq!(line["result"], "warning", "{json}");

@@ -68,7 +68,7 @@ pub(super) async fn policy_checks(client: &kube::Client, ns: &str, c: &mut Check
     .await;
     c.run(
         cat,
-        "Services' retry, timeout and circuit-breaker annotations are valid",
+        "Services' outbound annotations are valid",
         Kind::Normal,
         || async {
             let services = match timed(
