@@ -356,6 +356,52 @@ mod tests {
         }
     }
 
+    mod fuzz {
+        //! Whatever text an annotation holds, the parsers answer a value or
+        //! a refusal, never a panic.
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: [&str; 11] = [
+            RETRY_LIMIT,
+            RETRY_HTTP,
+            RETRY_TIMEOUT,
+            TIMEOUT_REQUEST,
+            TIMEOUT_RESPONSE,
+            TIMEOUT_IDLE,
+            ACCRUAL,
+            ACCRUAL_MAX_FAILURES,
+            ACCRUAL_MIN_PENALTY,
+            ACCRUAL_MAX_PENALTY,
+            ACCRUAL_JITTER,
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,24}",
+                "[0-9.,eE+-]{0,12}",
+                "[0-9]{1,22}(ms|s|m|h)",
+                Just("consecutive".to_string()),
+                Just("5xx,gateway-error,429,500-504".to_string()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_annotations_are_values_or_refused(
+                pairs in proptest::collection::vec((0..KEYS.len(), value()), 0..8)
+            ) {
+                let a: BTreeMap<String, String> =
+                    pairs.into_iter().map(|(k, v)| (KEYS[k].to_string(), v)).collect();
+                let _ = route_annotations(&a);
+                if let Ok(Some(f)) = failure_accrual(&a) {
+                    prop_assert!(f.min_penalty <= f.max_penalty);
+                    prop_assert!(f.jitter_millis <= 100_000);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_bad_value_is_named_by_its_key() {
         let bad = route_annotations(&BTreeMap::from([(
