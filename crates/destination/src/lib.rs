@@ -3,8 +3,9 @@
 //! - `Destination/Get` and `GetProfile` (`endpoints.rs`): a Service's ready
 //!   endpoints, each meshed one with its TLS identity and protocol hint;
 //! - `InboundServerPolicies/WatchPort` and `OutboundPolicies/Watch`
-//!   (`policy.rs`): default inbound policies with probe routes, and one
-//!   route per protocol to a Service's endpoints.
+//!   (`policy/`): Linkerd's Servers and authorizations, else the default
+//!   inbound policy, with probe routes; a Service's HTTPRoutes (producer
+//!   and consumer), else one route per protocol to its endpoints.
 //!
 //! Layers: `route_annotations.rs` (Linkerd's retry and timeout annotations,
 //! pure) → `model.rs` (object facts, pure) → `index.rs` (the shared view

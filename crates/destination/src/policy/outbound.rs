@@ -1,8 +1,10 @@
-//! Outbound HTTP routes from the HTTPRoutes whose parent is a Service (in
-//! the Service's namespace, on its port or all ports): matches, filters,
-//! weighted backends (a traffic split) and timeouts. A backend Service that
-//! does not exist is answered with a 500 on its share of the traffic, as
-//! Linkerd does, never by silently sending it elsewhere.
+//! Outbound HTTP routes from the HTTPRoutes whose parent is a Service, on
+//! its port or all ports: the producer routes of the Service's namespace and
+//! the consumer routes of the client's. Matches, filters, weighted backends
+//! (a traffic split), timeouts and retries, with the Service's own retry and
+//! timeout annotations for rules that set none. A backend Service that does
+//! not exist is answered with a 500 on its share of the traffic, as Linkerd
+//! does, never by silently sending it elsewhere.
 
 use linkerd2_proxy_api::http_route as hr;
 use linkerd2_proxy_api::outbound as ob;
