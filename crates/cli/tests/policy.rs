@@ -580,6 +580,16 @@ fn policy_resources_from_the_cluster() {
         assert_eq!(meta_name(&routes[0].metadata), "default:http");
         assert_eq!(routes[0].rules[0].retry, None);
         assert_eq!(routes[0].rules[0].timeouts, None);
+        // ... logged and counted ...
+        assert!(
+            dst.log().contains("timeout.linkerd.io/idle") && dst.log().contains("annotations not applied"),
+            "{}",
+            dst.log()
+        );
+        assert_eq!(
+            support::metric(dst.admin, "kinject_destination_service_annotations_refused "),
+            Some(1.0)
+        );
         // ... and `kinject check` names it, in its table as in JSON.
         let (code, table, err) = kinject_cli(&k, &["check", "--wait", "0s"], None);
         assert!(
@@ -663,6 +673,11 @@ fn policy_resources_from_the_cluster() {
             "balancer.linkerd.io/failure-accrual-consecutive-max-failures=3",
         ]);
         let p = kinject_test_support::next_message(&mut out, Duration::from_secs(10)).await;
+        assert_eq!(
+            support::metric(dst.admin, "kinject_destination_service_annotations_refused "),
+            Some(0.0),
+            "the fixed Service is no longer counted"
+        );
         let Some(ob::proxy_protocol::Kind::Detect(d)) = p.protocol.and_then(|p| p.kind) else {
             panic!("detect expected")
         };

@@ -140,6 +140,7 @@ pub async fn run(
     control_ns: String,
     modern_slices: bool,
     synced: Synced,
+    bad_annotations: Gauge<i64>,
 ) {
     let cfg = watcher::Config::default();
     let pods = {
@@ -167,6 +168,13 @@ pub async fn run(
     };
     let services = {
         let (a, b, c) = (index.clone(), index.clone(), index.clone());
+        let count =
+            |i: &Index| i64::try_from(i.services_with_bad_annotations()).unwrap_or(i64::MAX);
+        let (ga, gb, gc) = (
+            bad_annotations.clone(),
+            bad_annotations.clone(),
+            bad_annotations,
+        );
         follow(
             "services",
             watcher(Api::<Service>::all(client.clone()), cfg.clone()).default_backoff(),
@@ -177,11 +185,18 @@ pub async fn run(
                     warn!(service = %key_of(s), %why,
                           "annotations not applied; fix the value");
                 }
-                a.apply_service(key_of(s), info)
+                a.apply_service(key_of(s), info);
+                ga.set(count(&a));
             },
-            move |s: &Service| b.delete_service(&key_of(s)),
+            move |s: &Service| {
+                b.delete_service(&key_of(s));
+                gb.set(count(&b));
+            },
             key_of,
-            move |keep| c.retain_services(keep),
+            move |keep| {
+                c.retain_services(keep);
+                gc.set(count(&c));
+            },
         )
     };
     let slices = {

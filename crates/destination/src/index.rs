@@ -68,6 +68,8 @@ struct State {
     policy: PolicySnapshot,
     service_watches: HashMap<ObjKey, watch::Sender<Arc<ServiceView>>>,
     pod_watches: HashMap<ObjKey, watch::Sender<Arc<PodView>>>,
+    /// How many Services have an annotation destination refused.
+    services_with_bad_annotations: usize,
 }
 
 /// The shared index. Cheap to clone.
@@ -149,6 +151,10 @@ impl Index {
         }
         let old = s.services.insert(key.clone(), info.clone());
         let existed = old.is_some();
+        let was_bad = old.as_ref().is_some_and(|o| !o.bad_annotations.is_empty());
+        let is_bad = !info.bad_annotations.is_empty();
+        s.services_with_bad_annotations =
+            s.services_with_bad_annotations + usize::from(is_bad) - usize::from(was_bad);
         if let Some(old) = old {
             for ip in &old.cluster_ips {
                 if s.cluster_ips.get(ip) == Some(&key) {
@@ -169,6 +175,9 @@ impl Index {
     pub fn delete_service(&self, key: &ObjKey) {
         let mut s = self.lock();
         if let Some(old) = s.services.remove(key) {
+            if !old.bad_annotations.is_empty() {
+                s.services_with_bad_annotations -= 1;
+            }
             for ip in &old.cluster_ips {
                 if s.cluster_ips.get(ip) == Some(key) {
                     s.cluster_ips.remove(ip);
@@ -297,6 +306,12 @@ impl Index {
         for k in gone {
             self.delete_pod(&k);
         }
+    }
+
+    /// How many Services have a retry, timeout or failure-accrual
+    /// annotation that was refused (none of its set applies).
+    pub fn services_with_bad_annotations(&self) -> usize {
+        self.lock().services_with_bad_annotations
     }
 
     pub fn retain_services(&self, keep: &HashSet<ObjKey>) {
@@ -650,5 +665,38 @@ impl<T> Drop for Subscription<T> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route_annotations::BadAnnotation;
+
+    #[test]
+    fn services_with_bad_annotations_are_counted() {
+        let index = Index::new();
+        let bad = || ServiceInfo {
+            bad_annotations: vec![BadAnnotation {
+                key: "timeout.linkerd.io/idle",
+                why: "soon".into(),
+            }],
+            ..ServiceInfo::default()
+        };
+        let (a, b) = (ObjKey::new("apps", "a"), ObjKey::new("apps", "b"));
+        index.apply_service(a.clone(), bad());
+        index.apply_service(b.clone(), bad());
+        index.apply_service(a.clone(), bad());
+        assert_eq!(
+            index.services_with_bad_annotations(),
+            2,
+            "an update is not a second"
+        );
+        index.apply_service(a.clone(), ServiceInfo::default());
+        assert_eq!(index.services_with_bad_annotations(), 1, "fixed");
+        index.delete_service(&b);
+        assert_eq!(index.services_with_bad_annotations(), 0, "gone");
+        index.delete_service(&b);
+        assert_eq!(index.services_with_bad_annotations(), 0);
     }
 }

@@ -186,15 +186,22 @@ async fn serve(
     }
     let index = index::Index::new();
     let synced = cluster::Synced::default();
+    let mut registry = Registry::with_prefix("kinject_destination");
+    let bad_annotations = Gauge::<i64>::default();
+    registry.register(
+        "service_annotations_refused",
+        "Services with a retry, timeout or failure-accrual annotation refused as invalid; none of that set applies",
+        bad_annotations.clone(),
+    );
     tokio::spawn(cluster::run(
         client.clone(),
         index.clone(),
         server.config.names.control_namespace.clone(),
         modern_slices,
         synced.clone(),
+        bad_annotations,
     ));
 
-    let mut registry = Registry::with_prefix("kinject_destination");
     let refused = Gauge::<i64>::default();
     registry.register(
         "policy_objects_refused",
