@@ -20,15 +20,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kinject_destination::grpc::{Shared, StreamMetrics};
 use kinject_destination::index::Index;
 use kinject_destination::model::{
     ObjKey, PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
-use kinject_destination::{Config, Names, PolicyConfig};
 use linkerd2_proxy_api::destination as d;
 
 use common::PER_CONNECTION;
@@ -126,20 +123,7 @@ async fn main() -> anyhow::Result<()> {
     index.apply_slice(ObjKey::new("app", "web-1"), slice(100));
 
     let plaintext = std::env::var_os("PLAINTEXT").is_some();
-    let shared = Shared {
-        index: index.clone(),
-        cfg: Arc::new(Config {
-            names: Names {
-                control_namespace: "linkerd".into(),
-                trust_domain: "cluster.local".into(),
-                cluster_domain: "cluster.local".into(),
-            },
-            policy: PolicyConfig::default(),
-            default_opaque_ports: Vec::new(),
-        }),
-        metrics: StreamMetrics::default(),
-    };
-    let (addr, anchors) = common::serve(shared, plaintext).await?;
+    let (addr, anchors) = common::serve(common::shared(index.clone()), plaintext).await?;
 
     // Open every stream and read its first answer.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -160,12 +144,7 @@ async fn main() -> anyhow::Result<()> {
             s.message()
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no first answer"))?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Ok(Some(_)) = s.message().await {
-                    let _ = tx.send(Instant::now());
-                }
-            });
+            common::forward(s, tx.clone());
             opened += 1;
         }
     }
@@ -174,28 +153,11 @@ async fn main() -> anyhow::Result<()> {
         index.watches()
     );
 
-    let mut times = Vec::new();
-    for round in 0..rounds {
+    common::measure_rounds(rounds, streams, &mut rx, |round| {
         // Alternately one endpoint more and one fewer: one add or one remove.
         let n = if round % 2 == 0 { 101 } else { 100 };
-        let started = Instant::now();
         index.apply_slice(ObjKey::new("app", "web-1"), slice(n));
-        let mut last = started;
-        for _ in 0..streams {
-            let t = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a stream ended"))?;
-            last = last.max(t);
-        }
-        let took = last - started;
-        println!("round {round}: all {streams} streams updated in {took:?}");
-        times.push(took);
-    }
-    times.sort();
-    println!(
-        "p50 {:?}, max {:?} (bar: 1 s)",
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
-    Ok(())
+        Ok(())
+    })
+    .await
 }

@@ -20,16 +20,13 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::PER_CONNECTION;
-use kinject_destination::grpc::{Shared, StreamMetrics};
 use kinject_destination::index::Index;
 use kinject_destination::model::{ObjKey, ServiceInfo, ServicePort};
 use kinject_destination::policy_index::{PolicyKind, PolicyObject};
 use kinject_destination::policy_model::{self as m, RouteGroup};
-use kinject_destination::{Config, Names, PolicyConfig};
 use linkerd2_proxy_api::outbound as ob;
 use serde_json::json;
 
@@ -125,20 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let index = Index::new();
     populate(&index)?;
     let plaintext = std::env::var_os("PLAINTEXT").is_some();
-    let shared = Shared {
-        index: index.clone(),
-        cfg: Arc::new(Config {
-            names: Names {
-                control_namespace: "linkerd".into(),
-                trust_domain: "cluster.local".into(),
-                cluster_domain: "cluster.local".into(),
-            },
-            policy: PolicyConfig::default(),
-            default_opaque_ports: Vec::new(),
-        }),
-        metrics: StreamMetrics::default(),
-    };
-    let (addr, anchors) = common::serve(shared, plaintext).await?;
+    let (addr, anchors) = common::serve(common::shared(index.clone()), plaintext).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let connections = streams.div_ceil(PER_CONNECTION);
@@ -166,12 +150,7 @@ async fn main() -> anyhow::Result<()> {
                     routes(&first)
                 );
             }
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Ok(Some(_)) = s.message().await {
-                    let _ = tx.send(Instant::now());
-                }
-            });
+            common::forward(s, tx.clone());
             opened += 1;
         }
     }
@@ -181,31 +160,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let canary = ObjKey::new("apps", "canary");
-    let mut times = Vec::new();
-    for round in 0..rounds {
-        let started = Instant::now();
+    common::measure_rounds(rounds, streams, &mut rx, |round| {
         if round % 2 == 0 {
             index.apply_service(canary.clone(), service(SERVICES)?);
         } else {
             index.delete_service(&canary);
         }
-        let mut last = started;
-        for _ in 0..streams {
-            let t = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a stream ended"))?;
-            last = last.max(t);
-        }
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
-        let took = last - started;
-        println!("round {round}: all {streams} streams updated in {took:?}");
-        times.push(took);
-    }
-    times.sort();
-    println!(
-        "p50 {:?}, max {:?} (bar: 1 s)",
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
-    Ok(())
+        Ok(())
+    })
+    .await
 }

@@ -21,16 +21,13 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::PER_CONNECTION;
-use kinject_destination::grpc::{Shared, StreamMetrics};
 use kinject_destination::index::Index;
 use kinject_destination::model::{HttpProbe, ObjKey, PodInfo};
 use kinject_destination::policy_index::{PolicyKind, PolicyObject};
 use kinject_destination::policy_model::{self as m, RouteGroup};
-use kinject_destination::{Config, Names, PolicyConfig};
 use linkerd2_proxy_api::inbound as ib;
 use serde_json::json;
 
@@ -195,20 +192,7 @@ async fn main() -> anyhow::Result<()> {
     let index = Index::new();
     populate(&index, streams)?;
     let plaintext = std::env::var_os("PLAINTEXT").is_some();
-    let shared = Shared {
-        index: index.clone(),
-        cfg: Arc::new(Config {
-            names: Names {
-                control_namespace: "linkerd".into(),
-                trust_domain: "cluster.local".into(),
-                cluster_domain: "cluster.local".into(),
-            },
-            policy: PolicyConfig::default(),
-            default_opaque_ports: Vec::new(),
-        }),
-        metrics: StreamMetrics::default(),
-    };
-    let (addr, anchors) = common::serve(shared, plaintext).await?;
+    let (addr, anchors) = common::serve(common::shared(index.clone()), plaintext).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let connections = streams.div_ceil(PER_CONNECTION);
@@ -230,12 +214,7 @@ async fn main() -> anyhow::Result<()> {
                     first.labels
                 );
             }
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Ok(Some(_)) = s.message().await {
-                    let _ = tx.send(Instant::now());
-                }
-            });
+            common::forward(s, tx.clone());
             opened += 1;
         }
     }
@@ -244,29 +223,10 @@ async fn main() -> anyhow::Result<()> {
         index.watches()
     );
 
-    let mut times = Vec::new();
-    for round in 0..rounds {
-        let started = Instant::now();
-        toggle_namespace_policy(&index, round % 2 == 0)?;
-        let mut last = started;
-        for _ in 0..streams {
-            let t = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a stream ended"))?;
-            last = last.max(t);
-        }
-        // Each change is two objects when created (two messages per stream
-        // at most); drain what is left of this round.
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
-        let took = last - started;
-        println!("round {round}: all {streams} streams updated in {took:?}");
-        times.push(took);
-    }
-    times.sort();
-    println!(
-        "p50 {:?}, max {:?} (bar: 1 s)",
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
-    Ok(())
+    // Each change is two objects when created (two messages per stream at
+    // most); the rounds drain what is left of each.
+    common::measure_rounds(rounds, streams, &mut rx, |round| {
+        toggle_namespace_policy(&index, round % 2 == 0)
+    })
+    .await
 }

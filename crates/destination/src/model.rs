@@ -265,9 +265,21 @@ pub fn pod_info(pod: &Pod, control_ns: &str) -> PodInfo {
 
 pub fn service_info(svc: &Service) -> ServiceInfo {
     let spec = svc.spec.as_ref();
+    // A set that does not parse applies none of its values; why is kept.
+    let mut bad_annotations = Vec::new();
     let annotations = svc.metadata.annotations.as_ref();
-    let route_defaults = annotations.map_or(Ok(RouteAnnotations::default()), route_annotations);
-    let failure_accrual = annotations.map_or(Ok(None), failure_accrual);
+    let route_defaults = annotations
+        .map_or(Ok(RouteAnnotations::default()), route_annotations)
+        .unwrap_or_else(|why| {
+            bad_annotations.push(why);
+            RouteAnnotations::default()
+        });
+    let failure_accrual = annotations
+        .map_or(Ok(None), failure_accrual)
+        .unwrap_or_else(|why| {
+            bad_annotations.push(why);
+            None
+        });
     let mut cluster_ips: Vec<IpAddr> = spec
         .and_then(|s| s.cluster_ips.as_ref())
         .into_iter()
@@ -298,12 +310,9 @@ pub fn service_info(svc: &Service) -> ServiceInfo {
             .map(|l| opaque_ports(l, &[]))
             .unwrap_or_default(),
         external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
-        route_defaults: route_defaults.clone().unwrap_or_default(),
-        failure_accrual: failure_accrual.clone().ok().flatten(),
-        bad_annotations: [route_defaults.err(), failure_accrual.err()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        route_defaults,
+        failure_accrual,
+        bad_annotations,
     }
 }
 

@@ -252,16 +252,16 @@ pub fn gateway_duration(s: &str) -> Result<Duration, NotADuration> {
 mod tests {
     use super::*;
 
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn linkerds_route_annotations() {
-        let a = |pairs: &[(&str, &str)]| {
-            route_annotations(
-                &pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
+        let a = |pairs: &[(&str, &str)]| route_annotations(&map(pairs));
         let r = a(&[
             ("retry.linkerd.io/http", "5xx,gateway-error,429,500-504"),
             ("retry.linkerd.io/limit", "3"),
@@ -310,14 +310,7 @@ mod tests {
 
     #[test]
     fn linkerds_failure_accrual() {
-        let a = |pairs: &[(&str, &str)]| {
-            failure_accrual(
-                &pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-        };
+        let a = |pairs: &[(&str, &str)]| failure_accrual(&map(pairs));
         assert_eq!(a(&[]), Ok(None));
         assert_eq!(
             a(&[(ACCRUAL, "consecutive")]),
@@ -404,10 +397,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_named_by_its_key() {
-        let bad = route_annotations(&BTreeMap::from([(
-            TIMEOUT_IDLE.to_string(),
-            "soon".to_string(),
-        )]));
+        let bad = route_annotations(&map(&[(TIMEOUT_IDLE, "soon")]));
         assert_eq!(
             bad.map_err(|e| e.to_string()),
             Err(

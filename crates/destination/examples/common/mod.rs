@@ -98,3 +98,69 @@ pub async fn connect(
         kinject_runtime::grpc_tls::connect_as_proxy(addr, SERVER_NAME, anchors).await?
     })
 }
+
+/// The shared state the servers answer from: `index`, and the names of a
+/// control plane in `linkerd` of a `cluster.local` cluster.
+pub fn shared(index: kinject_destination::index::Index) -> Shared {
+    use kinject_destination::{Config, Names, PolicyConfig};
+    Shared {
+        index,
+        cfg: Arc::new(Config {
+            names: Names {
+                control_namespace: "linkerd".into(),
+                trust_domain: "cluster.local".into(),
+                cluster_domain: "cluster.local".into(),
+            },
+            policy: PolicyConfig::default(),
+            default_opaque_ports: Vec::new(),
+        }),
+        metrics: kinject_destination::grpc::StreamMetrics::default(),
+    }
+}
+
+/// Sends the time of each later message of stream `s` to `tx`.
+pub fn forward<T: Send + 'static>(
+    mut s: tonic::Streaming<T>,
+    tx: tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = s.message().await {
+            let _ = tx.send(std::time::Instant::now());
+        }
+    });
+}
+
+/// Runs `rounds` changes (`change(round)`), each of which must reach all
+/// `streams` (their messages' times arrive on `rx`); prints each round's
+/// time from the change to the last stream's message, then p50 and max.
+/// What is left of a round (a change may send a stream two messages) is
+/// drained before the next.
+pub async fn measure_rounds(
+    rounds: usize,
+    streams: usize,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<std::time::Instant>,
+    mut change: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        change(round)?;
+        let mut last = started;
+        for _ in 0..streams {
+            let t = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a stream ended"))?;
+            last = last.max(t);
+        }
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
+        let took = last - started;
+        println!("round {round}: all {streams} streams updated in {took:?}");
+        times.push(took);
+    }
+    times.sort();
+    if let (Some(p50), Some(max)) = (times.get(times.len() / 2), times.last()) {
+        println!("p50 {p50:?}, max {max:?} (bar: 1 s)");
+    }
+    Ok(())
+}

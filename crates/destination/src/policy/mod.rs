@@ -401,16 +401,17 @@ pub fn outbound_policy(
         let service = &info.route_defaults;
         let routes = outbound::routes(svc, view, port, client_ns, service, cfg)
             .unwrap_or_else(|| vec![http_route(&backend, service)]);
+        let accrual = info.failure_accrual.as_ref().map(failure_accrual);
         ob::proxy_protocol::Kind::Detect(ob::proxy_protocol::Detect {
             timeout: duration(cfg.detect_timeout),
             opaque: Some(opaque),
             http1: Some(ob::proxy_protocol::Http1 {
                 routes: routes.clone(),
-                failure_accrual: info.failure_accrual.as_ref().map(failure_accrual),
+                failure_accrual: accrual,
             }),
             http2: Some(ob::proxy_protocol::Http2 {
                 routes,
-                failure_accrual: info.failure_accrual.as_ref().map(failure_accrual),
+                failure_accrual: accrual,
             }),
         })
     };
